@@ -1,0 +1,292 @@
+"""The four stages: features -> selection -> run (-> reports, in uslbench.report).
+
+`run_spec` validates everything it can before any long computation (names, config keys, budget,
+results root, data root, weights), then computes or loads each stage. A run whose record exists
+with status "ok" is returned as is; an exception during training leaves a record with status
+"failed" and the error, so sweeps can show and retry it.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .. import SCHEMA_VERSION, __version__
+from ..datasets import load_dataset
+from ..datasets.base import Dataset
+from ..encoders.base import FeatureSet
+from ..errors import UserError
+from ..registry import DATASETS, ENCODERS, LEARNERS, SELECTORS, load_all
+from ..selectors.base import SelectionContext, check_budget
+from ..utils import atomic_write_json, writable_root
+from .cache import FeatureCache, SelectionCache, indices_digest
+from .spec import RunSpec, dataset_key, feature_key, run_key, selection_key
+
+Echo = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+@dataclass
+class RunOutcome:
+    record: dict[str, Any]
+    record_path: Path
+    cached: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def top1(self) -> float | None:
+        return self.record.get("metrics", {}).get("top1")
+
+
+@dataclass
+class Prepared:
+    """Everything resolved and checked for one spec; nothing computed or written yet."""
+
+    spec: RunSpec
+    root: Path
+    dataset: Dataset
+    encoder_name: str
+    encoder: Any
+    selector: Any
+    learner: Any
+    budget: int
+    dataset_key: str
+    feature_key: str
+    selection_key: str
+    run_key: str
+    needs_features: bool
+    configs: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.root / "runs" / self.run_key
+
+    @property
+    def record_path(self) -> Path:
+        return self.run_dir / "record.json"
+
+
+def _config_dict(config: Any) -> dict:
+    return asdict(config) if config is not None else {}
+
+
+def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: dict) -> Any:
+    entry = ENCODERS.get(name)
+    fields = {f.name for f in entry.config_fields()}
+    overrides = dict(overrides)
+    if weights is not None:
+        if "weights" not in fields:
+            raise UserError(f"Encoder {name!r} takes no weights file; drop --encoder-weights.")
+        overrides["weights"] = weights
+    return ENCODERS.create(name, dataset=dataset_name, **overrides)
+
+
+def prepare(spec: RunSpec, results_root: str | os.PathLike = "results") -> Prepared:
+    """Resolve names and configs and check the input. Raises UserError; writes nothing."""
+    load_all()
+    for registry, name in ((DATASETS, spec.dataset), (SELECTORS, spec.selector), (LEARNERS, spec.learner)):
+        registry.get(name)
+    if spec.encoder is not None:
+        ENCODERS.get(spec.encoder)
+    selector = SELECTORS.create(spec.selector, dataset=spec.dataset, **spec.selector_config)
+    learner = LEARNERS.create(spec.learner, dataset=spec.dataset, **spec.learner_config)
+    if isinstance(spec.seed, bool) or not isinstance(spec.seed, (int, np.integer)) or spec.seed < 0:
+        raise UserError(f"Seed must be a non-negative integer, got {spec.seed!r}.")
+    check_budget(spec.budget, sys.maxsize)  # positive integer, before loading anything
+    root = writable_root(results_root)
+    dataset = load_dataset(spec.dataset, data_root=spec.data_root, **spec.dataset_config)
+    budget = check_budget(spec.budget, dataset.pool_size)
+    encoder_name = spec.encoder or dataset.default_encoder
+    encoder = make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)
+    needs_features = selector.uses_features or learner.uses_features
+    if needs_features:
+        encoder.check(dataset)
+    labels_allowed = selector.needs_labels
+    if labels_allowed and not dataset.has_train_labels:
+        raise UserError(f"Selector {spec.selector!r} reads labels, but {dataset.name} has no train labels.")
+    selector.validate(dataset.pool_size, budget, SelectionContext(
+        pool_size=dataset.pool_size, dataset=dataset, labels=dataset.train.labels, labels_allowed=labels_allowed))
+    learner.check_dataset(dataset)
+    d_key = dataset_key(dataset.identity)
+    f_key = feature_key(dataset.identity, encoder.identity())
+    selector_cfg = _config_dict(selector.config)
+    s_key = selection_key(f_key if selector.uses_features else d_key, spec.selector, selector_cfg, budget, spec.seed)
+    learner_cfg = _config_dict(learner.config)
+    r_key = run_key(s_key, spec.learner, learner_cfg, spec.seed, f_key if learner.uses_features else d_key)
+    configs = {"dataset": dataset.identity, "encoder": encoder.identity(), "selector": selector_cfg,
+               "learner": learner_cfg}
+    return Prepared(spec, root, dataset, encoder_name, encoder, selector, learner, budget, d_key, f_key,
+                    s_key, r_key, needs_features, configs)
+
+
+def compute_features(prep: Prepared, device: str = "cpu", echo: Echo = _stderr) -> tuple[FeatureSet, bool, float]:
+    cache = FeatureCache(prep.root, prep.spec.dataset, prep.encoder_name, prep.feature_key)
+    loaded = cache.load(echo)
+    if loaded is not None:
+        train, test, meta = loaded
+        return FeatureSet(train=train, test=test), True, 0.0
+    start = time.perf_counter()
+    features = prep.encoder.encode(prep.dataset, device=device)
+    seconds = time.perf_counter() - start
+    cache.save(features.train, features.test, {
+        "schema": SCHEMA_VERSION, "key": prep.feature_key, "dataset": prep.spec.dataset,
+        "encoder": prep.encoder_name, "identity": prep.encoder.identity(), "seconds": seconds,
+        "created": _now()})
+    return features, False, seconds
+
+
+def compute_selection(prep: Prepared, features: FeatureSet | None, device: str = "cpu",
+                      echo: Echo = _stderr) -> tuple[dict, bool]:
+    spec = prep.spec
+    cache = SelectionCache(prep.root, spec.dataset, spec.selector, prep.budget, spec.seed, prep.selection_key)
+    loaded = cache.load(echo)
+    if loaded is not None:
+        return loaded, True
+    context = SelectionContext(pool_size=prep.dataset.pool_size, dataset=prep.dataset, dataset_name=spec.dataset,
+                               labels=prep.dataset.train.labels if prep.selector.needs_labels else None,
+                               labels_allowed=prep.selector.needs_labels, encoder=prep.encoder, device=device,
+                               workdir=prep.root / "cache" / "work")
+    selection = prep.selector.select(features.train if features is not None else None, prep.budget,
+                                     seed=spec.seed, context=context)
+    data = {"schema": SCHEMA_VERSION, "key": prep.selection_key, "selector": spec.selector,
+            "budget": prep.budget, "seed": spec.seed, "config": _config_dict(prep.selector.config),
+            "indices": selection.indices, "info": selection.info, "seconds": selection.seconds,
+            "reads_labels": prep.selector.needs_labels, "created": _now()}
+    cache.save(data)
+    data["indices"] = selection.indices
+    return data, False
+
+
+def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+             echo: Echo = _stderr, force: bool = False) -> RunOutcome:
+    prep = prepare(spec, results_root)
+    existing = read_record(prep.record_path)
+    if existing is not None and existing.get("status") == "ok" and not force:
+        return RunOutcome(existing, prep.record_path, {"features": True, "selection": True, "run": True})
+    prep.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(prep.run_dir / "running.json", _running_marker())
+    seconds: dict[str, float] = {}
+    cached = {"features": False, "selection": False, "run": False}
+    record = _base_record(prep)
+    try:
+        features = None
+        if prep.needs_features:
+            features, cached["features"], seconds["features"] = compute_features(prep, device, echo)
+        t0 = time.perf_counter()
+        selection, cached["selection"] = compute_selection(prep, features, device, echo)
+        seconds["selection"] = 0.0 if cached["selection"] else time.perf_counter() - t0
+        indices = np.asarray(selection["indices"], dtype=np.int64)
+        record["selection"] = {"key": prep.selection_key, "indices": indices.tolist(),
+                               "indices_sha256": indices_digest(indices), "info": selection.get("info", {}),
+                               "seconds": selection.get("seconds", {}), "cached": cached["selection"]}
+        record["class_histogram"] = class_histogram(prep.dataset, indices)
+        record["classes_covered"] = int(sum(1 for v in record["class_histogram"] if v > 0))
+        prep.learner.check(prep.dataset, indices)
+        t0 = time.perf_counter()
+        metrics = prep.learner.fit(prep.dataset, indices, seed=spec.seed, device=device,
+                                   workdir=prep.run_dir, features=features)
+        seconds["learner"] = time.perf_counter() - t0
+        record.update(status="ok", metrics=metrics, seconds=seconds, cached=cached, finished=_now())
+    except UserError:
+        _remove(prep.run_dir / "running.json")
+        raise
+    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+        record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                      seconds=seconds, cached=cached, finished=_now())
+        atomic_write_json(prep.record_path, record)
+        _remove(prep.run_dir / "running.json")
+        raise
+    atomic_write_json(prep.record_path, record)
+    _remove(prep.run_dir / "running.json")
+    return RunOutcome(record, prep.record_path, cached)
+
+
+def class_histogram(dataset: Dataset, indices: np.ndarray) -> list[int]:
+    """Selected images per class (computed after selection, for reporting only)."""
+    if dataset.train.labels is None:
+        return []
+    return np.bincount(dataset.train.labels[indices], minlength=dataset.num_classes).astype(int).tolist()
+
+
+def read_record(path: Path) -> dict | None:
+    import json
+
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _base_record(prep: Prepared) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA_VERSION, "key": prep.run_key, "spec": prep.spec.to_dict(),
+        "resolved": {"encoder": prep.encoder_name, "budget": prep.budget, **prep.configs},
+        "keys": {"dataset": prep.dataset_key, "features": prep.feature_key, "selection": prep.selection_key},
+        "selector_tags": list(SELECTORS.get(prep.spec.selector).tags),
+        "learner_tags": list(LEARNERS.get(prep.spec.learner).tags),
+        "dataset_summary": {"pool_size": prep.dataset.pool_size, "num_classes": prep.dataset.num_classes,
+                            "test_size": len(prep.dataset.test) if prep.dataset.test is not None else 0},
+        "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
+        "device": "cpu", "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID"),
+        "started": _now(),
+    }
+
+
+def _running_marker() -> dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
+            "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID")}
+
+
+def _remove(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"uslbench": __version__, "python": platform.python_version()}
+    for package in ("numpy", "torch", "torchvision", "faiss-cpu", "scikit-learn"):
+        try:
+            out[package] = md.version(package)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+_GIT_COMMIT: list[str | None] = []
+
+
+def git_commit() -> str | None:
+    if not _GIT_COMMIT:
+        try:
+            out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                                 capture_output=True, text=True, timeout=5)
+            commit = out.stdout.strip() if out.returncode == 0 else None
+            if commit:
+                dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                       cwd=Path(__file__).resolve().parent, capture_output=True, text=True, timeout=5)
+                if dirty.stdout.strip():
+                    commit += "-dirty"
+            _GIT_COMMIT.append(commit)
+        except (OSError, subprocess.SubprocessError):
+            _GIT_COMMIT.append(None)
+    return _GIT_COMMIT[0]
