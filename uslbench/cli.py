@@ -137,5 +137,9 @@ def resolve_device(device: str) -> str:
     return device
 
 
+# Commands that live with their subsystem (one line each; keep this block sorted).
+# main.add_command(...)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

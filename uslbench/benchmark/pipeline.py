@@ -196,7 +196,8 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device:
         prep.learner.check(prep.dataset, indices)
         t0 = time.perf_counter()
         metrics = prep.learner.fit(prep.dataset, indices, seed=spec.seed, device=device,
-                                   workdir=prep.run_dir, features=features)
+                                   workdir=prep.run_dir, features=features,
+                                   encoder=prep.encoder)
         seconds["learner"] = time.perf_counter() - t0
         record.update(status="ok", metrics=metrics, seconds=seconds, cached=cached, finished=_now())
     except UserError:

@@ -65,5 +65,8 @@ class Learner:
                             "Raise the budget or use another selector.")
 
     def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = 0, device: str = "cpu",
-            workdir: str | Path | None = None, features: Any = None) -> dict[str, Any]:
+            workdir: str | Path | None = None, features: Any = None, encoder: Any = None) -> dict[str, Any]:
+        """Train on the labeled indices (plus the pool as unlabeled data for SSL learners) and
+        evaluate on the test split. `features`: the cached FeatureSet (for `uses_features`
+        learners); `encoder`: the run's Encoder object (learners that fine-tune it)."""
         raise NotImplementedError

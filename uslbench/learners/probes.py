@@ -29,7 +29,7 @@ class LinearProbe(FeatureProbe):
     """scikit-learn LogisticRegression (lbfgs, multinomial) on the labeled rows of the cached
     features; top-1 on the test split's features."""
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None):
+    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.linear_model import LogisticRegression
 
         x, y = self._labeled(dataset, labeled_indices, features)
@@ -49,7 +49,7 @@ class KnnConfig:
 class KnnProbe(FeatureProbe):
     """scikit-learn KNeighborsClassifier with k = min(k, labeled set size); distance weighting."""
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None):
+    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.neighbors import KNeighborsClassifier
 
         x, y = self._labeled(dataset, labeled_indices, features)
