@@ -125,7 +125,11 @@ def writable_root(path: str | os.PathLike) -> Path:
     if probe.exists() and not probe.is_dir():
         raise UserError(f"Results root {path} is not usable: {probe} exists and is not a folder. "
                         "Pass --results-root with a writable folder.")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise UserError(f"Results root {path} is not writable (no write permission on {probe}). "
-                        "Pass --results-root with a folder you can write to.")
+    try:  # os.access says yes to root even on read-only mounts: really try
+        fd, tmp = tempfile.mkstemp(prefix=".uslbench-probe-", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"Results root {path} is not writable ({exc.strerror} in {probe}). "
+                        "Pass --results-root with a folder you can write to.") from None
     return path
