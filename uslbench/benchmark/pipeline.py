@@ -180,6 +180,7 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device:
     seconds: dict[str, float] = {}
     cached = {"features": False, "selection": False, "run": False}
     record = _base_record(prep)
+    record["device"] = device
     try:
         features = None
         if prep.needs_features:
