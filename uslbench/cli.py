@@ -139,6 +139,9 @@ def resolve_device(device: str) -> str:
 
 # Commands that live with their subsystem (one line each; keep this block sorted).
 # main.add_command(...)
+from .commands.data import pretrain_command  # noqa: E402
+
+main.add_command(pretrain_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
