@@ -19,6 +19,15 @@ from uslbench.registry import ENCODERS, load_all
 load_all()
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small convolutions run faster on one thread than on two contended ones (shared CI cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def cifar(tmp_path_factory):
     root = write_cifar(tmp_path_factory.mktemp("cifar"), "cifar10", per_class_train=2, per_class_test=1)
