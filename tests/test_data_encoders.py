@@ -132,6 +132,7 @@ def test_missing_weights_message_names_pretrain_and_option(cifar, tmp_path):
     assert "--encoder-weights PATH" in message and str(tmp_path / "weights" / "cifar10" / "simclr.pt") in message
 
 
+@pytest.mark.slow
 def test_default_location_identity_and_determinism(cifar, tmp_path):
     path = default_weights_path(tmp_path, cifar, "simclr")
     path.parent.mkdir(parents=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,8 @@ from .files import missing_files_error, resolve_data_root
 
 @dataclass
 class CifarConfig:
-    data_root: str | None = None   # folder holding cifar-10-batches-py/ or cifar-100-python/
-    download: bool = False         # fetch the archive with torchvision when the files are absent
+    data_root: str | None = field(default=None, metadata={"help": "folder holding cifar-10-batches-py/ or cifar-100-python/"})
+    download: bool = field(default=False, metadata={"help": "fetch the archive with torchvision when the files are absent"})
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ with a warning. Trees larger than `max_in_memory` images are read lazily from th
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -29,8 +29,8 @@ from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats
 @dataclass
 class FolderConfig:
     path: str = ""
-    image_size: int | None = None      # resize every image to this side (default: the common size)
-    max_in_memory: int = 100_000       # above this many images, read files lazily
+    image_size: int | None = field(default=None, metadata={"help": "resize every image to this side (default: the common size)"})
+    max_in_memory: int = field(default=100_000, metadata={"help": "above this many images, read files lazily"})
 
 
 @dataclass

@@ -11,7 +11,7 @@ ship with the package (data/imagenet100_classes.txt).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +26,7 @@ from .files import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, FileLoader, fi
 
 @dataclass
 class ImageNetConfig:
-    data_root: str | None = None   # folder holding train/ and val/ (ImageFolder layout)
+    data_root: str | None = field(default=None, metadata={"help": "folder holding train/ and val/ (ImageFolder layout)"})
 
 
 def imagenet100_classes() -> list[str]:

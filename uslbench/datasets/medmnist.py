@@ -21,7 +21,7 @@ SIZES = (28, 64, 128, 224)
 
 @dataclass
 class MedMNISTConfig:
-    data_root: str | None = None   # folder holding bloodmnist.npz (bloodmnist_64.npz ... for other sizes)
+    data_root: str | None = field(default=None, metadata={"help": "folder holding bloodmnist.npz (bloodmnist_64.npz ... for other sizes)"})
     size: int = field(default=28, metadata={"help": "image side: 28, 64, 128 or 224"})
     download: bool = False
 

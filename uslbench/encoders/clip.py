@@ -9,7 +9,7 @@ downloaded here: without either file the run stops with a message that says how 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,8 +24,8 @@ from .torch_base import TorchEncoder
 
 @dataclass
 class ClipConfig:
-    weights: str | None = None      # a local open_clip checkpoint of `model`
-    pretrained: str = "openai"      # open_clip tag looked up in its cache; "none" = random init (tests)
+    weights: str | None = field(default=None, metadata={"help": "a local open_clip checkpoint of `model`"})
+    pretrained: str = field(default="openai", metadata={"help": "open_clip tag looked up in its cache; 'none' = random init (tests)"})
     model: str = "ViT-B-16"
     batch_size: int = 128
     amp: bool = True
@@ -73,7 +73,6 @@ class ClipEncoder(TorchEncoder):
     def __init__(self, config: ClipConfig) -> None:
         super().__init__(config)
         self._preprocess = None
-        self.config.output = "projection"  # type: ignore[attr-defined] - one output: the image embedding
 
     def resolve_weights(self, dataset: Dataset | None = None) -> Path | None:
         if self.config.weights:

@@ -10,6 +10,7 @@ content identity (folder-3f2a...). The pipeline tells the encoder its results ro
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import field
 import os
 from pathlib import Path
 from typing import Any
@@ -94,12 +95,12 @@ class ContrastiveNet(nn.Module):
 
 @dataclasses.dataclass
 class ContrastiveConfig:
-    weights: str | None = None       # weights file (--encoder-weights); default: what `pretrain` wrote
-    output: str = "projection"       # "projection": normalised projection (reference); "backbone": pooled
-    normalisation: str = "dataset"   # "dataset" statistics, "cld" (CIFAR stats of CLD/SCAN), or "imagenet"
+    weights: str | None = field(default=None, metadata={"help": "weights file (--encoder-weights); default: what `pretrain` wrote"})
+    output: str = field(default="projection", metadata={"help": "'projection': normalised projection (reference); 'backbone': pooled"})
+    normalisation: str = field(default="dataset", metadata={"help": "'dataset' statistics, 'cld' (CIFAR stats of CLD/SCAN), or 'imagenet'"})
     batch_size: int = 256
-    amp: bool = True                 # float16 autocast on GPU
-    num_workers: int = -1            # DataLoader workers for file-backed data sets (-1: automatic)
+    amp: bool = field(default=True, metadata={"help": "float16 autocast on GPU"})
+    num_workers: int = field(default=-1, metadata={"help": "DataLoader workers for file-backed data sets (-1: automatic)"})
 
 
 # fields that change speed, never the features: kept out of the cache key
