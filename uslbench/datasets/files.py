@@ -44,9 +44,11 @@ def digest_strings(parts: Iterable[str]) -> str:
     return h.hexdigest()
 
 
-def file_list_identity(root: Path, files: Sequence[Path]) -> dict:
-    """Content identity of a big tree without reading it: relative names and byte sizes."""
-    entries = [f"{p.relative_to(root).as_posix()}:{p.stat().st_size}" for p in files]
+def file_list_identity(root: Path, files: Sequence[Path], sizes: Sequence[int] | None = None) -> dict:
+    """Content identity of a big tree without reading it: relative names and byte sizes (pass the
+    sizes when a directory scan already has them, to avoid a second stat per file)."""
+    sizes = sizes if sizes is not None else [p.stat().st_size for p in files]
+    entries = [f"{p.relative_to(root).as_posix()}:{size}" for p, size in zip(files, sizes)]
     return {"files": len(entries), "names_and_sizes_sha256": digest_strings(entries)}
 
 

@@ -35,17 +35,20 @@ def imagenet100_classes() -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def scan_class_folders(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], np.ndarray]:
-    """Files of the given class folders (sorted, like torchvision's ImageFolder) with label = position."""
+def scan_class_folders(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], np.ndarray, list[int]]:
+    """Files of the given class folders (sorted, like torchvision's ImageFolder), label = position of
+    the class, and byte sizes (from the same directory scan)."""
     files: list[Path] = []
     labels: list[int] = []
+    sizes: list[int] = []
     for index, wnid in enumerate(classes):
         with os.scandir(split_dir / wnid) as entries:
-            members = sorted(Path(e.path) for e in entries
+            members = sorted((e.name, e.stat().st_size) for e in entries
                              if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
-        files += members
+        files += [split_dir / wnid / name for name, _ in members]
+        sizes += [size for _, size in members]
         labels += [index] * len(members)
-    return files, np.asarray(labels, dtype=np.int64)
+    return files, np.asarray(labels, dtype=np.int64), sizes
 
 
 class ImageNetSource:
@@ -79,12 +82,12 @@ class ImageNetSource:
                           f"{self.expected_classes}.", stacklevel=2)
         splits, identity = {}, {"source": self.name, "classes": len(classes)}
         for split in ("train", "val"):
-            files, labels = scan_class_folders(root / split, classes)
+            files, labels, sizes = scan_class_folders(root / split, classes)
             if not files:
                 raise UserError(f"Data set {self.name!r}: no images under {root / split}.")
             splits[split] = ImageSplit(labels=labels, loader=FileLoader(files), length=len(files),
                                        paths=[str(p) for p in files])
-            identity[split] = file_list_identity(root, files)
+            identity[split] = file_list_identity(root, files, sizes)
         return Dataset(name=self.name, train=splits["train"], test=splits["val"], num_classes=len(classes),
                        image_size=224, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                        default_encoder="mocov2", class_names=classes, identity=identity)

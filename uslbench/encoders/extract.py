@@ -3,6 +3,7 @@ time; file-backed splits go through a DataLoader with workers. GPU: AMP (float16
 channels-last. The output is float32 whatever the compute precision."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Callable
 
@@ -99,7 +100,8 @@ def extract_features(module: torch.nn.Module, split: ImageSplit, preprocess: Pre
     if cuda:
         module = module.to(memory_format=torch.channels_last)
     outputs: list[np.ndarray] = []
-    with tqdm(total=len(split), desc=desc, unit="img", disable=progress_disabled(), leave=False) as bar:
+    # cuDNN autotuning may pick different kernels run to run; fixed kernels keep features identical
+    with _deterministic_cudnn(cuda), tqdm(total=len(split), desc=desc, unit="img", disable=progress_disabled(), leave=False) as bar:
         for batch in batches(split, preprocess, batch_size, num_workers):
             batch = batch.to(device, non_blocking=True)
             if cuda:
@@ -109,3 +111,16 @@ def extract_features(module: torch.nn.Module, split: ImageSplit, preprocess: Pre
             outputs.append(features.float().cpu().numpy())
             bar.update(len(batch))
     return np.concatenate(outputs).astype(np.float32, copy=False)
+
+
+@contextlib.contextmanager
+def _deterministic_cudnn(enabled: bool):
+    if not enabled:
+        yield
+        return
+    saved = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved
