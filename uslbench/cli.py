@@ -82,13 +82,14 @@ def _overrides(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--encoder", default=None, help="encoder (default: the data set's default)")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
 @click.option("--data-root", default=None, help="folder holding the data set's files")
+@click.option("--download", is_flag=True, help="download the data set where its library can (cifar, bloodmnist)")
 @click.option("--selector-config", multiple=True, metavar="KEY=VALUE", help="selector config override (repeatable)")
 @click.option("--learner-config", multiple=True, metavar="KEY=VALUE", help="learner config override (repeatable)")
 @click.option("--encoder-config", multiple=True, metavar="KEY=VALUE", help="encoder config override (repeatable)")
 @click.option("--results-root", default="results", show_default=True, help="where caches and records go")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
 @click.option("--force", is_flag=True, help="recompute the run even if a finished record exists")
-def run(selector, learner, dataset, budget, seed, encoder, encoder_weights, data_root, selector_config,
+def run(selector, learner, dataset, budget, seed, encoder, encoder_weights, data_root, download, selector_config,
         learner_config, encoder_config, results_root, device, force) -> None:
     """Select a labeled set, train a learner on it, evaluate, and write a record.
 
@@ -102,7 +103,7 @@ def run(selector, learner, dataset, budget, seed, encoder, encoder_weights, data
     spec = RunSpec(dataset=dataset, selector=selector, learner=learner, budget=budget, seed=seed,
                    encoder=encoder, encoder_weights=encoder_weights, data_root=data_root,
                    selector_config=_overrides(selector_config), learner_config=_overrides(learner_config),
-                   encoder_config=_overrides(encoder_config))
+                   encoder_config=_overrides(encoder_config), dataset_config={"download": True} if download else {})
     outcome = run_spec(spec, results_root, device=resolve_device(device),
                        echo=lambda m: click.echo(f"warning: {m}", err=True), force=force)
     record = outcome.record
@@ -139,6 +140,9 @@ def resolve_device(device: str) -> str:
 
 # Commands that live with their subsystem (one line each; keep this block sorted).
 # main.add_command(...)
+from .commands.data import pretrain_command  # noqa: E402
+
+main.add_command(pretrain_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -110,6 +110,7 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results") -> Prepa
     budget = check_budget(spec.budget, dataset.pool_size)
     encoder_name = spec.encoder or dataset.default_encoder
     encoder = make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)
+    encoder.use_results_root(root)  # default weights location: <results-root>/weights/<dataset>/
     needs_features = selector.uses_features or learner.uses_features
     if needs_features:
         encoder.check(dataset)

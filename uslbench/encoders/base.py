@@ -37,6 +37,10 @@ class Encoder:
         config = {k: v for k, v in config.items() if "path" not in k and k != "weights"}
         return {"encoder": self.registry_name, "config": config, "weights": self.weights_digest()}
 
+    def use_results_root(self, root) -> None:
+        """The pipeline passes its results root (encoders with default weights locations use it)."""
+        self.results_root = root
+
     def check(self, dataset: Dataset) -> None:
         """Raise UserError before any long computation when this encoder cannot run (no weights...)."""
 

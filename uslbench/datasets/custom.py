@@ -1,0 +1,208 @@
+"""Your own data: `folder:PATH` (an ImageFolder tree, or a flat folder of unlabeled images) and
+`npz:PATH` (arrays x_train, optional y_train, optional x_test + y_test).
+
+Folder layouts, checked in this order:
+  PATH/train/<class>/*.png and PATH/test/<class>/*.png (or val/)   train pool + labelled test split
+  PATH/<class>/*.png                                                labelled pool, no test split
+  PATH/*.png                                                        unlabeled pool: selection only
+Unreadable images are skipped with a warning that lists them (they are not part of the pool);
+mixed modes are converted to RGB and mixed sizes resized to the most common size (or `image_size`),
+with a warning. Trees larger than `max_in_memory` images are read lazily from the files.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from ..registry import DATASETS
+from ..utils import array_digest, file_sha256
+from .base import Dataset, ImageSplit
+from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_images,
+                    FileLoader, file_list_identity, list_images)
+
+
+@dataclass
+class FolderConfig:
+    path: str = ""
+    image_size: int | None = field(default=None, metadata={"help": "resize every image to this side (default: the common size)"})
+    max_in_memory: int = field(default=100_000, metadata={"help": "above this many images, read files lazily"})
+
+
+@dataclass
+class _Tree:
+    files: list[Path]
+    labels: np.ndarray | None
+
+
+def _class_tree(folder: Path, class_names: Sequence[str] | None = None) -> tuple[_Tree, list[str]]:
+    classes = list(class_names) if class_names is not None else sorted(
+        d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        members = list_images(folder / name) if (folder / name).is_dir() else []
+        files += members
+        labels += [index] * len(members)
+    return _Tree(files, np.asarray(labels, dtype=np.int64)), classes
+
+
+@DATASETS.register("folder", "your images: an ImageFolder tree (train/ + test/ or one level of class folders) "
+                   "or a flat folder (selection only)", config=FolderConfig, argument_field="path",
+                   tags=("user_data",))
+class ImageFolderData:
+    """Images in class sub-folders (ImageFolder layout). With PATH/train and PATH/test (or PATH/val)
+    the test split evaluates learners; without them the whole tree is the pool. A flat folder of
+    images has no labels and can only be used to choose images to label."""
+
+    def __init__(self, config: FolderConfig) -> None:
+        self.config = config
+
+    def load(self) -> Dataset:
+        root = Path(self.config.path).expanduser()
+        if not root.is_dir():
+            raise UserError(f"folder:{self.config.path}: no such folder. Give a folder of class sub-folders "
+                            "(train/<class>/*.png and test/<class>/*.png, or <class>/*.png) or of images.")
+        test_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
+        if (root / "train").is_dir():
+            train_tree, classes = _class_tree(root / "train")
+            test_tree = _class_tree(test_dir, classes)[0] if test_dir is not None else None
+            if test_dir is not None:
+                extra = sorted({d.name for d in test_dir.iterdir() if d.is_dir()} - set(classes))
+                if extra:
+                    raise UserError(f"folder:{root}: {test_dir.name}/ has classes absent from train/: "
+                                    f"{', '.join(extra[:10])}. Every test class needs a train folder.")
+        elif any(d.is_dir() for d in root.iterdir()):
+            train_tree, classes = _class_tree(root)
+            test_tree = None
+        else:
+            train_tree, classes, test_tree = _Tree(list_images(root), None), [], None
+        if not train_tree.files:
+            raise UserError(f"folder:{root}: no images found (extensions {', '.join(IMAGE_EXTENSIONS)}).")
+        lazy = len(train_tree.files) + (len(test_tree.files) if test_tree else 0) > self.config.max_in_memory
+        train, train_info = self._split(root, train_tree, lazy, "train")
+        test = self._split(root, test_tree, lazy, "test")[0] if test_tree and test_tree.files else None
+        if train.array is not None:
+            mean, std = channel_stats(train.array)
+            channels, size = train.array.shape[-1], train.array.shape[1]
+        else:
+            mean, std, channels, size = IMAGENET_MEAN, IMAGENET_STD, 3, self.config.image_size or 224
+        if train.array is not None and test is not None and test.array.shape[1:] != train.array.shape[1:]:
+            test = ImageSplit(labels=test.labels, array=self._refit(test.array, train.array.shape[1:]))
+        return Dataset(
+            name=f"folder:{self.config.path}", train=train, test=test, num_classes=len(classes), image_size=size,
+            channels=channels, mean=mean, std=std, default_encoder="simclr", class_names=classes,
+            identity={"source": "folder", "classes": classes, "image_size": self.config.image_size,
+                      "train": train_info, "test": self._identity(test, root, test_tree)},
+        )
+
+    def _split(self, root: Path, tree: _Tree, lazy: bool, what: str) -> tuple[ImageSplit, dict]:
+        if lazy:
+            files = tree.files
+            size = self.config.image_size or 224
+            split = ImageSplit(labels=tree.labels, loader=FileLoader(files, size), length=len(files), paths=[str(p) for p in files])
+            return split, file_list_identity(root, files)
+        array, kept, info = decode_images(tree.files, self.config.image_size, f"folder:{root} ({what})")
+        labels = tree.labels[kept] if tree.labels is not None else None
+        split = ImageSplit(labels=labels, array=array, paths=[str(tree.files[i]) for i in kept])
+        return split, self._identity(split, root, tree)
+
+    @staticmethod
+    def _identity(split: ImageSplit | None, root: Path, tree: _Tree | None) -> dict | None:
+        if split is None:
+            return None
+        if split.array is None:
+            return file_list_identity(root, tree.files)
+        labels = None if split.labels is None else array_digest(split.labels)
+        return {"pixels_sha256": array_digest(split.array), "labels_sha256": labels}
+
+    @staticmethod
+    def _refit(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """Bring the test images to the train images' size and channels (a warning says so)."""
+        from PIL import Image
+
+        warnings.warn(f"test images ({array.shape[1:]}) resized to the train images' shape {shape}.", stacklevel=3)
+        mode = "L" if shape[-1] == 1 else "RGB"
+        out = [np.asarray(Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).convert(mode)
+                          .resize((shape[1], shape[0]), Image.BILINEAR)) for a in array]
+        out = np.stack(out)
+        return out[..., None] if out.ndim == 3 else out
+
+
+@dataclass
+class NpzConfig:
+    path: str = ""
+
+
+@DATASETS.register("npz", "your arrays: an .npz with x_train, optional y_train, optional x_test + y_test",
+                   config=NpzConfig, argument_field="path", tags=("user_data",))
+class NpzData:
+    """Images as arrays in one .npz file: `x_train` (N, H, W[, C]) or (N, C, H, W), uint8 or floats
+    in [0, 1]; `y_train` (N,) integer labels (optional: without them only selection works);
+    `x_test` and `y_test` (optional, together) for evaluation."""
+
+    def __init__(self, config: NpzConfig) -> None:
+        self.config = config
+
+    def load(self) -> Dataset:
+        path = Path(self.config.path).expanduser()
+        if not path.is_file():
+            raise UserError(f"npz:{self.config.path}: no such file. Save your arrays with "
+                            "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {key: archive[key] for key in archive.files}
+        except (OSError, ValueError) as exc:
+            raise UserError(f"npz:{path} is not a readable .npz file without pickled objects ({exc}).") from exc
+        if "x_train" not in arrays:
+            raise UserError(f"npz:{path} needs an array 'x_train' (found: {', '.join(sorted(arrays)) or 'none'}). "
+                            "Expected keys: x_train, optional y_train, optional x_test with y_test.")
+        if ("x_test" in arrays) != ("y_test" in arrays):
+            raise UserError(f"npz:{path}: x_test and y_test go together (found only "
+                            f"{'x_test' if 'x_test' in arrays else 'y_test'}).")
+        x_train = _images(arrays["x_train"], f"npz:{path} x_train")
+        y_train = _labels(arrays.get("y_train"), len(x_train), f"npz:{path} y_train")
+        test = None
+        if "x_test" in arrays:
+            x_test = _images(arrays["x_test"], f"npz:{path} x_test")
+            if x_test.shape[1:] != x_train.shape[1:]:
+                raise UserError(f"npz:{path}: x_test images {x_test.shape[1:]} differ in shape from x_train "
+                                f"images {x_train.shape[1:]}.")
+            test = ImageSplit(labels=_labels(arrays["y_test"], len(x_test), f"npz:{path} y_test"), array=x_test)
+        present = [y for y in (y_train, test.labels if test else None) if y is not None]
+        num_classes = int(max(int(y.max()) for y in present if y.size) + 1) if present else 0
+        mean, std = channel_stats(x_train)
+        return Dataset(
+            name=f"npz:{self.config.path}", train=ImageSplit(labels=y_train, array=x_train), test=test,
+            num_classes=num_classes, image_size=x_train.shape[1], channels=x_train.shape[-1], mean=mean, std=std,
+            default_encoder="simclr", class_names=[str(c) for c in range(num_classes)],
+            identity={"source": "npz", "npz_sha256": file_sha256(path)},
+        )
+
+
+def _images(array: np.ndarray, what: str) -> np.ndarray:
+    from .files import to_uint8_images
+
+    images = to_uint8_images(array, what)
+    if len(images) == 0:
+        raise UserError(f"{what} holds no images.")
+    return images
+
+
+def _labels(array: np.ndarray | None, count: int, what: str) -> np.ndarray | None:
+    if array is None:
+        return None
+    labels = np.asarray(array)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or len(labels) != count:
+        raise UserError(f"{what} must hold one label per image: expected shape ({count},), got {labels.shape}.")
+    if labels.size and (not np.issubdtype(labels.dtype, np.integer) and not np.all(np.mod(labels, 1) == 0)):
+        raise UserError(f"{what} must hold integer class ids; got dtype {labels.dtype}.")
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise UserError(f"{what} has negative class ids (min {labels.min()}); use 0..C-1.")
+    return labels

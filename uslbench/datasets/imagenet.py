@@ -1,0 +1,113 @@
+"""ImageNet-1k (ILSVRC-2012) and ImageNet-100 in ImageFolder layout, read lazily from the files.
+
+    <data_root>/train/n01440764/*.JPEG ...   the unlabeled pool
+    <data_root>/val/n01440764/*.JPEG ...     evaluation (the official val set sorted into class folders)
+
+Only the file list is kept in memory; every image is decoded when it is used. The identity is the
+list of relative file names with their sizes (reading 150 GB to hash it is not an option).
+ImageNet-100 is the 100-class subset of CMC (Tian et al.) that the USL paper uses; its WordNet ids
+ship with the package (data/imagenet100_classes.txt).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from ..registry import DATASETS
+from .base import Dataset, ImageSplit
+from .files import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, FileLoader, file_list_identity, resolve_data_root
+
+
+@dataclass
+class ImageNetConfig:
+    data_root: str | None = field(default=None, metadata={"help": "folder holding train/ and val/ (ImageFolder layout)"})
+
+
+def imagenet100_classes() -> list[str]:
+    """The 100 WordNet ids of ImageNet-100 (package data), in the file's order."""
+    text = resources.files("uslbench.datasets").joinpath("data/imagenet100_classes.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def scan_class_folders(split_dir: Path, classes: Sequence[str]) -> tuple[list[Path], np.ndarray, list[int]]:
+    """Files of the given class folders (sorted, like torchvision's ImageFolder), label = position of
+    the class, and byte sizes (from the same directory scan)."""
+    files: list[Path] = []
+    labels: list[int] = []
+    sizes: list[int] = []
+    for index, wnid in enumerate(classes):
+        with os.scandir(split_dir / wnid) as entries:
+            members = sorted((e.name, e.stat().st_size) for e in entries
+                             if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+        files += [split_dir / wnid / name for name, _ in members]
+        sizes += [size for _, size in members]
+        labels += [index] * len(members)
+    return files, np.asarray(labels, dtype=np.int64), sizes
+
+
+class ImageNetSource:
+    name = "imagenet"
+    expected_classes: int = 1000
+
+    def __init__(self, config: ImageNetConfig) -> None:
+        self.config = config
+
+    def classes(self, train_dir: Path) -> list[str]:
+        return sorted(d.name for d in train_dir.iterdir() if d.is_dir())
+
+    def load(self) -> Dataset:
+        root = resolve_data_root(self.config.data_root)
+        missing = [f"{s}/" for s in ("train", "val") if not (root / s).is_dir()]
+        if missing:
+            raise UserError(f"Data set {self.name!r}: under {root} expected train/ and val/ in ImageFolder layout "
+                            f"(train/n01440764/*.JPEG ...); missing {', '.join(missing)}. Pass --data-root with "
+                            "that folder. ImageNet cannot be downloaded automatically: get ILSVRC-2012 from "
+                            "image-net.org and sort val/ into class folders.")
+        classes = self.classes(root / "train")
+        absent = {s: [c for c in classes if not (root / s / c).is_dir()] for s in ("train", "val")}
+        for split, names in absent.items():
+            if names:
+                raise UserError(f"Data set {self.name!r}: {len(names)} class folder(s) missing under {root / split}: "
+                                f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}.")
+        if len(classes) != self.expected_classes:
+            import warnings
+
+            warnings.warn(f"{self.name}: found {len(classes)} class folders under {root / 'train'}, expected "
+                          f"{self.expected_classes}.", stacklevel=2)
+        splits, identity = {}, {"source": self.name, "classes": len(classes)}
+        for split in ("train", "val"):
+            files, labels, sizes = scan_class_folders(root / split, classes)
+            if not files:
+                raise UserError(f"Data set {self.name!r}: no images under {root / split}.")
+            splits[split] = ImageSplit(labels=labels, loader=FileLoader(files), length=len(files),
+                                       paths=[str(p) for p in files])
+            identity[split] = file_list_identity(root, files, sizes)
+        return Dataset(name=self.name, train=splits["train"], test=splits["val"], num_classes=len(classes),
+                       image_size=224, channels=3, mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                       default_encoder="mocov2", class_names=classes, identity=identity)
+
+
+@DATASETS.register("imagenet", "ImageNet-1k (ILSVRC-2012): 1.28 M train (pool) / 50,000 val images, 1000 classes, "
+                   "read lazily", config=ImageNetConfig, tags=("needs_files", "large"))
+class ImageNet(ImageNetSource):
+    """ILSVRC-2012 in ImageFolder layout under `<data_root>/train` and `<data_root>/val`."""
+
+
+@DATASETS.register("imagenet100", "ImageNet-100 (CMC subset used by the USL paper): ~126,000 train (pool) / "
+                   "5,000 val images, 100 classes", config=ImageNetConfig, tags=("needs_files", "large"))
+class ImageNet100(ImageNetSource):
+    """The 100 ImageNet classes of CMC / SCAN, read from a full ImageNet tree or from a tree that holds
+    only those 100 class folders (`<data_root>/train/<wnid>/`, `<data_root>/val/<wnid>/`). Class
+    indices follow the sorted WordNet ids."""
+
+    name = "imagenet100"
+    expected_classes = 100
+
+    def classes(self, train_dir: Path) -> list[str]:
+        return sorted(imagenet100_classes())
