@@ -80,8 +80,8 @@ def caption(dataset: str, encoder: str, probes: Iterable[str], oracle: set[str])
     if oracle:
         text += f" {ORACLE_MARK}: oracle selector, reads the labels (a reference, not a competitor)."
     if probes:
-        text += (f" {', '.join(probes)}: {'a probe' if len(probes) == 1 else 'probes'} on frozen features, "
-                 f"not SSL learner{'' if len(probes) == 1 else 's'}.")
+        text += (f" {', '.join(probes)}: " + ("a probe on frozen features, not an SSL learner." if len(probes) == 1
+                                              else "probes on frozen features, not SSL learners."))
     return text
 
 
