@@ -124,6 +124,26 @@ def test_quick_preset_reads_the_registry_at_run_time(monkeypatch):
         build_sweep(preset="huge")
 
 
+def test_quick_preset_shortens_the_ssl_learner(monkeypatch):
+    from uslbench.learners.probes import LinearConfig, LinearProbe
+    from uslbench.registry import LEARNERS
+
+    @dataclass
+    class _LoopConfig(LinearConfig):
+        steps: int = 400
+
+    LEARNERS.register("zz_ssl", "test stand-in SSL learner", config=_LoopConfig)(type("S", (LinearProbe,), {}))
+    monkeypatch.setenv("USLBENCH_QUICK_SSL_LEARNER", "zz_ssl")
+    try:
+        sweep = build_sweep(preset="quick")
+        assert sweep.learners[-1] == "zz_ssl" and sweep.learner_config == {"zz_ssl": {"steps": 100}}
+        assert build_sweep(preset="quick", learner_config=["zz_ssl.steps=7"]).learner_config == {"zz_ssl": {"steps": "7"}}
+        only_linear = build_sweep(preset="quick", learner="linear")   # the preset's override is dropped
+        assert only_linear.learners == ["linear"] and only_linear.learner_config == {}
+    finally:
+        LEARNERS.unregister("zz_ssl")
+
+
 def test_slurm_without_sbatch_says_so(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(UserError, match=r"sbatch.*not on PATH.*--executor local"):
@@ -220,3 +240,30 @@ def test_two_sweeps_sharing_a_root(tmp_path):
     ran = sum(int(re.search(r"to run: (\d+)", out).group(1)) for out in outputs)
     assert ran == 18, outputs      # the 6 shared usl runs were run by one sweep only
     assert not list((tmp_path / "runs").glob("*/.*.tmp"))
+
+
+def test_stage_job_requeues_itself():
+    """On timeout or preemption submitit calls checkpoint(): the same job is resubmitted, and it
+    skips what is done (records, cached selections) when it starts again."""
+    from submitit.helpers import DelayedSubmission
+
+    from uslbench.benchmark.launch import StageJob
+
+    job = StageJob("run", [{"dataset": "digits"}], "/tmp/x", "cpu")
+    resubmission = job.checkpoint()
+    assert isinstance(resubmission, DelayedSubmission) and resubmission.function is job
+
+
+@pytest.mark.slow
+def test_local_executor_runs_jobs_from_this_checkout(done_root, tmp_path):
+    root = tmp_path / "local"
+    shutil.copytree(done_root / "cache", root / "cache")
+    resources = Resources(executor="local", max_parallel=2, time_min=5)
+    result = run_sweep(small_sweep(learner="knn"), root, resources)
+    assert result.submitted == 8 and result.final_counts["done"] == 8 and len(result.job_ids) == 2
+    markers = [json.loads(p.read_text()) for p in (root / "runs").glob("*/job.json")]
+    assert {m["executor"] for m in markers} == {"local"} and {m["state"] for m in markers} == {"finished"}
+    assert len({m["job_id"] for m in markers}) == 2 and all(Path(m["stderr"]).exists() for m in markers)
+    records = [json.loads(p.read_text()) for p in (root / "runs").glob("*/record.json")]
+    assert all(r["metrics"]["top1"] > 20 for r in records)
+    assert run_sweep(small_sweep(learner="knn"), root, resources).submitted == 0

@@ -32,6 +32,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "selector": "@cpu",        # resolved from the registry at run time
         "learner": ["linear", "labelprop"],
         "ssl_learner": "fixmatch",  # added when registered; override with --learner
+        # a CPU-sized run of the SSL learner (its digits preset trains 400 steps, ~45 s a run here);
+        # the tables name the override in the column, e.g. "fixmatch[steps=100]"
+        "ssl_learner_config": {"steps": 100},
         "budget": [10, 20, 40],
         "seeds": [1, 2, 3],
         "executor": "local",
@@ -165,6 +168,7 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
                 encoder_weights: str | None = None) -> Sweep:
     """Layers, later wins: preset, then the sweep file, then command-line axes."""
     values: dict[str, Any] = {}
+    preset_values: dict[str, Any] = {}
     if sweep_file is not None:
         file_values = load_sweep_file(sweep_file)
         preset = preset or file_values.pop("preset", None)
@@ -172,7 +176,8 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
     else:
         file_values = {}
     if preset is not None:
-        values.update(resolve_preset(preset))
+        preset_values = resolve_preset(preset)
+        values.update({k: v for k, v in preset_values.items() if k != "learner_config"})
     values.update(file_values)
     cli_axes = {"dataset": dataset, "selector": selector, "learner": learner, "budget": budget,
                 "seeds": seeds, "encoder": encoder}
@@ -183,14 +188,19 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
                         "--preset quick). Example: python cli.py sweep --selector usl,random --learner linear "
                         "--dataset digits --budget 10,20,40 --seeds 1-3")
     sel_cfg = _scoped(values.get("selector_config"), "selector")
-    sel_cfg.update(parse_scoped_overrides(selector_config, "selector"))
-    learn_cfg = _scoped(values.get("learner_config"), "learner")
-    learn_cfg.update(parse_scoped_overrides(learner_config, "learner"))
+    for name, overrides in parse_scoped_overrides(selector_config, "selector").items():
+        sel_cfg.setdefault(name, {}).update(overrides)
+    learners = parse_name_list(values["learner"])
+    # the preset's learner overrides apply to its learners that are still in the sweep
+    learn_cfg = {k: dict(v) for k, v in preset_values.get("learner_config", {}).items() if k in learners}
+    for scope in (_scoped(values.get("learner_config"), "learner"), parse_scoped_overrides(learner_config, "learner")):
+        for name, overrides in scope.items():
+            learn_cfg.setdefault(name, {}).update(overrides)
     enc_cfg = dict(values.get("encoder_config") or {})
     enc_cfg.update(parse_overrides(encoder_config))
     encoders = parse_name_list(values.get("encoder")) or [None]
     sweep = Sweep(datasets=parse_name_list(values["dataset"]), selectors=parse_name_list(values["selector"]),
-                  learners=parse_name_list(values["learner"]),
+                  learners=learners,
                   budgets=parse_int_list(values["budget"], "Budget"),
                   seeds=parse_int_list(values.get("seeds", "1"), "Seed"), encoders=encoders,
                   selector_config=sel_cfg, learner_config=learn_cfg, encoder_config=enc_cfg,
@@ -222,6 +232,10 @@ def resolve_preset(name: str) -> dict[str, Any]:
     ssl = os.environ.get("USLBENCH_QUICK_SSL_LEARNER", PRESETS[name].get("ssl_learner"))
     if ssl and ssl in LEARNERS and ssl not in learners:
         learners.append(ssl)
+        fields = {f.name for f in LEARNERS.get(ssl).config_fields()}
+        overrides = {k: v for k, v in PRESETS[name].get("ssl_learner_config", {}).items() if k in fields}
+        if overrides:
+            preset["learner_config"] = {ssl: overrides}
     preset["learner"] = learners
     return preset
 

@@ -43,6 +43,14 @@ def _first(record: dict, *paths: str) -> Any:
     return None
 
 
+def _label(name: str | None, overrides: dict | None) -> str | None:
+    """A name with its config overrides, 'fixmatch[steps=100]': runs with other settings are
+    another row or column, and the table says which settings it shows."""
+    if name is None or not overrides:
+        return name
+    return f"{name}[{','.join(f'{k}={v}' for k, v in sorted(overrides.items()))}]"
+
+
 def _encoder_name(record: dict) -> str:
     """The encoder's registry name: the spec's, else the resolved identity's (records keep the
     identity dict under resolved.encoder), else "default"."""
@@ -58,8 +66,8 @@ def record_row(record: dict) -> dict[str, Any] | None:
         "key": _first(record, "key"),
         "dataset": _first(record, "spec.dataset", "dataset"),
         "encoder": _encoder_name(record),
-        "selector": _first(record, "spec.selector", "selector"),
-        "learner": _first(record, "spec.learner", "learner"),
+        "selector": _label(_first(record, "spec.selector", "selector"), _first(record, "spec.selector_config")),
+        "learner": _label(_first(record, "spec.learner", "learner"), _first(record, "spec.learner_config")),
         "budget": _first(record, "resolved.budget", "spec.budget", "budget"),
         "seed": _first(record, "spec.seed", "seed"),
         "top1": _first(record, "metrics.top1", "top1", "accuracy"),
