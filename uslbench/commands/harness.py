@@ -1,0 +1,158 @@
+"""Harness commands: `sweep`, `status`, `leaderboard` (thin wrappers over uslbench.benchmark and
+uslbench.report)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ..errors import UserError
+
+EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
+
+
+@click.command()
+@click.option("--preset", default=None, help="named sweep: `quick` = every CPU selector x linear, labelprop "
+              "(+ fixmatch if registered) on digits, budgets 10/20/40, seeds 1-3, local executor")
+@click.option("--file", "sweep_file", default=None, type=click.Path(dir_okay=False),
+              help="YAML or JSON sweep file (keys: dataset, selector, learner, budget, seeds, encoder, "
+                   "selector_config, learner_config, ...); command-line axes override it")
+@click.option("--dataset", default=None, help="comma list, e.g. digits,cifar10")
+@click.option("--selector", default=None, help="comma list, e.g. usl,random")
+@click.option("--learner", default=None, help="comma list, e.g. linear,knn")
+@click.option("--budget", default=None, help="comma list or ranges, e.g. 10,20,40")
+@click.option("--seeds", default=None, help="comma list or ranges, e.g. 1-5 (default 1)")
+@click.option("--encoder", default=None, help="comma list (default: each data set's default encoder)")
+@click.option("--selector-config", multiple=True, metavar="NAME.KEY=VALUE", help="e.g. usl.lam=1.0 (repeatable)")
+@click.option("--learner-config", multiple=True, metavar="NAME.KEY=VALUE", help="e.g. linear.C=10 (repeatable)")
+@click.option("--encoder-config", multiple=True, metavar="KEY=VALUE", help="encoder config override (repeatable)")
+@click.option("--data-root", default=None, help="folder holding the data sets' files")
+@click.option("--encoder-weights", default=None, help="weights file for the encoder")
+@click.option("--results-root", default="results", show_default=True)
+@click.option("--executor", type=EXECUTOR_CHOICE, default=None,
+              help="inline (this process), local (submitit processes) or slurm  [default: local]")
+@click.option("--max-parallel", default=None, type=int, help="local: jobs at a time  [default: CPU count]")
+@click.option("--runs-per-job", default=0, show_default=True, type=int,
+              help="items per job; 0: automatic (local: one job per parallel slot; slurm: 1 GPU run or 25 cheap items)")
+@click.option("--time", "time_text", default="120", show_default=True,
+              help="time limit per job: minutes or [D-]HH:MM:SS (local and slurm); jobs resume when requeued")
+@click.option("--partition", default=None, help="slurm partition")
+@click.option("--gpus", default=0, show_default=True, type=int, help="GPUs per job for entries that train")
+@click.option("--cpus", default=None, type=int, help="slurm CPUs per task")
+@click.option("--mem", default=None, help="slurm memory per job, e.g. 16G")
+@click.option("--array-parallelism", default=None, type=int, help="slurm: tasks of one array running at once")
+@click.option("--account", default=None, help="slurm account")
+@click.option("--qos", default=None, help="slurm quality of service")
+@click.option("--sbatch", "sbatch_options", multiple=True, metavar="KEY=VALUE",
+              help="extra sbatch option, e.g. constraint=a100 (repeatable)")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto (resolved inside each job)")
+@click.option("--dry-run", is_flag=True, help="only show what is done / failed / running / new")
+@click.option("--retry-failed", is_flag=True, help="also re-run runs whose record says failed")
+@click.option("--wait/--no-wait", default=None,
+              help="slurm: block until the jobs end, then print the leaderboard (inline/local always wait)")
+@click.option("--leaderboard/--no-leaderboard", "show_leaderboard", default=True, show_default=True,
+              help="print the sweep's leaderboard when it has waited")
+def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder, selector_config, learner_config,
+          encoder_config, data_root, encoder_weights, results_root, executor, max_parallel, runs_per_job, time_text,
+          partition, gpus, cpus, mem, array_parallelism, account, qos, sbatch_options, device, dry_run, retry_failed,
+          wait, show_leaderboard) -> None:
+    """Run a grid of (data set x selector x learner x budget x seed); skip what is done.
+
+    \b
+    Examples:
+      python cli.py sweep --preset quick
+      python cli.py sweep --selector usl,random --learner linear,knn --dataset digits \\
+          --budget 10,20,40 --seeds 1-5 --executor local --max-parallel 2
+      python cli.py sweep --file sweep.yaml --executor slurm --partition gpu --gpus 1 --time 4:00:00
+    """
+    from ..benchmark.launch import Resources, parse_time_minutes
+    from ..benchmark.sweep import build_sweep, preset_executor, run_sweep
+    from ..registry import parse_overrides
+
+    built = build_sweep(preset=preset, sweep_file=sweep_file, dataset=dataset, selector=selector, learner=learner,
+                        budget=budget, seeds=seeds, encoder=encoder, selector_config=selector_config,
+                        learner_config=learner_config, encoder_config=encoder_config, data_root=data_root,
+                        encoder_weights=encoder_weights)
+    executor = executor or preset_executor(built.preset) or "local"
+    resources = Resources(executor=executor, max_parallel=max_parallel or max(1, os.cpu_count() or 1),
+                          time_min=parse_time_minutes(time_text), partition=partition, gpus=gpus, cpus=cpus, mem=mem,
+                          array_parallelism=array_parallelism, account=account, qos=qos,
+                          sbatch=parse_overrides(sbatch_options), runs_per_job=runs_per_job, device=device)
+    if wait is None:
+        wait = executor != "slurm"
+    result = run_sweep(built, results_root, resources, retry_failed=retry_failed, dry_run=dry_run, wait=wait,
+                       echo=click.echo)
+    plan = result.plan
+    counts = plan.counts()
+    click.echo(f"{len(plan.runs)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items())
+               + f" (to {'submit' if dry_run else 'run'}: {len(plan.to_submit)})")
+    if dry_run:
+        for run in plan.to_submit[:10]:
+            click.echo(f"  [{run.state.state}] {run.spec.short()}  ({run.key})")
+        if len(plan.to_submit) > 10:
+            click.echo(f"  ... and {len(plan.to_submit) - 10} more")
+        return
+    if not result.submitted:
+        click.echo("nothing to submit: every run is done or running"
+                   + ("" if retry_failed or not counts["failed"] else "; --retry-failed re-runs the failed ones"))
+    if result.job_ids and executor == "slurm":
+        click.echo(f"job ids: {' '.join(result.job_ids)}")
+    if not result.waited:
+        click.echo(f"follow with: python cli.py status {results_root}")
+        return
+    final = result.final_counts
+    click.echo("after the sweep: " + ", ".join(f"{n} {state}" for state, n in final.items() if n))
+    if final.get("failed") or final.get("crashed"):
+        click.echo(f"see the failures with: python cli.py status {results_root}")
+    if show_leaderboard and final.get("done"):
+        from ..report.leaderboard import write_leaderboard
+
+        keys = {run.key for run in plan.runs}
+        out_dir = Path(results_root) / built.datasets[0] if built.preset and len(built.datasets) == 1 else None
+        board = write_leaderboard(results_root, keys=keys, out_dir=out_dir,
+                                  warn=lambda m: click.echo(f"warning: {m}", err=True))
+        click.echo("")
+        click.echo(board.text)
+        click.echo(f"leaderboard: {board.path} (+ {len(board.plots)} plots)")
+
+
+@click.command()
+@click.argument("root", default="results", required=False)
+def status(root: str) -> None:
+    """Counts per state (done, failed, crashed, running, new); failed runs with their error and log.
+
+    \b
+    Example:
+      python cli.py status results
+    """
+    from ..benchmark.status import scan_states, summarize
+
+    if not Path(root).exists():
+        raise UserError(f"Results root {root} does not exist.")
+    states = scan_states(root)
+    if not states:
+        click.echo(f"no runs under {root}")
+        return
+    click.echo(summarize(states))
+
+
+@click.command()
+@click.argument("root", default="results", required=False)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
+              show_default=True)
+@click.option("--output", default=None, help="folder for the tables and plots  [default: ROOT/leaderboards]")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="also write the PNG plots")
+def leaderboard(root: str, fmt: str, output: str | None, plots: bool) -> None:
+    """Paper-style tables of the finished runs (mean ± std (n) and delta over random), and plots.
+
+    \b
+    Example:
+      python cli.py leaderboard results --format markdown > LEADERBOARD.md
+    """
+    from ..report.leaderboard import write_leaderboard
+
+    board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots,
+                              warn=lambda m: click.echo(f"warning: {m}", err=True))
+    click.echo(board.text, nl=not board.text.endswith("\n"))
+    click.echo(f"written: {board.path}" + (f" (+ {len(board.plots)} plots)" if board.plots else ""), err=True)

@@ -1,0 +1,104 @@
+"""PNG plots: the class distribution of each selector's labeled set (paper Fig. 5) and accuracy
+vs budget per selector with a ±1 std band over seeds."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .tables import ORACLE_MARK, aggregate, selector_order
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in str(text))
+
+
+def class_distribution_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One figure per (data set, encoder, budget): a panel per selector with the share of the
+    labeled set in each class, averaged over seeds (each selection counted once, whatever the
+    number of learners trained on it). The dashed line is the uniform share 1/C."""
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    usable = df[df["class_histogram"].notna()]
+    if usable.empty:
+        return written
+    usable = usable.drop_duplicates(subset=["dataset", "encoder", "selector", "budget", "seed", "selection_key"])
+    agg_order = aggregate(df)
+    for (dataset, encoder, budget), part in usable.groupby(["dataset", "encoder", "budget"], sort=True):
+        selectors = [s for s in selector_order(agg_order[agg_order["dataset"] == dataset]) if s in set(part["selector"])]
+        oracle = set(part.loc[part["oracle"], "selector"])
+        columns = min(4, len(selectors))
+        rows = math.ceil(len(selectors) / columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows), sharey=True, squeeze=False)
+        for ax, selector in zip(axes.flat, selectors):
+            hists = np.array([np.asarray(h, dtype=float) for h in part.loc[part["selector"] == selector,
+                                                                          "class_histogram"]])
+            shares = (hists / hists.sum(axis=1, keepdims=True)).mean(axis=0)
+            n_classes = len(shares)
+            ax.bar(np.arange(n_classes), shares, color="tab:red" if selector in oracle else "tab:blue")
+            ax.axhline(1.0 / n_classes, color="black", linestyle="--", linewidth=0.8)
+            label = f"{selector} {ORACLE_MARK}" if selector in oracle else selector
+            covered = float(np.mean((hists > 0).sum(axis=1)))
+            ax.set_title(f"{label} (classes hit {covered:.1f}/{n_classes})", fontsize=9)
+            ax.set_xticks(np.arange(n_classes))
+            ax.tick_params(labelsize=7)
+        for ax in list(axes.flat)[len(selectors):]:
+            ax.axis("off")
+        for ax in axes[:, 0]:
+            ax.set_ylabel("share of labeled set", fontsize=8)
+        fig.suptitle(f"{dataset}: class distribution of the selected labels, m = {budget} "
+                     f"(mean over seeds; dashed: uniform)", fontsize=10)
+        fig.tight_layout()
+        path = out_dir / f"class_distribution_{_safe(dataset)}_{_safe(encoder)}_m{budget}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def accuracy_vs_budget_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One figure per (data set, encoder, learner): mean top-1 vs budget per selector, ±1 std band."""
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(df)
+    written = []
+    for (dataset, encoder, learner), part in agg.groupby(["dataset", "encoder", "learner"], sort=True):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for selector in selector_order(part):
+            rows = part[part["selector"] == selector].sort_values("budget")
+            oracle = bool(rows["oracle"].any())
+            label = f"{selector} {ORACLE_MARK}" if oracle else selector
+            line, = ax.plot(rows["budget"], rows["mean"], marker="o", label=label,
+                            linestyle="--" if oracle else "-", linewidth=2.2 if selector == "usl" else 1.4)
+            ax.fill_between(rows["budget"], rows["mean"] - rows["std"], rows["mean"] + rows["std"],
+                            color=line.get_color(), alpha=0.15)
+        budgets = sorted(set(part["budget"]))
+        ax.set_xscale("log")
+        ax.set_xticks(budgets)
+        ax.set_xticklabels([str(b) for b in budgets])
+        ax.minorticks_off()
+        ax.set_xlabel("labeling budget m (log scale)")
+        ax.set_ylabel("final top-1 on the test split (%)")
+        ax.set_title(f"{dataset} · learner {learner} · encoder {encoder} (mean ± std over seeds)", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        fig.tight_layout()
+        path = out_dir / f"accuracy_vs_budget_{_safe(dataset)}_{_safe(encoder)}_{_safe(learner)}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

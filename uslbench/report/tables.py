@@ -1,0 +1,163 @@
+"""Paper-style tables: rows = selectors, columns = learners (per data set and budget) or budgets
+(per data set and learner); cells `mean ± std (n)` over seeds with the difference to `random`.
+
+The maths (aggregation, deltas) lives in small pure functions that tests check by hand; the
+text is rendered with tabulate (markdown, LaTeX) and pandas (CSV).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable
+
+import pandas as pd
+
+BASELINE = "random"
+ORACLE_MARK = "†"
+MISSING = "-"
+FORMATS = ("markdown", "csv", "latex")
+GROUP = ["dataset", "encoder", "selector", "learner", "budget"]
+
+
+def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (dataset, encoder, selector, learner, budget): mean, sample std (0 for a single
+    seed), n, oracle, and delta = mean - mean of `random` in the same cell (NaN without random)."""
+    if df.empty:
+        return pd.DataFrame(columns=GROUP + ["mean", "std", "n", "oracle", "delta"])
+    grouped = df.groupby(GROUP, sort=True)
+    agg = grouped["top1"].agg(mean="mean", std=lambda s: float(s.std(ddof=1)) if len(s) > 1 else 0.0,
+                              n="count").reset_index()
+    agg["oracle"] = grouped["oracle"].any().values
+    baseline = agg[agg["selector"] == BASELINE].set_index(["dataset", "encoder", "learner", "budget"])["mean"]
+    keys = list(zip(agg["dataset"], agg["encoder"], agg["learner"], agg["budget"]))
+    agg["delta"] = [agg_mean - baseline.get(key, math.nan) for agg_mean, key in zip(agg["mean"], keys)]
+    agg.loc[agg["selector"] == BASELINE, "delta"] = math.nan
+    return agg
+
+
+def format_cell(mean: float, std: float, n: int, delta: float | None = None) -> str:
+    """'74.6 ± 3.1 (5) (+8.7)'; without a delta (random itself, or no random run) '74.6 ± 3.1 (5)'."""
+    text = f"{mean:.1f} ± {std:.1f} ({int(n)})"
+    if delta is not None and not math.isnan(delta):
+        text += f" ({delta:+.1f})"
+    return text
+
+
+def selector_order(agg: pd.DataFrame) -> list[str]:
+    """random first, then the other label-free selectors by name, then oracles (they read labels)."""
+    oracle = set(agg.loc[agg["oracle"], "selector"])
+    names = sorted(set(agg["selector"]))
+    head = [BASELINE] if BASELINE in names else []
+    return head + [n for n in names if n != BASELINE and n not in oracle] + sorted(oracle - set(head))
+
+
+def row_label(name: str, oracle: set[str]) -> str:
+    return f"{name} {ORACLE_MARK}" if name in oracle else name
+
+
+@dataclass
+class Table:
+    section: str          # data set and encoder: the caption is printed once per section
+    title: str
+    frame: pd.DataFrame   # strings; index = selector labels; columns = learners or budgets
+    caption: str
+
+
+def _pivot(part: pd.DataFrame, column: str, rows: list[str], columns: list, oracle: set[str],
+           column_label) -> pd.DataFrame:
+    cells = {(r.selector, getattr(r, column)): format_cell(r.mean, r.std, r.n, r.delta)
+             for r in part.itertuples()}
+    data = [[cells.get((sel, col), MISSING) for col in columns] for sel in rows]
+    return pd.DataFrame(data, index=[row_label(s, oracle) for s in rows],
+                        columns=[column_label(c) for c in columns])
+
+
+def caption(dataset: str, encoder: str, probes: Iterable[str], oracle: set[str]) -> str:
+    probes = sorted(set(probes))
+    text = (f"Final top-1 accuracy (%) on the test split of {dataset}; selection and probes use encoder "
+            f"`{encoder}`. Cells: mean ± std over seeds (number of seeds), then the difference to `{BASELINE}` "
+            f"in the same column; {MISSING}: not run.")
+    if oracle:
+        text += f" {ORACLE_MARK}: oracle selector, reads the labels (a reference, not a competitor)."
+    if probes:
+        text += (f" {', '.join(probes)}: " + ("a probe on frozen features, not an SSL learner." if len(probes) == 1
+                                              else "probes on frozen features, not SSL learners."))
+    return text
+
+
+def build_tables(df: pd.DataFrame) -> list[Table]:
+    """Per data set and encoder: one selectors x learners table per budget, then one
+    selectors x budgets table per learner."""
+    agg = aggregate(df)
+    tables: list[Table] = []
+    for (dataset, encoder), part in agg.groupby(["dataset", "encoder"], sort=True):
+        rows = selector_order(part)
+        oracle = set(part.loc[part["oracle"], "selector"])
+        probes = set(df.loc[(df["dataset"] == dataset) & (df["encoder"] == encoder) & df["probe"], "learner"])
+        learners = sorted(set(part["learner"]), key=lambda n: (n not in probes, n))
+        budgets = sorted(set(part["budget"]))
+        cap = caption(dataset, encoder, probes, oracle)
+        section = f"{dataset} (encoder {encoder})"
+        for budget in budgets:
+            frame = _pivot(part[part["budget"] == budget], "learner", rows, learners, oracle, str)
+            tables.append(Table(section, f"selectors × learners, m = {budget}", frame, cap))
+        for learner in learners:
+            frame = _pivot(part[part["learner"] == learner], "budget", rows, budgets, oracle, lambda b: f"m = {b}")
+            tables.append(Table(section, f"selectors × budgets, learner {learner}", frame, cap))
+    return tables
+
+
+def render_markdown(tables: list[Table]) -> str:
+    from tabulate import tabulate
+
+    if not tables:
+        return "No finished runs to tabulate.\n"
+    parts = ["# Leaderboard", ""]
+    section = None
+    for table in tables:
+        if table.section != section:
+            section = table.section
+            parts += [f"## {section}", "", table.caption, ""]
+        body = tabulate(table.frame, headers=["selector"] + list(table.frame.columns), tablefmt="pipe",
+                        stralign="left", disable_numparse=True)
+        parts += [f"### {table.title}", "", body, ""]
+    return "\n".join(parts)
+
+
+def render_latex(tables: list[Table]) -> str:
+    from tabulate import tabulate
+
+    parts = []
+    for table in tables:
+        frame = table.frame.map(lambda c: c.replace("±", r"$\pm$"))
+        frame.index = [i.replace(ORACLE_MARK, r"$^\dagger$") for i in frame.index]
+        body = tabulate(frame, headers=["selector"] + list(frame.columns), tablefmt="latex_booktabs",
+                        disable_numparse=True)
+        body = body.replace(r"\$\textbackslash{}pm\$", r"$\pm$").replace(r"\$\^{}\textbackslash{}dagger\$",
+                                                                            r"$^\dagger$")
+        title = f"{table.section}: {table.title}".replace("×", "x")
+        parts += [r"\begin{table}[t]", r"\centering", f"\\caption{{{title}. {_latex_escape(table.caption)}}}",
+                  body, r"\end{table}", ""]
+    return "\n".join(parts)
+
+
+def _latex_escape(text: str) -> str:
+    return (text.replace("%", r"\%").replace("_", r"\_").replace("±", r"$\pm$").replace(ORACLE_MARK, r"$^\dagger$")
+            .replace("`", ""))
+
+
+def render_csv(df: pd.DataFrame) -> str:
+    """Tidy CSV of the aggregated cells (machine-readable: numbers, not formatted text)."""
+    agg = aggregate(df)
+    return agg.to_csv(index=False, float_format="%.4f")
+
+
+def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
+    if fmt not in FORMATS:
+        from ..errors import UserError
+
+        raise UserError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if fmt == "csv":
+        return render_csv(df)
+    tables = build_tables(df)
+    return render_markdown(tables) if fmt == "markdown" else render_latex(tables)
