@@ -191,3 +191,17 @@ def test_clip_without_weights_says_how_to_get_them(cifar, monkeypatch, tmp_path)
     assert "--encoder-weights PATH" in str(err.value) and "open_clip" in str(err.value)
     with pytest.raises(UserError, match="do not exist"):
         ENCODERS.create("clip", weights=str(tmp_path / "none.bin")).check(cifar)
+
+
+def test_file_backed_split_gives_the_same_features_as_in_memory(tmp_path):
+    from uslbench.datasets.testing import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs", per_class_train=3, per_class_test=1, num_classes=2, size=12)
+    in_memory = load_dataset(f"folder:{root}")
+    lazy = load_dataset(f"folder:{root}", image_size=12, max_in_memory=2)   # read from the files on demand
+    assert lazy.train.array is None and len(lazy.train) == 6 and lazy.train.image(0).size == (12, 12)
+    assert lazy.identity["train"]["files"] == 6 and str(tmp_path) not in repr(lazy.identity)
+    torch.save(_net(seed=5).export(), tmp_path / "w.pt")
+    features = [ENCODERS.create("simclr", weights=str(tmp_path / "w.pt"), num_workers=0, normalisation="imagenet")
+                .encode(ds).train for ds in (in_memory, lazy)]
+    np.testing.assert_allclose(features[0], features[1], atol=1e-5)
