@@ -138,7 +138,10 @@ def resolve_device(device: str) -> str:
 
 
 # Commands that live with their subsystem (one line each; keep this block sorted).
-# main.add_command(...)
+from .commands.select import perf_group, select_command  # noqa: E402
+
+main.add_command(perf_group)
+main.add_command(select_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
