@@ -139,12 +139,12 @@ def resolve_device(device: str) -> str:
 
 
 # Commands that live with their subsystem (one line each; keep this block sorted).
-# main.add_command(...)
 from .commands import harness as _harness  # noqa: E402
 from .commands.data import pretrain_command  # noqa: E402
+from .commands.select import perf_group, select_command  # noqa: E402
 
-main.add_command(pretrain_command)
-for _command in (_harness.sweep, _harness.status, _harness.leaderboard):
+for _command in (pretrain_command, perf_group, select_command, _harness.sweep, _harness.status,
+                 _harness.leaderboard):
     main.add_command(_command)
 
 

@@ -68,6 +68,10 @@ class Prepared:
     run_key: str
     needs_features: bool
     configs: dict[str, Any]
+    # a selector with a fixed encoder (clip_usl) sees features of its own encoder; None: the run's
+    selection_encoder_name: str | None = None
+    selection_encoder: Any = None
+    selection_feature_key: str | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -94,14 +98,22 @@ def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: d
 
 
 def prepare(spec: RunSpec, results_root: str | os.PathLike = "results") -> Prepared:
-    """Resolve names and configs and check the input. Raises UserError; writes nothing."""
+    """Resolve names and configs and check the input. Raises UserError; writes nothing.
+    A spec without a learner (`select --dataset`) prepares the features and selection stages only."""
     load_all()
     for registry, name in ((DATASETS, spec.dataset), (SELECTORS, spec.selector), (LEARNERS, spec.learner)):
-        registry.get(name)
+        if name is not None or registry is not LEARNERS:
+            registry.get(name)
     if spec.encoder is not None:
         ENCODERS.get(spec.encoder)
     selector = SELECTORS.create(spec.selector, dataset=spec.dataset, **spec.selector_config)
-    learner = LEARNERS.create(spec.learner, dataset=spec.dataset, **spec.learner_config)
+    learner = LEARNERS.create(spec.learner, dataset=spec.dataset, **spec.learner_config) if spec.learner else None
+    fixed_encoder = getattr(selector, "fixed_encoder", None)
+    if fixed_encoder and fixed_encoder not in ENCODERS:
+        raise UserError(f"Selector {spec.selector!r} computes its features with the {fixed_encoder!r} encoder, which "
+                        f"is not available in this installation (known encoders: {', '.join(ENCODERS.names())}). "
+                        "Install the package with its clip extra (pip install -e '.[clip]') and provide the weights "
+                        "as that encoder's documentation says, or run select --features on your own embeddings.")
     if isinstance(spec.seed, bool) or not isinstance(spec.seed, (int, np.integer)) or spec.seed < 0:
         raise UserError(f"Seed must be a non-negative integer, got {spec.seed!r}.")
     check_budget(spec.budget, sys.maxsize)  # positive integer, before loading anything
@@ -111,39 +123,60 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results") -> Prepa
     encoder_name = spec.encoder or dataset.default_encoder
     encoder = make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)
     encoder.use_results_root(root)  # default weights location: <results-root>/weights/<dataset>/
-    needs_features = selector.uses_features or learner.uses_features
+    selection_encoder_name = fixed_encoder if fixed_encoder and fixed_encoder != encoder_name else None
+    selection_encoder = make_encoder(fixed_encoder, spec.dataset, None, {}) if selection_encoder_name else None
+    if selection_encoder is not None:
+        selection_encoder.use_results_root(root)
+    learner_uses_features = learner is not None and learner.uses_features
+    needs_features = learner_uses_features or (selector.uses_features and selection_encoder is None)
     if needs_features:
         encoder.check(dataset)
+    if selection_encoder is not None:
+        selection_encoder.check(dataset)
     labels_allowed = selector.needs_labels
     if labels_allowed and not dataset.has_train_labels:
         raise UserError(f"Selector {spec.selector!r} reads labels, but {dataset.name} has no train labels.")
     selector.validate(dataset.pool_size, budget, SelectionContext(
-        pool_size=dataset.pool_size, dataset=dataset, labels=dataset.train.labels, labels_allowed=labels_allowed))
-    learner.check_dataset(dataset)
+        pool_size=dataset.pool_size, dataset=dataset, dataset_name=spec.dataset, labels=dataset.train.labels,
+        labels_allowed=labels_allowed, encoder=selection_encoder or encoder))
+    if learner is not None:
+        learner.check_dataset(dataset)
     d_key = dataset_key(dataset.identity)
     f_key = feature_key(dataset.identity, encoder.identity())
+    sf_key = feature_key(dataset.identity, selection_encoder.identity()) if selection_encoder is not None else None
     selector_cfg = _config_dict(selector.config)
-    s_key = selection_key(f_key if selector.uses_features else d_key, spec.selector, selector_cfg, budget, spec.seed)
-    learner_cfg = _config_dict(learner.config)
-    r_key = run_key(s_key, spec.learner, learner_cfg, spec.seed, f_key if learner.uses_features else d_key)
+    key_cfg = selector.key_config() if hasattr(selector, "key_config") else selector_cfg
+    s_key = selection_key((sf_key or f_key) if selector.uses_features else d_key, spec.selector, key_cfg,
+                          budget, spec.seed)
+    learner_cfg = _config_dict(learner.config) if learner is not None else {}
+    r_key = run_key(s_key, spec.learner, learner_cfg, spec.seed, f_key if learner_uses_features else d_key) \
+        if learner is not None else ""
     configs = {"dataset": dataset.identity, "encoder": encoder.identity(), "selector": selector_cfg,
                "learner": learner_cfg}
+    if selection_encoder is not None:
+        configs["selection_encoder"] = selection_encoder.identity()
     return Prepared(spec, root, dataset, encoder_name, encoder, selector, learner, budget, d_key, f_key,
-                    s_key, r_key, needs_features, configs)
+                    s_key, r_key, needs_features, configs, selection_encoder_name, selection_encoder, sf_key)
 
 
-def compute_features(prep: Prepared, device: str = "cpu", echo: Echo = _stderr) -> tuple[FeatureSet, bool, float]:
-    cache = FeatureCache(prep.root, prep.spec.dataset, prep.encoder_name, prep.feature_key)
+def compute_features(prep: Prepared, device: str = "cpu", echo: Echo = _stderr,
+                     for_selection: bool = False) -> tuple[FeatureSet, bool, float]:
+    """The run encoder's features, or with for_selection=True the selection encoder's (clip_usl)."""
+    separate = for_selection and prep.selection_encoder is not None
+    encoder_name = prep.selection_encoder_name if separate else prep.encoder_name
+    encoder = prep.selection_encoder if separate else prep.encoder
+    key = prep.selection_feature_key if separate else prep.feature_key
+    cache = FeatureCache(prep.root, prep.spec.dataset, encoder_name, key)
     loaded = cache.load(echo)
     if loaded is not None:
         train, test, meta = loaded
         return FeatureSet(train=train, test=test), True, 0.0
     start = time.perf_counter()
-    features = prep.encoder.encode(prep.dataset, device=device)
+    features = encoder.encode(prep.dataset, device=device)
     seconds = time.perf_counter() - start
     cache.save(features.train, features.test, {
-        "schema": SCHEMA_VERSION, "key": prep.feature_key, "dataset": prep.spec.dataset,
-        "encoder": prep.encoder_name, "identity": prep.encoder.identity(), "seconds": seconds,
+        "schema": SCHEMA_VERSION, "key": key, "dataset": prep.spec.dataset,
+        "encoder": encoder_name, "identity": encoder.identity(), "seconds": seconds,
         "created": _now()})
     return features, False, seconds
 
@@ -157,7 +190,8 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
         return loaded, True
     context = SelectionContext(pool_size=prep.dataset.pool_size, dataset=prep.dataset, dataset_name=spec.dataset,
                                labels=prep.dataset.train.labels if prep.selector.needs_labels else None,
-                               labels_allowed=prep.selector.needs_labels, encoder=prep.encoder, device=device,
+                               labels_allowed=prep.selector.needs_labels,
+                               encoder=prep.selection_encoder or prep.encoder, device=device,
                                workdir=prep.root / "cache" / "work")
     selection = prep.selector.select(features.train if features is not None else None, prep.budget,
                                      seed=spec.seed, context=context)
@@ -186,8 +220,12 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device:
         features = None
         if prep.needs_features:
             features, cached["features"], seconds["features"] = compute_features(prep, device, echo)
+        selection_features = features
+        if prep.selection_encoder is not None:
+            selection_features, cached["selection_features"], seconds["selection_features"] = \
+                compute_features(prep, device, echo, for_selection=True)
         t0 = time.perf_counter()
-        selection, cached["selection"] = compute_selection(prep, features, device, echo)
+        selection, cached["selection"] = compute_selection(prep, selection_features, device, echo)
         seconds["selection"] = 0.0 if cached["selection"] else time.perf_counter() - t0
         indices = np.asarray(selection["indices"], dtype=np.int64)
         record["selection"] = {"key": prep.selection_key, "indices": indices.tolist(),
@@ -214,6 +252,22 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device:
     atomic_write_json(prep.record_path, record)
     _remove(prep.run_dir / "running.json")
     return RunOutcome(record, prep.record_path, cached)
+
+
+def select_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+                echo: Echo = _stderr) -> tuple[dict, dict[str, bool], dict[str, float]]:
+    """The features and selection stages of a spec without a learner (spec.learner None),
+    through the same caches as run_spec. Returns (selection data, cached flags, seconds)."""
+    prep = prepare(spec, results_root)
+    cached: dict[str, bool] = {}
+    seconds: dict[str, float] = {}
+    features = None
+    if prep.selector.uses_features:
+        features, cached["features"], seconds["features"] = compute_features(prep, device, echo, for_selection=True)
+    t0 = time.perf_counter()
+    selection, cached["selection"] = compute_selection(prep, features, device, echo)
+    seconds["selection"] = 0.0 if cached["selection"] else time.perf_counter() - t0
+    return selection, cached, seconds
 
 
 def class_histogram(dataset: Dataset, indices: np.ndarray) -> list[int]:

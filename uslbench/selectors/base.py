@@ -8,6 +8,7 @@ output contract: exactly `budget` unique int64 indices in range. Subclasses impl
 """
 from __future__ import annotations
 
+import dataclasses
 import numbers
 from dataclasses import dataclass, field
 from typing import Any
@@ -107,10 +108,17 @@ def count_distinct_rows(features: np.ndarray, seed: int = 0) -> int:
 
 
 class Selector:
-    """Base class: subclasses set `uses_features` / `needs_labels` and implement `_select`."""
+    """Base class: subclasses set `uses_features` / `needs_labels` and implement `_select`.
+
+    `fixed_encoder`: the encoder whose features this selector must see (clip_usl: "clip"); the
+    pipeline computes the selection features with it whatever the run's encoder is.
+    `seed_dependent`: False when the seed cannot change the selection (file:PATH).
+    """
 
     needs_labels = False
     uses_features = True
+    fixed_encoder: str | None = None
+    seed_dependent = True
 
     def __init__(self, config: Any = None) -> None:
         self.config = config
@@ -146,6 +154,10 @@ class Selector:
             raise AssertionError(f"selector {self.name} broke its contract: {len(indices)} indices, "
                                  f"{len(np.unique(indices))} unique, budget {budget}, pool {pool_size}")
         return Selection(indices=indices, info=dict(info), seconds=dict(timer.seconds))
+
+    def key_config(self) -> dict:
+        """What of the config enters the selection cache key (never a path: see file:PATH)."""
+        return dataclasses.asdict(self.config) if self.config is not None else {}
 
     def validate(self, pool_size: int, budget: int, context: SelectionContext) -> None:
         """Extra checks that must fail before work starts (e.g. stratified: budget >= classes)."""

@@ -16,12 +16,19 @@ from ..utils import progress_disabled
 
 @dataclass
 class KnnParams:
-    """How k-NN is computed: exact (flat) up to `exact_max` points, approximate above it."""
+    """How k-NN is computed: exact (flat) up to `exact_max` points, approximate above it.
+
+    IVF: `ivf_nlist` inverted lists (default round(3.6 * sqrt(N))), trained with `ivf_train_iters`
+    Lloyd iterations on `ivf_train_per_list` seeded sample points per list; `ivf_nprobe` lists
+    scanned per query. HNSW: `hnsw_m` links per node, `hnsw_ef_search` candidates per query.
+    """
 
     exact_max: int = 200_000
     approximate: str = "ivf"      # "ivf" or "hnsw"
-    ivf_nlist: int | None = None   # default: about 4 * sqrt(N)
-    ivf_nprobe: int = 16
+    ivf_nlist: int | None = None   # default: about 3.6 * sqrt(N) (4,096 lists at N = 1.28M)
+    ivf_nprobe: int = 8
+    ivf_train_per_list: int = 16
+    ivf_train_iters: int = 10
     hnsw_m: int = 32
     hnsw_ef_search: int = 64
     block_rows: int = 16_384
@@ -51,13 +58,15 @@ def build_index(features: np.ndarray, params: KnnParams, seed: int = 0) -> tuple
         return index, f"hnsw(M={params.hnsw_m},ef={params.hnsw_ef_search})"
     if params.approximate != "ivf":
         raise ValueError(f"unknown approximate index {params.approximate!r} (ivf or hnsw)")
-    nlist = params.ivf_nlist or int(4 * np.sqrt(n))
+    nlist = int(params.ivf_nlist or max(1, round(3.6 * np.sqrt(n))))
     quantizer = faiss.IndexFlatL2(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist)
     rng = np.random.default_rng(seed)
-    train = features[rng.choice(n, size=min(n, 64 * nlist), replace=False)]
-    index.cp.seed = seed
-    index.train(train)
+    sample = np.sort(rng.choice(n, size=min(n, params.ivf_train_per_list * nlist), replace=False))
+    index.cp.seed = int(seed) % (2**31 - 1)
+    index.cp.max_points_per_centroid = max(params.ivf_train_per_list, 1)
+    index.cp.niter = params.ivf_train_iters
+    index.train(features[sample])
     index.add(features)
     index.nprobe = params.ivf_nprobe
     return index, f"ivf(nlist={nlist},nprobe={params.ivf_nprobe})"
@@ -79,8 +88,27 @@ def knn(features: np.ndarray, k: int, params: KnnParams | None = None, queries: 
     blocks = list(row_blocks(len(queries), params.block_rows))
     for start, stop in tqdm(blocks, desc=desc, disable=progress_disabled() or len(blocks) < 4, leave=False):
         dists[start:stop], labels[start:stop] = index.search(queries[start:stop], k)
+    missing = np.flatnonzero((labels < 0).any(axis=1))
+    if len(missing) and hasattr(index, "nprobe"):
+        # the probed inverted lists held fewer than k points: search those rows exhaustively
+        index.nprobe = index.nlist
+        dists[missing], labels[missing] = index.search(queries[missing], k)
     np.maximum(dists, 0, out=dists)
     return dists, labels, kind
+
+
+def knn_excluding_self(features: np.ndarray, k: int, params: KnnParams | None = None, seed: int = 0,
+                       desc: str = "k-NN") -> tuple[np.ndarray, np.ndarray, str]:
+    """k nearest OTHER points of every row. The row itself is removed even when exact duplicates
+    tie with it at distance 0; when it is absent from the results (approximate index) the last
+    column goes instead."""
+    n = features.shape[0]
+    k = min(k, n - 1)
+    d2, idx, kind = knn(features, k + 1, params, seed=seed, desc=desc)
+    is_self = idx == np.arange(n)[:, None]
+    is_self[~is_self.any(axis=1), -1] = True
+    keep = ~is_self
+    return d2[keep].reshape(n, k), idx[keep].reshape(n, k), kind
 
 
 @dataclass
@@ -96,8 +124,12 @@ class KMeansResult:
 
 
 def kmeans(features: np.ndarray, n_clusters: int, n_iter: int = 100, seed: int = 0,
-           max_points_per_centroid: int = 256, spherical: bool = False) -> KMeansResult:
+           max_points_per_centroid: int = 0, spherical: bool = False) -> KMeansResult:
     """Seeded faiss K-Means (Lloyd, random data points as initial centroids, one init).
+
+    `max_points_per_centroid` > 0 trains on a seeded sample of that many points per cluster
+    (the ImageNet presets use it: Lloyd on all 1.28M points is far too slow on a CPU); every
+    point is then assigned to its nearest final centroid. 0 trains on all points.
 
     faiss re-seeds a centroid that becomes empty during training by splitting a large cluster,
     so no NaN centroid can appear; clusters still empty after the final assignment are reported
@@ -106,8 +138,9 @@ def kmeans(features: np.ndarray, n_clusters: int, n_iter: int = 100, seed: int =
     features = _as_f32(features)
     n, d = features.shape
     n_clusters = int(min(n_clusters, n))
+    points_per_centroid = max_points_per_centroid if max_points_per_centroid > 0 else -(-n // n_clusters)
     km = faiss.Kmeans(d, n_clusters, niter=n_iter, seed=int(seed) % (2**31 - 1), verbose=False,
-                      spherical=spherical, max_points_per_centroid=max_points_per_centroid,
+                      spherical=spherical, max_points_per_centroid=points_per_centroid,
                       min_points_per_centroid=1)
     km.train(features)
     centroids = km.centroids.copy()
@@ -141,3 +174,80 @@ def sq_dists_to(features_block: np.ndarray, points: np.ndarray, points_sq_norm: 
     block_sq = (features_block ** 2).sum(1)
     d2 = block_sq[:, None] + points_sq_norm[None, :] - 2.0 * (features_block @ points.T)
     return np.maximum(d2, 0.0, out=d2)
+
+
+def rows_per_block(n_columns: int, max_entries: int = 1 << 25) -> int:
+    """Rows of a (rows x n_columns) float32 block holding at most `max_entries` (128 MB)."""
+    return int(max(1, min(n_columns, max_entries // max(1, n_columns))))
+
+
+def range_graph(features: np.ndarray, radius_sq: float, params: KnnParams | None = None, seed: int = 0,
+                block_rows: int | None = None, desc: str = "range search") -> tuple[np.ndarray, np.ndarray, str]:
+    """Directed graph i -> j for every j with squared distance < radius_sq (i -> i included),
+    built with a faiss range search over row blocks that cover every row (the last, shorter block
+    too). Returned in CSR form: `offsets` (N + 1, int64) and `targets` (int32): the out-neighbours
+    of i are targets[offsets[i]:offsets[i + 1]]."""
+    from tqdm.auto import tqdm
+
+    params = params or KnnParams()
+    features = _as_f32(features)
+    n = features.shape[0]
+    index, kind = build_index(features, params, seed)
+    if hasattr(index, "nprobe"):
+        index.nprobe = params.ivf_nprobe
+    block_rows = block_rows or max(64, rows_per_block(n, 1 << 24))
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    chunks = []
+    blocks = list(row_blocks(n, block_rows))
+    for start, stop in tqdm(blocks, desc=desc, disable=progress_disabled() or len(blocks) < 8, leave=False):
+        lims, _, targets = index.range_search(features[start:stop], float(radius_sq))
+        chunks.append(targets.astype(np.int32))
+        offsets[start + 1:stop + 1] = offsets[start] + lims[1:]
+    targets = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
+    return offsets, targets, kind
+
+
+def nearest_other_group_sq_dist(features: np.ndarray, groups: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each row r in `rows`: squared L2 distance from r to the nearest point of another group
+    (inf when every point shares r's group). Exact, blockwise over all N points."""
+    features = _as_f32(features)
+    n = features.shape[0]
+    sq_norm = (features ** 2).sum(1)
+    out = np.empty(len(rows), dtype=np.float32)
+    step = rows_per_block(n)
+    for start, stop in row_blocks(len(rows), step):
+        block = rows[start:stop]
+        d2 = sq_dists_to(features[block], features, sq_norm)
+        d2[groups[block][:, None] == groups[None, :]] = np.inf
+        out[start:stop] = d2.min(axis=1)
+    return out
+
+
+class FarthestFirst:
+    """k-center greedy state: the squared distance of every point to its nearest chosen center,
+    O(N) memory. `add(i)` makes i a center; `next()` is the unchosen point farthest from all
+    centers (ties: lowest index)."""
+
+    def __init__(self, features: np.ndarray) -> None:
+        self.features = _as_f32(features)
+        self.sq_norm = (self.features ** 2).sum(1)
+        self.min_sq = np.full(self.features.shape[0], np.inf, dtype=np.float32)
+        self.chosen = np.zeros(self.features.shape[0], dtype=bool)
+
+    def add(self, index: int) -> None:
+        d2 = self.sq_norm + self.sq_norm[index] - 2.0 * (self.features @ self.features[index])
+        np.maximum(d2, 0.0, out=d2)
+        np.minimum(self.min_sq, d2, out=self.min_sq)
+        self.chosen[index] = True
+        self.min_sq[index] = -1.0  # never chosen again, even when every distance left is 0
+
+    def add_many(self, indices: np.ndarray) -> None:
+        indices = np.asarray(indices, dtype=np.int64)
+        for start, stop in row_blocks(len(indices), rows_per_block(self.features.shape[0])):
+            d2 = sq_dists_to(self.features, self.features[indices[start:stop]], self.sq_norm[indices[start:stop]])
+            np.minimum(self.min_sq, d2.min(axis=1), out=self.min_sq)
+        self.chosen[indices] = True
+        self.min_sq[indices] = -1.0
+
+    def next(self) -> int:
+        return int(np.argmax(self.min_sq))

@@ -1,0 +1,20 @@
+"""Shared pieces of the selector tests (not a conftest, so other test files stay unaffected)."""
+from __future__ import annotations
+
+import numpy as np
+
+from uslbench.benchmark.perf import gaussian_mixture
+from uslbench.registry import SELECTORS, load_all
+
+load_all()
+
+# fast settings for tests that run every selector many times; defaults stay the paper's
+FAST_OVERRIDES = {"usl_t": {"epochs": 30}}
+
+
+def mixture(n: int = 300, d: int = 16, clusters: int = 6, seed: int = 0) -> np.ndarray:
+    return gaussian_mixture(n, d, clusters, seed=seed)
+
+
+def label_free_selectors() -> list[str]:
+    return [name for name in SELECTORS.names() if not SELECTORS.get(name).factory.needs_labels]

@@ -1,0 +1,110 @@
+"""`select` and `perf` commands through Click's CliRunner."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from selector_helpers import mixture
+from uslbench.cli import main
+
+
+@pytest.fixture
+def features_file(tmp_path):
+    path = tmp_path / "feats.npy"
+    np.save(path, mixture(200, 16, 4))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".json", ".csv"])
+def test_select_on_own_features_exports(features_file, tmp_path, suffix):
+    out = tmp_path / f"picks{suffix}"
+    result = CliRunner().invoke(main, ["select", "--features", str(features_file), "--selector", "usl",
+                                       "--budget", "8", "--seed", "2", "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "seconds: knn_density" in result.output and "kmeans" in result.output
+    if suffix == ".npy":
+        picks = np.load(out).tolist()
+    elif suffix == ".json":
+        picks = json.loads(out.read_text())
+    else:
+        picks = [int(line) for line in out.read_text().split()]
+    assert len(set(picks)) == 8
+    # the exported file is itself a selector
+    again = CliRunner().invoke(main, ["select", "--features", str(features_file), "--selector", f"file:{out}",
+                                      "--budget", "8"])
+    assert again.exit_code == 0, again.output
+    assert ", ".join(map(str, picks)) in again.output
+
+
+def test_select_same_seed_same_indices(features_file, tmp_path):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"p{i}.json"
+        result = CliRunner().invoke(main, ["select", "--features", str(features_file), "--selector", "probcover",
+                                           "--budget", "6", "--export", str(out)])
+        assert result.exit_code == 0, result.output
+        assert "coverage" in result.output
+        outs.append(out.read_text())
+    assert outs[0] == outs[1]
+
+
+def test_select_through_the_dataset_and_its_caches(tmp_path):
+    args = ["select", "--dataset", "digits", "--selector", "typiclust", "--budget", "10", "--seed", "1",
+            "--results-root", str(tmp_path / "results"), "--export", str(tmp_path / "p.csv")]
+    first = CliRunner().invoke(main, args)
+    assert first.exit_code == 0, first.output
+    assert "seconds: kmeans" in first.output
+    second = CliRunner().invoke(main, args)
+    assert second.exit_code == 0 and "reused cached features and selection" in second.output
+    assert len((tmp_path / "p.csv").read_text().split()) == 10
+    # `run` with the same selection reuses it
+    run = CliRunner().invoke(main, ["run", "--dataset", "digits", "--selector", "typiclust", "--budget", "10",
+                                    "--learner", "linear", "--results-root", str(tmp_path / "results")])
+    assert run.exit_code == 0, run.output
+    assert "reused cached features and selection" in run.output
+
+
+def test_select_oracle_through_the_dataset(tmp_path):
+    result = CliRunner().invoke(main, ["select", "--dataset", "digits", "--selector", "stratified", "--budget", "10",
+                                       "--results-root", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--selector", "usl", "--budget", "5"], "exactly one of --features"),
+    (["--selector", "usl", "--budget", "0", "--features", "FEATS"], "positive integer"),
+    (["--selector", "usl", "--budget", "500", "--features", "FEATS"], "exceeds the unlabeled pool"),
+    (["--selector", "usl", "--budget", "5", "--features", "FEATS", "--export", "x.txt"], "must end in"),
+    (["--selector", "stratified", "--budget", "5", "--features", "FEATS"], "reads labels"),
+    (["--selector", "uls", "--budget", "5", "--features", "FEATS"], "Did you mean 'usl'"),
+    (["--selector", "usl", "--budget", "5", "--features", "missing.npy"], "does not exist"),
+    (["--selector", "usl", "--budget", "5", "--features", "FEATS", "--encoder", "pixels"], "applies to --dataset"),
+])
+def test_select_bad_input_is_one_clear_line(features_file, args, message):
+    args = [str(features_file) if a == "FEATS" else a for a in args]
+    result = CliRunner().invoke(main, ["select", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_perf_lists_cases_and_rejects_unknown_ones():
+    listed = CliRunner().invoke(main, ["perf", "selectors", "--list"])
+    assert listed.exit_code == 0 and "usl_imagenet" in listed.output
+    bad = CliRunner().invoke(main, ["perf", "selectors", "--case", "usl_imagenett"])
+    assert bad.exit_code == 2 and "usl_imagenet" in bad.output
+
+
+def test_perf_writes_a_table(tmp_path, monkeypatch):
+    from uslbench.benchmark import perf
+
+    small = perf.Case("tiny_usl", "usl", 2_000, 10, 5, {"preset": "cifar10", "knn_k": 20}, 60, 4.0)
+    monkeypatch.setattr(perf, "CASES", [small])
+    monkeypatch.setattr(perf, "run_case_subprocess", lambda case, timeout: dict(perf.run_case(case), load_before=0.0))
+    out = tmp_path / "perf.md"
+    result = CliRunner().invoke(main, ["perf", "selectors", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| tiny_usl" in text and "peak RSS GB" in text and "knn_density" in text

@@ -1,0 +1,90 @@
+"""USL-T: both training modes on CPU (backbone mode: a few steps of a tiny stand-in network)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from uslbench.datasets import load_dataset
+from uslbench.encoders import l2_normalise
+from uslbench.registry import SELECTORS
+from uslbench.selectors.base import SelectionContext
+from uslbench.selectors.usl_t_train import strong_augment, usl_t_loss
+
+
+class TinyEncoder:
+    """Stand-in for an encoder with a network: build_module() -> (module, feature_dim)."""
+
+    registry_name = "tiny"
+
+    def __init__(self):
+        self.built = 0
+
+    def build_module(self):
+        self.built += 1
+        torch.manual_seed(0)
+        module = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                                     torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(16, 8))
+        return module, 8
+
+
+@pytest.fixture(scope="module")
+def digits():
+    dataset = load_dataset("digits")
+    features = l2_normalise(dataset.train.array.reshape(len(dataset.train), -1).astype(np.float32) + 1.0)
+    return dataset, features
+
+
+def test_backbone_mode_trains_the_encoder_module(digits):
+    dataset, features = digits
+    encoder = TinyEncoder()
+    ctx = SelectionContext(dataset=dataset, encoder=encoder, dataset_name="digits")
+    selector = SELECTORS.create("usl_t", mode="backbone", max_steps=3, batch_size=32)
+    first = selector.select(features, 12, seed=1, context=ctx)
+    assert encoder.built == 1 and first.info["steps"] == 3
+    assert len(set(first.indices.tolist())) == 12
+    again = SELECTORS.create("usl_t", mode="backbone", max_steps=3, batch_size=32).select(features, 12, seed=1,
+                                                                                         context=ctx)
+    assert np.array_equal(first.indices, again.indices)
+
+
+def test_head_mode_is_deterministic_and_reports(digits):
+    _, features = digits
+    a = SELECTORS.create("usl_t", epochs=5).select(features, 10, seed=3)
+    b = SELECTORS.create("usl_t", epochs=5).select(features, 10, seed=3)
+    assert np.array_equal(a.indices, b.indices)
+    assert a.info["resolved_config"]["preset"] == "small" and a.info["steps"] == 5 * (len(features) // 256)
+    assert {"knn_neighbours", "training", "confident_picks"} <= set(a.seconds)
+
+
+def test_more_clusters_than_samples_can_fill_never_crashes():
+    features = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)
+    selection = SELECTORS.create("usl_t", epochs=2, n_clusters=30).select(features, 25, seed=1)
+    assert len(set(selection.indices.tolist())) == 25
+
+
+def test_strong_augment_keeps_shape_and_range_and_is_seeded():
+    images = torch.rand(6, 3, 16, 16)
+    a = strong_augment(images, torch.Generator().manual_seed(1))
+    b = strong_augment(images, torch.Generator().manual_seed(1))
+    assert a.shape == images.shape and torch.equal(a, b)
+    assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, images)
+
+
+def test_loss_logit_adjustment_and_sharpening():
+    from types import SimpleNamespace
+
+    cfg = SimpleNamespace(tau=0.0, ema_mu=0.5, beta=5.0, sharpen_t=0.25, reweight=False, lambda_local=1.0)
+    plain = torch.tensor([[[4.0, 0.0], [4.0, 0.0]]])  # one head, both samples in cluster 0
+    pbar = torch.full((1, 2), 0.5)
+    strong = plain.clone().requires_grad_(True)
+    neighbour = torch.tensor([[[1.0, 0.0], [1.0, 0.0]]])
+    loss, parts = usl_t_loss(plain, strong, neighbour, pbar, cfg)
+    loss.backward()
+    p0 = torch.softmax(torch.tensor([4.0, 0.0]), 0)
+    assert torch.allclose(pbar[0], 0.5 * 0.5 + 0.5 * p0)
+    # cluster 0 is over-used, so the adjusted neighbour target favours cluster 1
+    adjusted = torch.tensor([1.0, 0.0]) - 5.0 * torch.log(pbar[0])
+    target = torch.softmax(adjusted / 0.25, 0)
+    assert target[1] > target[0]
+    assert strong.grad is not None and parts["local"] > 0

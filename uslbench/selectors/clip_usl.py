@@ -1,0 +1,24 @@
+"""CLIP-USL (paper Sec. 4.3-4.4): USL on CLIP image embeddings with the ImageNet-CLIP preset."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..registry import SELECTORS
+from .usl import USLConfig, USLSelector
+
+
+@dataclass
+class CLIPUSLConfig(USLConfig):
+    preset: str = field(default="imagenet_clip", metadata={"help": "the ImageNet-CLIP row (any usl preset may be named)"})
+
+
+@SELECTORS.register("clip_usl", "USL on CLIP ViT-B/16 embeddings (encoder fixed to clip, ImageNet-CLIP preset)",
+                    config=CLIPUSLConfig, tags=("uses_features", "fixed_encoder:clip"))
+class CLIPUSLSelector(USLSelector):
+    """`usl` with the encoder fixed to `clip` and the ImageNet-CLIP preset (k = 20, 100 K-Means
+    iterations, T = 2, lambda = 0.05, no EMA, regulariser over the 32 nearest selected points of
+    other clusters, alpha = 1 on squared distances). The pipeline computes the selection features
+    with the `clip` encoder whatever --encoder says (the learner keeps the run's encoder);
+    `select --features` assumes the matrix already holds CLIP embeddings."""
+
+    fixed_encoder = "clip"

@@ -1,0 +1,167 @@
+"""USL-T, the training-based variant (Wang, Lian, Yu, ECCV 2022, Sec. 2.3).
+
+A clustering head with C' = budget outputs (3 heads, head 0 selects) is trained with
+* a global loss (Eq. 10): cross-entropy of a strongly augmented view against the argmax of the
+  un-augmented view, counting only samples whose confidence exceeds tau, optionally reweighted
+  by n / count_c so big clusters do not dominate;
+* a local loss (Eq. 11-14): a random one of the k = 20 nearest neighbours (initial feature space,
+  computed once) gives the target: its logits adjusted by -beta * log(pbar) (pbar: EMA, momentum
+  mu, of the batch-mean softmax; against one-cluster collapse) and sharpened with temperature t
+  (against uniform collapse); loss = KL(target || softmax(sample logits)).
+Total = global + lambda_local * local, summed over the heads. Then in each cluster of head 0 the
+member with the highest confidence is selected.
+
+Two modes:
+* `head` (default, CPU, minutes at N = 50,000): cosine heads (scale 40, no bias, initialised from
+  the features of random training images, the reference ImageNet setting) on the FROZEN features.
+  Image augmentation is impossible on frozen features, so the strong view is feature-space
+  augmentation instead: dropout (p = feature_dropout) plus Gaussian noise (std noise_std per
+  unit-norm row), then re-normalisation.
+* `backbone` (the reference CIFAR setting, GPU recommended): the encoder's torch module
+  (`context.encoder.build_module()` -> (module, feature_dim)) is fine-tuned with the heads on
+  the data set's images under strong augmentation (random resized crop, flip, colour jitter,
+  grayscale, cutout; see `augment.strong_augment`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+
+import numpy as np
+
+from ..errors import UserError
+from ..registry import SELECTORS
+from .base import Selector
+from .toolkit import KnnParams, knn_excluding_self
+
+#  preset     beta  t     lambda_local tau   reweight  lr     epochs batch
+PRESETS: dict[str, dict] = {
+    "cifar":    dict(beta=5.0, sharpen_t=0.25, lambda_local=5.0, tau=0.95, reweight=True, lr=1e-4, epochs=200, batch_size=1024),
+    "imagenet": dict(beta=2.5, sharpen_t=0.5, lambda_local=0.5, tau=0.0, reweight=False, lr=1e-4, epochs=100, batch_size=1024),
+    # small embedded data sets (digits): few steps per epoch, so a larger learning rate
+    "small":    dict(beta=5.0, sharpen_t=0.25, lambda_local=5.0, tau=0.95, reweight=True, lr=1e-3, epochs=200, batch_size=256),
+}
+DATASET_PRESETS = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "imagenet100": "imagenet"}
+
+
+@dataclass
+class USLTConfig:
+    mode: str = field(default="head", metadata={"help": "head (frozen features, CPU) | backbone (fine-tune the encoder on images)"})
+    preset: str = field(default="auto", metadata={"help": "auto|" + "|".join(PRESETS)})
+    n_heads: int = 3
+    n_clusters: int | None = field(default=None, metadata={"help": "head outputs C' (default = budget)"})
+    knn_k: int = field(default=20, metadata={"help": "neighbours for the local loss (initial features)"})
+    beta: float | None = field(default=None, metadata={"help": "logit adjustment strength"})
+    sharpen_t: float | None = field(default=None, metadata={"help": "sharpening temperature t"})
+    lambda_local: float | None = None
+    tau: float | None = field(default=None, metadata={"help": "confidence threshold of the global loss"})
+    reweight: bool | None = field(default=None, metadata={"help": "global loss weights n / count_c"})
+    ema_mu: float = 0.5
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    epochs: int | None = None
+    batch_size: int | None = None
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps (tests, smoke runs)"})
+    head_scale: float = field(default=40.0, metadata={"help": "cosine head scale"})
+    confidence: str = field(default="head0", metadata={"help": "head0 | mean (max softmax averaged over heads)"})
+    feature_dropout: float = field(default=0.3, metadata={"help": "head mode: dropout of the strong view"})
+    noise_std: float = field(default=0.05, metadata={"help": "head mode: Gaussian noise of the strong view"})
+    num_workers: int = 0
+
+
+def resolve_preset(config: USLTConfig, pool_size: int, dataset_name: str | None) -> USLTConfig:
+    name = config.preset
+    if name == "auto":
+        base = (dataset_name or "").split(":", 1)[0]
+        if base in DATASET_PRESETS:
+            name = DATASET_PRESETS[base]
+        elif pool_size < 20_000:
+            name = "small"
+        elif pool_size >= 500_000:
+            name = "imagenet"
+        else:
+            name = "cifar"
+    if name not in PRESETS:
+        raise UserError(f"Unknown usl_t preset {name!r}; choose one of auto, {', '.join(PRESETS)}.")
+    values = {k: v for k, v in PRESETS[name].items() if getattr(config, k) is None}
+    return replace(config, preset=name, **values)
+
+
+def pick_per_cluster(clusters: np.ndarray, confidence: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
+    """The most confident member of each non-empty cluster (ties: lowest index). More clusters
+    than the budget: keep the picks of the largest clusters. Fewer (empty clusters): fill with
+    the most confident unselected samples globally. Returns (picks, number filled)."""
+    from .toolkit import per_group_argmax
+
+    _, picks = per_group_argmax(confidence, clusters)
+    if len(picks) > budget:
+        sizes = np.bincount(clusters)[clusters[picks]]
+        picks = picks[np.lexsort((picks, -sizes))[:budget]]
+    filled = budget - len(picks)
+    if filled > 0:
+        mask = np.ones(len(confidence), dtype=bool)
+        mask[picks] = False
+        rest = np.flatnonzero(mask)
+        picks = np.concatenate([picks, rest[np.lexsort((rest, -confidence[rest]))[:filled]]])
+    return picks, max(filled, 0)
+
+
+@SELECTORS.register("usl_t", "training-based USL-T: clustering heads with global + local losses, confident picks",
+                    config=USLTConfig, tags=("uses_features", "trains", "gpu_recommended"),
+                    presets={name: {"preset": preset} for name, preset in DATASET_PRESETS.items()})
+class USLTSelector(Selector):
+    """USL-T (paper Sec. 2.3): see the module documentation for the losses and the two modes.
+    `mode=backbone` needs an encoder exposing build_module() -> (torch.nn.Module, feature_dim);
+    the module takes float images (B, C, H, W) in [0, 1] at the data set's resolution and does
+    its own resizing and normalisation."""
+
+    def validate(self, pool_size, budget, context):
+        cfg = self.config
+        if cfg.mode not in ("head", "backbone"):
+            raise UserError(f"usl_t mode must be 'head' or 'backbone', got {cfg.mode!r}.")
+        if cfg.confidence not in ("head0", "mean"):
+            raise UserError(f"usl_t confidence must be 'head0' or 'mean', got {cfg.confidence!r}.")
+        if cfg.n_heads < 1:
+            raise UserError(f"usl_t needs at least one head, got n_heads={cfg.n_heads}.")
+        if cfg.mode == "backbone":
+            encoder = context.encoder
+            if encoder is None or not callable(getattr(encoder, "build_module", None)):
+                name = getattr(encoder, "registry_name", None)
+                raise UserError(f"usl_t mode=backbone fine-tunes the encoder, but encoder {name!r} exposes no "
+                                "build_module(); use an encoder with a network (simclr, mocov2, clip) or "
+                                "mode=head on frozen features.")
+            if context.dataset is None:
+                raise UserError("usl_t mode=backbone trains on the data set's images; select through a data set "
+                                "(--dataset), not a bare feature matrix, or use mode=head.")
+
+    def _select(self, features, budget, seed, context, timer):
+        import torch
+
+        from .usl_t_train import train_heads
+
+        cfg = resolve_preset(self.config, features.shape[0], context.dataset_name)
+        n_clusters = max(budget, cfg.n_clusters or budget)
+        with timer("knn_neighbours"):
+            nn_d2, neighbours, index_kind = knn_excluding_self(features, cfg.knn_k, KnnParams(), seed=seed,
+                                                               desc="USL-T neighbours")
+            mean_nn_sq = nn_d2.mean(axis=1)
+            del nn_d2
+        with timer("training"):
+            generator = torch.Generator().manual_seed(int(seed))
+            assign, maxprob, history = train_heads(cfg, features, neighbours, n_clusters, generator, context)
+        with timer("confident_picks"):
+            clusters = assign[0]
+            confidence = maxprob[0] if cfg.confidence == "head0" else maxprob.mean(axis=0)
+            picks, filled = pick_per_cluster(clusters, confidence.astype(np.float64), budget)
+        info = {
+            "resolved_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
+            "knn_index": index_kind,
+            "clusters_requested": int(n_clusters),
+            "clusters_nonempty": int(len(np.unique(clusters))),
+            "filled_from_empty_clusters": int(filled),
+            "mean_confidence_picks": float(confidence[picks].mean()),
+            "mean_knn_sq_dist_picks": float(mean_nn_sq[picks].mean()),
+            "mean_knn_sq_dist_pool": float(mean_nn_sq.mean()),
+            "steps": history["steps"],
+            "loss_first_last": history["loss_first_last"],
+        }
+        return np.sort(picks), info
