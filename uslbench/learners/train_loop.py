@@ -296,13 +296,16 @@ class ImageLearner(Learner):
 
     # --- the loop ----------------------------------------------------------------------------
     def run_loop(self, model: nn.Module, data: TrainData, config: LoopConfig, seed: int, device: str,
-                 workdir: str | Path | None, phase: str = "train", fingerprint: Any = None) -> dict[str, Any]:
-        """Train `model` for config.steps steps (resuming from workdir/<phase>.ckpt.pt) and evaluate."""
+                 workdir: str | Path | None, phase: str = "train", fingerprint: Any = None,
+                 evaluate: bool = True) -> dict[str, Any]:
+        """Train `model` for config.steps steps (resuming from workdir/<phase>.ckpt.pt) and evaluate
+        its EMA on the test split (`evaluate=False`: self-supervised phases without a classifier)."""
         self.check_options(config, device)
         model.to(device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
-        self._check_shape(model, data, device)
+        if evaluate:
+            self._check_shape(model, data, device)
         self.reset_state(data, model)
         total = config.steps
         groups = parameter_groups(model, config.weight_decay)
@@ -370,7 +373,7 @@ class ImageLearner(Learner):
             bar.update(1)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
             done = step + 1
-            if done % config.eval_every == 0 or done == total:
+            if evaluate and (done % config.eval_every == 0 or done == total):
                 top1 = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
                                     data.test_targets, data.num_classes)["top1"]
                 self.set_train_mode(model)
@@ -387,6 +390,8 @@ class ImageLearner(Learner):
                 callback(phase, done)
         bar.close()
         state["step"] = total
+        if not evaluate:
+            return {"steps": total, "train_seconds": round(state["train_seconds"], 3), "model": evaluated}
         metrics = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
                                data.test_targets, data.num_classes)
         curve = state["curve"]
@@ -407,7 +412,7 @@ class ImageLearner(Learner):
 
         device = data.labeled_images.device
         labeled_idx = labeled_stream.indices(step).to(device)
-        labeled = views(data.labeled_images[labeled_idx], self.labeled_views)
+        labeled = views(data.labeled_images[labeled_idx], self.labeled_views) if self.labeled_views else []
         unlabeled, unlabeled_idx = [], None
         if unlabeled_stream is not None:
             unlabeled_idx = unlabeled_stream.indices(step).to(device)
