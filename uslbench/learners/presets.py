@@ -14,7 +14,7 @@ CIFAR10: dict[str, Any] = {"arch": "wrn28_2", "steps": 1 << 20, "labeled_batch":
                            "lr": 0.03, "weight_decay": 5e-4, "ema": 0.999, "eval_every": 5000,
                            "checkpoint_every": 1000, "augment": "cifar"}
 CIFAR100: dict[str, Any] = {**CIFAR10, "arch": "wrn28_8", "weight_decay": 1e-3}
-DIGITS: dict[str, Any] = {"arch": "cnn", "steps": 400, "labeled_batch": 32, "unlabeled_ratio": 4, "lr": 0.05,
+DIGITS: dict[str, Any] = {"arch": "cnn", "steps": 400, "labeled_batch": 32, "unlabeled_ratio": 2, "lr": 0.05,
                           "weight_decay": 5e-4, "ema": 0.99, "eval_every": 100, "checkpoint_every": 100,
                           "augment": "digits", "threads": 1}
 BLOODMNIST: dict[str, Any] = {**DIGITS, "steps": 3000, "labeled_batch": 64, "unlabeled_ratio": 7,

@@ -52,7 +52,7 @@ class SimCLRv2Config(LoopConfig):
     repeat: int = 100
     distill_steps: int = 0
     distill_temperature: float = 1.0
-    pretrain_steps: int = 600
+    pretrain_steps: int = 400
     pretrain_batch: int = 256
     pretrain_lr: float = 0.3
     pretrain_temperature: float = 0.5

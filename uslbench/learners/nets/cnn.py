@@ -38,5 +38,5 @@ class SmallCNN(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
 
 
-def small_cnn(in_channels: int = 1, image_size: int = 8) -> SmallCNN:
-    return SmallCNN(in_channels, image_size)
+def small_cnn(in_channels: int = 1, image_size: int = 8, width: int = 32) -> SmallCNN:
+    return SmallCNN(in_channels, image_size, width)
