@@ -18,7 +18,8 @@ DIGITS: dict[str, Any] = {"arch": "cnn", "steps": 400, "labeled_batch": 32, "unl
                           "weight_decay": 5e-4, "ema": 0.99, "eval_every": 100, "checkpoint_every": 100,
                           "augment": "digits", "threads": 1}
 BLOODMNIST: dict[str, Any] = {**DIGITS, "steps": 3000, "labeled_batch": 64, "unlabeled_ratio": 7,
-                              "eval_every": 500, "checkpoint_every": 500, "augment": "medical"}
+                              "eval_every": 500, "checkpoint_every": 500, "augment": "medical",
+                              "threads": 0}
 
 
 def image_presets(cifar10: dict | None = None, cifar100: dict | None = None, small: dict | None = None,

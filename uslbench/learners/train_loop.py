@@ -261,10 +261,10 @@ class ImageLearner(Learner):
     def check(self, dataset: Dataset, labeled_indices: np.ndarray) -> None:
         super().check(dataset, labeled_indices)
         check_arch(self.config.arch, dataset.channels, dataset.image_size)
-        self.check_options(self.config, "cpu")
+        self.check_options(self.config, None)  # the device is checked in fit, where it is known
 
     @staticmethod
-    def check_options(config: LoopConfig, device: str) -> None:
+    def check_options(config: LoopConfig, device: str | None) -> None:
         if config.threads < 0:
             raise UserError(f"Config threads must be >= 0 (0 = torch's default), got {config.threads}.")
         for name in ("steps", "labeled_batch", "eval_every", "checkpoint_every", "eval_batch"):
@@ -274,7 +274,7 @@ class ImageLearner(Learner):
             raise UserError(f"Config unlabeled_ratio must be >= 0, got {config.unlabeled_ratio}.")
         if not 0.0 <= config.ema < 1.0:
             raise UserError(f"Config ema must be in [0, 1), got {config.ema}.")
-        if not str(device).startswith("cuda"):
+        if device is not None and not str(device).startswith("cuda"):
             for option in ("amp", "channels_last"):
                 if getattr(config, option):
                     raise UserError(f"Config {option}=true needs a CUDA GPU, but this run's device is {device!r}. "
