@@ -371,7 +371,8 @@ class ImageLearner(Learner):
                 ema.update(model)
             losses.append(float(loss.detach()))
             bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            bar.set_postfix({"loss": f"{losses[-1]:.3f}", **{k: f"{v:.3f}" for k, v in logs.items()}},
+                            refresh=False)
             done = step + 1
             if evaluate and (done % config.eval_every == 0 or done == total):
                 top1 = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
