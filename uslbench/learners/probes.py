@@ -56,3 +56,36 @@ class KnnProbe(FeatureProbe):
         model = KNeighborsClassifier(n_neighbors=min(self.config.k, len(y)), weights=self.config.weights)
         model.fit(x, y)
         return top1_metrics(model.predict(features.test), dataset.test.labels, dataset.num_classes)
+
+
+@dataclass
+class LabelPropConfig:
+    k: int = 10
+    alpha: float = 0.2       # clamping: 0 keeps the given labels fixed, 1 lets them change freely
+    max_iter: int = 1000
+
+
+@LEARNERS.register("labelprop", "label spreading over the k-NN graph of all pool features (probe)",
+                   config=LabelPropConfig, tags=("probe", "uses_features"))
+class LabelPropProbe(FeatureProbe):
+    """scikit-learn LabelSpreading (kernel="knn") on the whole pool: the labeled rows carry their
+    labels, every other row is unlabeled (-1); labels spread over the symmetric normalised k-NN
+    graph. Test images are classified by their k nearest pool neighbours' spread label
+    distributions (LabelSpreading.predict). k is capped at pool size - 1."""
+
+    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+        from sklearn.semi_supervised import LabelSpreading
+
+        targets = spread_targets(len(features.train), labeled_indices, dataset.train.labels)
+        model = LabelSpreading(kernel="knn", n_neighbors=min(self.config.k, len(targets) - 1),
+                               alpha=self.config.alpha, max_iter=self.config.max_iter)
+        model.fit(features.train, targets)
+        return top1_metrics(model.predict(features.test), dataset.test.labels, dataset.num_classes)
+
+
+def spread_targets(pool_size: int, labeled_indices: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """-1 everywhere except the labeled rows (LabelSpreading's convention for unlabeled points)."""
+    labeled_indices = np.asarray(labeled_indices, dtype=np.int64)
+    targets = np.full(pool_size, -1, dtype=np.int64)
+    targets[labeled_indices] = labels[labeled_indices]
+    return targets

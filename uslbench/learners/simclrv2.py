@@ -1,0 +1,184 @@
+"""`simclrv2` (Chen et al. 2020, "Big self-supervised models are strong semi-supervised learners"):
+fine-tune the self-supervised encoder on the labeled set, then optionally distil it into a student
+on the unlabeled pool.
+
+Phases, each one run of the shared loop with its own checkpoint in the run's workdir:
+
+1. ``pretrain`` (only for encoders without a network, e.g. ``pixels`` on digits): a short SimCLR
+   pretraining of the small CNN on the pool: two strong views per image, a 2-layer projection head,
+   the NT-Xent loss at temperature `pretrain_temperature`. Its checkpoint doubles as the cache, so a
+   resumed or repeated run in the same workdir does not pretrain again. Encoders that have a network
+   expose `encoder.build_module(device) -> (module, feature_dim)` and skip this phase.
+2. ``finetune``: a new linear head on the encoder features. ``finetune=linear`` trains only that head
+   with the backbone frozen (BatchNorm statistics included): the USL paper's CIFAR setting
+   (SimCLRv2-CLD: lr 0.01 Nesterov, wd 1e-4, 5 epochs of the labeled set repeated 100x, batch 128).
+   ``finetune=full`` trains the whole network.
+3. ``distill`` (when `distill_steps` > 0): a student network (`arch`) trained on weak views of the
+   pool to match the fine-tuned teacher's softened predictions (temperature `distill_temperature`);
+   the student is then the evaluated model (unlabeled batch = labeled_batch x unlabeled_ratio).
+
+With ``steps = 0`` the fine-tuning length is epochs x repeat x m / labeled_batch (the reference
+recipe); a positive value overrides it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UserError
+from ..registry import LEARNERS
+from ..utils import seed_from
+from .nets import Classifier, build_network
+from .presets import image_presets
+from .train_loop import Batch, ImageLearner, LoopConfig, cpu_threads, soft_cross_entropy
+
+
+@dataclass
+class SimCLRv2Config(LoopConfig):
+    steps: int = 0
+    labeled_batch: int = 128
+    lr: float = 0.01
+    weight_decay: float = 1e-4
+    ema: float = 0.0
+    eval_every: int = 100
+    checkpoint_every: int = 100
+    finetune: str = "linear"
+    epochs: float = 5.0
+    repeat: int = 100
+    distill_steps: int = 0
+    distill_temperature: float = 1.0
+    pretrain_steps: int = 400
+    pretrain_batch: int = 256
+    pretrain_lr: float = 0.3
+    pretrain_temperature: float = 0.5
+
+
+class ProjectionNet(nn.Module):
+    """backbone + 2-layer MLP projection to a normalised 64-d embedding (SimCLR pretraining)."""
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, out_dim: int = 64) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.projection = nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, out_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.projection(self.backbone(x)), dim=1)
+
+
+def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's NT-Xent: for each of the 2B embeddings, its other view is the positive among 2B - 1."""
+    z = torch.cat([z_a, z_b]).float()
+    n = len(z_a)
+    similarity = z @ z.T / temperature
+    similarity.fill_diagonal_(float("-inf"))
+    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return F.cross_entropy(similarity, positives)
+
+
+@LEARNERS.register("simclrv2", "SimCLRv2: fine-tune the self-supervised encoder (linear or full), optional distillation",
+                   config=SimCLRv2Config, tags=("trains", "gpu_recommended", "uses_encoder"),
+                   presets=image_presets(
+                       cifar10={"arch": "resnet18_cifar", "steps": 0, "labeled_batch": 128, "lr": 0.01,
+                                "weight_decay": 1e-4, "ema": 0.0, "eval_every": 100, "checkpoint_every": 100},
+                       cifar100={"arch": "resnet18_cifar", "steps": 0, "labeled_batch": 128, "lr": 0.01,
+                                 "weight_decay": 1e-4, "ema": 0.0, "eval_every": 100, "checkpoint_every": 100},
+                       small={"steps": 0, "labeled_batch": 64, "lr": 0.05, "ema": 0.0, "epochs": 5.0,
+                              "repeat": 100, "distill_steps": 0}))
+class SimCLRv2(ImageLearner):
+    """Encoder fine-tuning: pretrain (fallback) -> finetune -> distil (optional)."""
+
+    def check(self, dataset, labeled_indices) -> None:
+        super().check(dataset, labeled_indices)
+        if self.config.finetune not in ("linear", "full"):
+            raise UserError(f"Config finetune must be 'linear' or 'full', got {self.config.finetune!r}.")
+        if self.config.steps < 0 or self.config.distill_steps < 0 or self.config.pretrain_steps < 1:
+            raise UserError("Config steps and distill_steps must be >= 0 and pretrain_steps >= 1.")
+
+    @staticmethod
+    def check_options(config, device) -> None:
+        if config.steps == 0:  # resolved from epochs x repeat later
+            config = replace(config, steps=1)
+        ImageLearner.check_options(config, device)
+
+    def finetune_steps(self, budget: int) -> int:
+        if self.config.steps > 0:
+            return self.config.steps
+        return max(1, math.ceil(self.config.epochs * self.config.repeat * budget / self.config.labeled_batch))
+
+    # --- phases ----------------------------------------------------------------------------------
+    _phase = "finetune"
+    _teacher: nn.Module | None = None
+
+    def set_train_mode(self, model: nn.Module) -> None:
+        model.train()
+        if self._phase == "finetune" and self.config.finetune == "linear":
+            model.backbone.eval()  # frozen encoder: its BatchNorm statistics stay as pretrained
+
+    def loss(self, model, batch: Batch, step: int, total_steps: int):
+        if self._phase == "pretrain":
+            z_a, z_b = Batch.forward(model, batch.unlabeled)
+            loss = nt_xent(z_a, z_b, self.config.pretrain_temperature)
+        elif self._phase == "distill":
+            x = batch.unlabeled[0]
+            t = self.config.distill_temperature
+            with torch.no_grad():
+                teacher = torch.softmax(self._teacher(x).float() / t, dim=1)
+            loss = soft_cross_entropy(model(x).float() / t, teacher).mean()
+        else:
+            loss = F.cross_entropy(model(batch.labeled[0]).float(), batch.targets)
+        return loss, {}
+
+    def _use_views(self, phase: str, labeled: tuple[str, ...], unlabeled: tuple[str, ...]) -> None:
+        self._phase, self.labeled_views, self.unlabeled_views = phase, labeled, unlabeled
+
+    def _backbone(self, dataset, data, encoder: Any, seed: int, device: str, workdir) -> tuple[nn.Module, int, bool]:
+        """The encoder's own network, or (fallback) the small network pretrained here with SimCLR."""
+        if encoder is not None and hasattr(encoder, "build_module"):
+            module, feature_dim = encoder.build_module(device)
+            return module, int(feature_dim), False
+        config = self.config
+        backbone = build_network(config.arch, dataset.num_classes, dataset.channels, dataset.image_size).backbone
+        net = ProjectionNet(backbone, backbone.feature_dim)
+        self._use_views("pretrain", (), ("strong", "strong"))
+        pretrain = replace(config, steps=config.pretrain_steps, labeled_batch=1, unlabeled_ratio=config.pretrain_batch,
+                           lr=config.pretrain_lr, ema=0.0, eval_every=config.pretrain_steps,
+                           checkpoint_every=min(config.checkpoint_every, config.pretrain_steps))
+        self.run_loop(net, data, pretrain, seed, device, workdir, "pretrain", {"dataset": dataset.identity},
+                      evaluate=False)
+        return net.backbone, backbone.feature_dim, True
+
+    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+        data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
+        config = self.config
+        with cpu_threads(config.threads):
+            torch.manual_seed(seed_from(seed, self.name, "init"))
+            backbone, feature_dim, pretrained_here = self._backbone(dataset, data, encoder, seed, device, workdir)
+            torch.manual_seed(seed_from(seed, self.name, "head"))
+            model = Classifier(backbone, feature_dim, dataset.num_classes).to(device)
+            if config.finetune == "linear":
+                for parameter in model.backbone.parameters():
+                    parameter.requires_grad_(False)
+            self._use_views("finetune", ("weak",), ())
+            finetune = replace(config, steps=self.finetune_steps(len(labeled_indices)))
+            metrics = self.run_loop(model, data, finetune, seed, device, workdir, "finetune", fingerprint)
+            metrics["encoder_pretrained_here"] = pretrained_here
+            if config.distill_steps > 0:
+                model.eval()
+                for parameter in model.parameters():
+                    parameter.requires_grad_(False)
+                self._teacher = model
+                torch.manual_seed(seed_from(seed, self.name, "student"))
+                student = build_network(config.arch, dataset.num_classes, dataset.channels, dataset.image_size)
+                self._use_views("distill", (), ("weak",))
+                distilled = self.run_loop(student, data, replace(config, steps=config.distill_steps), seed, device,
+                                          workdir, "distill", fingerprint)
+                distilled.update(teacher_top1=metrics["top1"], encoder_pretrained_here=pretrained_here,
+                                 finetune_steps=metrics["steps"])
+                self._teacher = None
+                return distilled
+            return metrics

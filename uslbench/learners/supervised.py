@@ -1,0 +1,33 @@
+"""`supervised`: the SSL learners' network trained on the labeled set alone (the reference row).
+
+Same network, augmentation (weak views), optimiser, schedule, EMA and step count as the SSL learner
+of the same preset, so "SSL minus supervised" measures what the unlabeled pool adds.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..registry import LEARNERS
+from .presets import image_presets
+from .train_loop import Batch, ImageLearner, LoopConfig
+
+
+@dataclass
+class SupervisedConfig(LoopConfig):
+    pass
+
+
+@LEARNERS.register("supervised", "the SSL network trained on the labeled images only (reference)",
+                   config=SupervisedConfig, tags=("trains", "gpu_recommended", "reference"),
+                   presets=image_presets())
+class Supervised(ImageLearner):
+    """Cross-entropy on weakly augmented labeled batches; the unlabeled pool is never read."""
+
+    labeled_views = ("weak",)
+    unlabeled_views = ()
+
+    def loss(self, model, batch: Batch, step: int, total_steps: int):
+        loss = torch.nn.functional.cross_entropy(model(batch.labeled[0]), batch.targets)
+        return loss, {"loss_x": float(loss.detach())}
