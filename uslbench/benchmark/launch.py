@@ -407,9 +407,15 @@ def _execute_slurm(work: list[StageWork], root: Path, runs: list[PlannedRun], re
         earlier = [i for stage in STAGES[:STAGES.index(item.stage)] for i in stage_ids.get(stage, [])]
         executor.update_parameters(**_slurm_parameters(item, resources, ":".join(earlier)))
         chunks = chunk_specs(item, resources)
-        with executor.batch():  # one job array per (stage, resource shape)
-            jobs = [executor.submit(StageJob(item.stage, [s.to_dict() for s in chunk], str(root), resources.device))
-                    for chunk in chunks]
+        try:
+            with executor.batch():  # one job array per (stage, resource shape)
+                jobs = [executor.submit(StageJob(item.stage, [s.to_dict() for s in chunk], str(root),
+                                                 resources.device)) for chunk in chunks]
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as exc:
+            message = " ".join(dict.fromkeys(line.strip() for line in str(exc).splitlines() if line.strip()))
+            done = f" (already submitted: {', '.join(submission.job_ids)})" if submission.job_ids else ""
+            raise UserError(f"sbatch refused the {item.stage} jobs: {message}. Check --partition, --account, "
+                            f"--qos, --gpus and --sbatch options (`sinfo` lists the partitions){done}.") from None
         for job, chunk in zip(jobs, chunks):
             submission.job_ids.append(str(job.job_id))
             if item.stage == "run":
