@@ -100,3 +100,11 @@ def test_scancel_shows_as_crashed_and_retry_succeeds(slurm_root):
                       wait=True)
     assert retry.submitted == 1
     assert retry.final_counts == {"done": 2, "failed": 0, "crashed": 0, "running": 0, "new": 0}
+
+
+def test_sbatch_refusal_is_a_user_error(slurm_root, tmp_path):
+    from uslbench.errors import UserError
+
+    with pytest.raises(UserError, match="sbatch refused the features jobs: .*partition"):
+        run_sweep(_sweep("1"), tmp_path, Resources(executor="slurm", partition="no_such_partition"))
+    assert not list(tmp_path.glob("runs/*/job.json"))   # nothing claimed: a corrected sweep submits it all

@@ -105,8 +105,13 @@ def test_quick_preset_reads_the_registry_at_run_time(monkeypatch):
     class _NoConfig:
         pass
 
+    def refuse(self, *args, **kwargs):
+        raise UserError("needs the moon encoder, which is not installed")
+
     SELECTORS.register("zz_gpu_thing", "test stand-in that needs a GPU", tags=("gpu_only",))(RandomSelector)
     SELECTORS.register("zz_cpu_thing", "test stand-in that runs on CPU")(type("Z", (RandomSelector,), {}))
+    SELECTORS.register("zz_clip_thing", "stand-in tied to CLIP", tags=("fixed_encoder:clip",))(RandomSelector)
+    SELECTORS.register("zz_refuses", "stand-in that refuses digits")(type("R", (RandomSelector,), {"validate": refuse}))
     try:
         names = cpu_selectors()
         assert "zz_cpu_thing" in names and "zz_gpu_thing" not in names
@@ -115,11 +120,16 @@ def test_quick_preset_reads_the_registry_at_run_time(monkeypatch):
         sweep = build_sweep(preset="quick")
         assert sweep.datasets == ["digits"] and sweep.budgets == [10, 20, 40] and sweep.seeds == [1, 2, 3]
         assert "zz_cpu_thing" in sweep.selectors
+        assert not {"zz_gpu_thing", "zz_clip_thing", "zz_refuses"} & set(sweep.selectors)
+        assert sweep.notes == ["preset quick: left out selector zz_refuses: needs the moon encoder, which is not "
+                               "installed"]
         assert sweep.learners[0] == "linear" and set(sweep.learners) <= {"linear", "labelprop"}
         assert build_sweep(preset="quick", selector="usl,random").selectors == ["usl", "random"]
     finally:
         SELECTORS.unregister("zz_gpu_thing")
         SELECTORS.unregister("zz_cpu_thing")
+        SELECTORS.unregister("zz_clip_thing")
+        SELECTORS.unregister("zz_refuses")
     with pytest.raises(UserError, match="Unknown sweep preset"):
         build_sweep(preset="huge")
 

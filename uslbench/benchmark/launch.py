@@ -31,7 +31,7 @@ from ..errors import UserError
 from ..registry import ENCODERS, LEARNERS, SELECTORS
 from ..utils import atomic_write_json, progress_disabled
 from .spec import RunSpec
-from .status import Liveness, run_state
+from .status import Liveness
 from .sweep import Plan, PlannedRun, dataset_memo
 
 EXECUTORS = ("inline", "local", "slurm")
@@ -207,18 +207,18 @@ def plan_stages(plan: Plan, resources: Resources) -> list[StageWork]:
     from .cache import FeatureCache, SelectionCache
 
     runs = plan.to_submit
-    feature_items: dict[str, RunSpec] = {}
-    selection_items: dict[str, RunSpec] = {}
+    feature_items: dict[str, PlannedRun] = {}
+    selection_items: dict[str, PlannedRun] = {}
     for run in runs:
         prep = run.prepared
         if prep.needs_features and prep.feature_key not in feature_items:
             if not FeatureCache(prep.root, prep.spec.dataset, prep.encoder_name, prep.feature_key).meta_path.exists():
-                feature_items[prep.feature_key] = run.spec
+                feature_items[prep.feature_key] = run
         if prep.selection_key not in selection_items:
             cache = SelectionCache(prep.root, prep.spec.dataset, prep.spec.selector, prep.budget, prep.spec.seed,
                                    prep.selection_key)
             if not cache.path.exists():
-                selection_items[prep.selection_key] = run.spec
+                selection_items[prep.selection_key] = run
     work: list[StageWork] = []
 
     def add(stage: str, items: list[tuple[RunSpec, bool, PlannedRun | None]]) -> None:
@@ -232,20 +232,13 @@ def plan_stages(plan: Plan, resources: Resources) -> list[StageWork]:
     # jobs get whole selection groups (below), so each selection is computed once, by one job,
     # before its runs - without paying one more round of process start-ups for a selection stage.
     if resources.executor != "inline":
-        add("features", [(spec, _wants_gpu(ENCODERS, spec.encoder or _default_encoder(plan, spec), resources),
-                          None) for spec in feature_items.values()])
+        add("features", [(run.spec, _wants_gpu(ENCODERS, run.prepared.encoder_name, resources), None)
+                         for run in feature_items.values()])
     if resources.executor == "slurm":
-        add("selection", [(spec, _wants_gpu(SELECTORS, spec.selector, resources), None)
-                          for spec in selection_items.values()])
+        add("selection", [(run.spec, _wants_gpu(SELECTORS, run.spec.selector, resources), None)
+                          for run in selection_items.values()])
     add("run", [(run.spec, _wants_gpu(LEARNERS, run.spec.learner, resources), run) for run in runs])
     return work
-
-
-def _default_encoder(plan: Plan, spec: RunSpec) -> str:
-    for run in plan.runs:
-        if run.spec is spec:
-            return run.prepared.encoder_name
-    return "pixels"
 
 
 def _wants_gpu(registry: Any, name: str, resources: Resources) -> bool:
@@ -333,9 +326,15 @@ def _progress(total: int, desc: str):
     return tqdm(total=total, desc=desc, unit="run", disable=progress_disabled(), file=sys.stderr)
 
 
-def _count_finished(runs: list[PlannedRun], liveness: Liveness | None = None) -> int:
-    liveness = liveness or Liveness()
-    return sum(1 for run in runs if run_state(run.prepared.run_dir, liveness).state in ("done", "failed", "crashed"))
+def _count_finished(runs: list[PlannedRun], since: float) -> int:
+    """Runs whose record was written after `since` (a stat per run: cheap enough to poll)."""
+    count = 0
+    for run in runs:
+        try:
+            count += run.prepared.record_path.stat().st_mtime >= since
+        except FileNotFoundError:
+            pass
+    return count
 
 
 def _execute_inline(work: list[StageWork], root: Path, runs: list[PlannedRun], resources: Resources) -> Submission:
@@ -364,6 +363,7 @@ def _execute_local(work: list[StageWork], root: Path, runs: list[PlannedRun], re
     submission = Submission(waited=True)
     by_spec = {id(run.spec): run for run in runs}
     active: list[Any] = []
+    since = time.time()
     try:
         with _progress(len(runs), "runs") as bar:
             for item in work:  # stage barrier: selections are complete before the learner runs start
@@ -379,11 +379,11 @@ def _execute_local(work: list[StageWork], root: Path, runs: list[PlannedRun], re
                             mark_queued([by_spec[id(s)] for s in chunk], "local", str(job.job_id), job.paths,
                                         pid=int(job.job_id))
                         active.append(job)
-                    time.sleep(0.3)
+                    time.sleep(1.0)
                     active = [job for job in active if not job.done()]
-                    bar.n = _count_finished(runs)
+                    bar.n = _count_finished(runs, since)
                     bar.refresh()
-                bar.n = _count_finished(runs)
+                bar.n = _count_finished(runs, since)
                 bar.refresh()
     except BaseException:
         for job in active:
@@ -407,9 +407,15 @@ def _execute_slurm(work: list[StageWork], root: Path, runs: list[PlannedRun], re
         earlier = [i for stage in STAGES[:STAGES.index(item.stage)] for i in stage_ids.get(stage, [])]
         executor.update_parameters(**_slurm_parameters(item, resources, ":".join(earlier)))
         chunks = chunk_specs(item, resources)
-        with executor.batch():  # one job array per (stage, resource shape)
-            jobs = [executor.submit(StageJob(item.stage, [s.to_dict() for s in chunk], str(root), resources.device))
-                    for chunk in chunks]
+        try:
+            with executor.batch():  # one job array per (stage, resource shape)
+                jobs = [executor.submit(StageJob(item.stage, [s.to_dict() for s in chunk], str(root),
+                                                 resources.device)) for chunk in chunks]
+        except (submitit.core.utils.FailedJobError, submitit.core.utils.FailedSubmissionError) as exc:
+            message = " ".join(dict.fromkeys(line.strip() for line in str(exc).splitlines() if line.strip()))
+            done = f" (already submitted: {', '.join(submission.job_ids)})" if submission.job_ids else ""
+            raise UserError(f"sbatch refused the {item.stage} jobs: {message}. Check --partition, --account, "
+                            f"--qos, --gpus and --sbatch options (`sinfo` lists the partitions){done}.") from None
         for job, chunk in zip(jobs, chunks):
             submission.job_ids.append(str(job.job_id))
             if item.stage == "run":
@@ -445,11 +451,12 @@ def _slurm_parameters(item: StageWork, resources: Resources, dependency: str) ->
 
 def wait_for_slurm(job_ids: list[str], runs: list[PlannedRun], poll_seconds: float = 2.0) -> None:
     """Block until none of the jobs is pending or running; the bar counts finished runs."""
+    since = time.time()
     with _progress(len(runs), "runs") as bar:
         while True:
             liveness = Liveness()
             alive = [j for j in job_ids if liveness.slurm_job_alive(j)]
-            bar.n = _count_finished(runs, liveness)
+            bar.n = _count_finished(runs, since)
             bar.refresh()
             if not alive:
                 return

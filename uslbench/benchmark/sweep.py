@@ -12,6 +12,7 @@ import fcntl
 import itertools
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -100,14 +101,29 @@ def parse_scoped_overrides(pairs: Iterable[str], kind: str) -> dict[str, dict[st
     return scoped
 
 
-def cpu_selectors() -> list[str]:
+def cpu_selectors(datasets: Iterable[str] = (), budget: int = 10,
+                  skipped: list[str] | None = None) -> list[str]:
     """Registered selectors that run on a CPU without extra files, read at run time so selectors
-    added later are included."""
+    added later are included. With `datasets`, a selector that refuses one of them (say, one whose
+    fixed encoder is not installed) is left out and named in `skipped` with its reason."""
+    from .pipeline import prepare
+    from .spec import RunSpec
+
     load_all()
     names = []
     for name in SELECTORS.names():
         entry = SELECTORS.get(name)
-        if entry.argument_field or CPU_EXCLUDED_TAGS.intersection(entry.tags):
+        if entry.argument_field or CPU_EXCLUDED_TAGS.intersection(entry.tags) or any(
+                tag.startswith("fixed_encoder:") for tag in entry.tags):
+            continue
+        try:
+            with dataset_memo():
+                for dataset in datasets:
+                    prepare(RunSpec(dataset=dataset, selector=name, learner="linear", budget=budget),
+                            tempfile.gettempdir())
+        except UserError as exc:
+            if skipped is not None:
+                skipped.append(f"{name}: {str(exc).splitlines()[0]}")
             continue
         names.append(name)
     return names
@@ -129,6 +145,7 @@ class Sweep:
     data_root: str | None = None
     encoder_weights: str | None = None
     preset: str | None = None
+    notes: list[str] = field(default_factory=list)   # what a preset left out, and why
 
     def check(self) -> None:
         for axis, values in (("dataset", self.datasets), ("selector", self.selectors),
@@ -178,7 +195,7 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
         file_values = {}
     if preset is not None:
         preset_values = resolve_preset(preset)
-        values.update({k: v for k, v in preset_values.items() if k != "learner_config"})
+        values.update({k: v for k, v in preset_values.items() if k not in ("learner_config", "notes")})
     values.update(file_values)
     cli_axes = {"dataset": dataset, "selector": selector, "learner": learner, "budget": budget,
                 "seeds": seeds, "encoder": encoder}
@@ -207,7 +224,8 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
                   selector_config=sel_cfg, learner_config=learn_cfg, encoder_config=enc_cfg,
                   dataset_config=dict(values.get("dataset_config") or {}),
                   data_root=data_root or values.get("data_root"),
-                  encoder_weights=encoder_weights or values.get("encoder_weights"), preset=preset)
+                  encoder_weights=encoder_weights or values.get("encoder_weights"), preset=preset,
+                  notes=list(preset_values.get("notes", [])))
     sweep.check()
     return sweep
 
@@ -227,7 +245,9 @@ def resolve_preset(name: str) -> dict[str, Any]:
     load_all()
     preset = {k: v for k, v in PRESETS[name].items() if k in AXES}
     if preset.get("selector") == "@cpu":
-        preset["selector"] = cpu_selectors()
+        skipped: list[str] = []
+        preset["selector"] = cpu_selectors(preset["dataset"], min(preset["budget"]), skipped)
+        preset["notes"] = [f"preset {name}: left out selector {line}" for line in skipped]
     learners = [learner for learner in preset["learner"] if learner in LEARNERS]
     # the SSL learner is configurable (USLBENCH_QUICK_SSL_LEARNER=mixmatch, or empty for none)
     ssl = os.environ.get("USLBENCH_QUICK_SSL_LEARNER", PRESETS[name].get("ssl_learner"))

@@ -74,6 +74,8 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
                         budget=budget, seeds=seeds, encoder=encoder, selector_config=selector_config,
                         learner_config=learner_config, encoder_config=encoder_config, data_root=data_root,
                         encoder_weights=encoder_weights)
+    for note in built.notes:
+        click.echo(f"note: {note}", err=True)
     executor = executor or preset_executor(built.preset) or "local"
     resources = Resources(executor=executor, max_parallel=max_parallel or max(1, os.cpu_count() or 1),
                           time_min=parse_time_minutes(time_text), partition=partition, gpus=gpus, cpus=cpus, mem=mem,

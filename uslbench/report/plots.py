@@ -93,9 +93,9 @@ def accuracy_vs_budget_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.minorticks_off()
         ax.set_xlabel("labeling budget m (log scale)")
         ax.set_ylabel("final top-1 on the test split (%)")
-        ax.set_title(f"{dataset} · learner {learner} · encoder {encoder} (mean ± std over seeds)", fontsize=10)
+        ax.set_title(f"{dataset} · learner {learner}\nencoder {encoder}; mean ± std over seeds", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         path = out_dir / f"accuracy_vs_budget_{_safe(dataset)}_{_safe(encoder)}_{_safe(learner)}.png"
         fig.savefig(path, dpi=110)
