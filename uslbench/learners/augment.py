@@ -39,7 +39,7 @@ Per data set policies: ``cifar`` (flip, pad 4 px = 1/8 of 32, grey fill as in Fi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -248,6 +248,3 @@ def cutout(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -
     mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]
     return torch.where(mask, torch.full_like(x, policy.fill), x)
 
-
-def with_overrides(policy: AugmentPolicy, **changes) -> AugmentPolicy:
-    return replace(policy, **{k: v for k, v in changes.items() if v is not None})

@@ -136,11 +136,12 @@ class SimCLRv2(ImageLearner):
     def _use_views(self, phase: str, labeled: tuple[str, ...], unlabeled: tuple[str, ...]) -> None:
         self._phase, self.labeled_views, self.unlabeled_views = phase, labeled, unlabeled
 
-    def _backbone(self, dataset, data, encoder: Any, seed: int, device: str, workdir) -> tuple[nn.Module, int, bool]:
-        """The encoder's own network, or (fallback) the small network pretrained here with SimCLR."""
+    def _backbone(self, dataset, data, encoder: Any, seed: int, device: str, workdir) -> tuple[nn.Module, int, float | None]:
+        """The encoder's own network, or (fallback) the small network pretrained here with SimCLR;
+        the third value is the pretraining time in seconds (None when the encoder brought a network)."""
         if encoder is not None and hasattr(encoder, "build_module"):
             module, feature_dim = encoder.build_module(device)
-            return module, int(feature_dim), False
+            return module, int(feature_dim), None
         config = self.config
         backbone = build_network(config.arch, dataset.num_classes, dataset.channels, dataset.image_size).backbone
         net = ProjectionNet(backbone, backbone.feature_dim)
@@ -148,16 +149,17 @@ class SimCLRv2(ImageLearner):
         pretrain = replace(config, steps=config.pretrain_steps, labeled_batch=1, unlabeled_ratio=config.pretrain_batch,
                            lr=config.pretrain_lr, ema=0.0, eval_every=config.pretrain_steps,
                            checkpoint_every=min(config.checkpoint_every, config.pretrain_steps))
-        self.run_loop(net, data, pretrain, seed, device, workdir, "pretrain", {"dataset": dataset.identity},
-                      evaluate=False)
-        return net.backbone, backbone.feature_dim, True
+        done = self.run_loop(net, data, pretrain, seed, device, workdir, "pretrain", {"dataset": dataset.identity},
+                             evaluate=False)
+        return net.backbone, backbone.feature_dim, done["train_seconds"]
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
         data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
         config = self.config
         with cpu_threads(config.threads):
             torch.manual_seed(seed_from(seed, self.name, "init"))
-            backbone, feature_dim, pretrained_here = self._backbone(dataset, data, encoder, seed, device, workdir)
+            backbone, feature_dim, pretrain_seconds = self._backbone(dataset, data, encoder, seed, device, workdir)
+            pretrained_here = pretrain_seconds is not None
             torch.manual_seed(seed_from(seed, self.name, "head"))
             model = Classifier(backbone, feature_dim, dataset.num_classes).to(device)
             if config.finetune == "linear":
@@ -166,7 +168,7 @@ class SimCLRv2(ImageLearner):
             self._use_views("finetune", ("weak",), ())
             finetune = replace(config, steps=self.finetune_steps(len(labeled_indices)))
             metrics = self.run_loop(model, data, finetune, seed, device, workdir, "finetune", fingerprint)
-            metrics["encoder_pretrained_here"] = pretrained_here
+            metrics.update(encoder_pretrained_here=pretrained_here, pretrain_seconds=pretrain_seconds)
             if config.distill_steps > 0:
                 model.eval()
                 for parameter in model.parameters():
@@ -178,7 +180,7 @@ class SimCLRv2(ImageLearner):
                 distilled = self.run_loop(student, data, replace(config, steps=config.distill_steps), seed, device,
                                           workdir, "distill", fingerprint)
                 distilled.update(teacher_top1=metrics["top1"], encoder_pretrained_here=pretrained_here,
-                                 finetune_steps=metrics["steps"])
+                                 pretrain_seconds=pretrain_seconds, finetune_steps=metrics["steps"])
                 self._teacher = None
                 return distilled
             return metrics
