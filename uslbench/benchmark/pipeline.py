@@ -97,7 +97,7 @@ def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: d
     return ENCODERS.create(name, dataset=dataset_name, **overrides)
 
 
-def prepare(spec: RunSpec, results_root: str | os.PathLike = "results") -> Prepared:
+def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu") -> Prepared:
     """Resolve names and configs and check the input. Raises UserError; writes nothing.
     A spec without a learner (`select --dataset`) prepares the features and selection stages only."""
     load_all()
@@ -141,6 +141,7 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results") -> Prepa
         labels_allowed=labels_allowed, encoder=selection_encoder or encoder))
     if learner is not None:
         learner.check_dataset(dataset)
+        learner.check_device(device)
     d_key = dataset_key(dataset.identity)
     f_key = feature_key(dataset.identity, encoder.identity())
     sf_key = feature_key(dataset.identity, selection_encoder.identity()) if selection_encoder is not None else None
@@ -206,10 +207,13 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
 
 def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
              echo: Echo = _stderr, force: bool = False) -> RunOutcome:
-    prep = prepare(spec, results_root)
+    prep = prepare(spec, results_root, device)
     existing = read_record(prep.record_path)
     if existing is not None and existing.get("status") == "ok" and not force:
         return RunOutcome(existing, prep.record_path, {"features": True, "selection": True, "run": True})
+    if force:  # a finished training checkpoint would otherwise be reloaded instead of retrained
+        for checkpoint in prep.run_dir.glob("*.ckpt.pt"):
+            checkpoint.unlink()
     prep.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(prep.run_dir / "running.json", _running_marker())
     seconds: dict[str, float] = {}

@@ -51,6 +51,9 @@ class Learner:
             raise UserError(f"Data set {dataset.name} has no train labels, so the selected images cannot be "
                             "given labels for training; use `select` to export the indices to label.")
 
+    def check_device(self, device: str) -> None:
+        """Fail fast on options the device cannot honour (AMP without a GPU...)."""
+
     def check(self, dataset: Dataset, labeled_indices: np.ndarray) -> None:
         """Fail with a UserError on a labeled set this learner cannot train on."""
         self.check_dataset(dataset)

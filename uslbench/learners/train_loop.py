@@ -258,10 +258,13 @@ class ImageLearner(Learner):
         model.train()
 
     # --- checks ------------------------------------------------------------------------------
-    def check(self, dataset: Dataset, labeled_indices: np.ndarray) -> None:
-        super().check(dataset, labeled_indices)
+    def check_dataset(self, dataset: Dataset) -> None:
+        super().check_dataset(dataset)
         check_arch(self.config.arch, dataset.channels, dataset.image_size)
-        self.check_options(self.config, None)  # the device is checked in fit, where it is known
+        self.check_options(self.config, None)
+
+    def check_device(self, device: str) -> None:
+        self.check_options(self.config, device)
 
     @staticmethod
     def check_options(config: LoopConfig, device: str | None) -> None:
