@@ -34,9 +34,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "learner": ["linear", "labelprop"],
         "ssl_learner": "fixmatch",  # added when registered; override with --learner
         # a CPU-sized run of the SSL learner (its digits preset trains 400 steps with 4 unlabeled
-        # batches per labeled one, ~45 s a run on this 2-core machine; this is ~4x cheaper);
-        # the tables name the override in the column, e.g. "fixmatch[steps=150,unlabeled_ratio=1]"
-        "ssl_learner_config": {"steps": 150, "unlabeled_ratio": 1},
+        # batches per labeled one, ~45 s a run on this 2-core machine; this is ~6x cheaper);
+        # the tables name the override in the column, e.g. "fixmatch[steps=100,unlabeled_ratio=1]"
+        "ssl_learner_config": {"steps": 100, "unlabeled_ratio": 1},
         "budget": [10, 20, 40],
         "seeds": [1, 2, 3],
         "executor": "local",
