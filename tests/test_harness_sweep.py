@@ -146,7 +146,7 @@ def test_quick_preset_shortens_the_ssl_learner(monkeypatch):
     monkeypatch.setenv("USLBENCH_QUICK_SSL_LEARNER", "zz_ssl")
     try:
         sweep = build_sweep(preset="quick")
-        assert sweep.learners[-1] == "zz_ssl" and sweep.learner_config == {"zz_ssl": {"steps": 150}}
+        assert sweep.learners[-1] == "zz_ssl" and sweep.learner_config == {"zz_ssl": {"steps": 100}}
         assert build_sweep(preset="quick", learner_config=["zz_ssl.steps=7"]).learner_config == {"zz_ssl": {"steps": "7"}}
         only_linear = build_sweep(preset="quick", learner="linear")   # the preset's override is dropped
         assert only_linear.learners == ["linear"] and only_linear.learner_config == {}
