@@ -247,7 +247,10 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device:
     except UserError:
         _remove(prep.run_dir / "running.json")
         raise
-    except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised
+    except (KeyboardInterrupt, SystemExit):  # interrupted, not failed: the next sweep re-runs it
+        _remove(prep.run_dir / "running.json")
+        raise
+    except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
                       seconds=seconds, cached=cached, finished=_now())
         atomic_write_json(prep.record_path, record)
