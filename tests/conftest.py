@@ -24,6 +24,17 @@ def digits_features(digits_dataset):
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Small convolutions run faster on one thread than on two contended ones (shared CI cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def results_root(tmp_path):
     return tmp_path / "results"
 

@@ -19,13 +19,7 @@ from uslbench.registry import ENCODERS, load_all
 load_all()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small convolutions run faster on one thread than on two contended ones (shared CI cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,7 @@ from uslbench.datasets.testing import write_cifar, write_image_folder, write_med
 from uslbench.encoders.torch_base import ContrastiveNet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

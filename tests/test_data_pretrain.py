@@ -36,13 +36,7 @@ def tiny(tmp_path_factory):
     return path, load_dataset(f"npz:{path}")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions run faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fixed_views_loss(net: torch.nn.Module, dataset) -> float:
