@@ -72,3 +72,16 @@ def test_budget_equal_to_pool_and_tiny_budget(name, tmp_path):
 def test_stratified_reads_labels_only_when_allowed():
     with pytest.raises(LabelAccessError):
         SELECTORS.create("stratified").select(FEATURES, BUDGET, seed=1, context=context())
+
+
+@pytest.mark.parametrize("name, overrides", [("usl", {"knn_exact_max": 100}), ("usl", {"preset": "imagenet_moco"}),
+                                             ("probcover", {"knn_exact_max": 100})])
+def test_approximate_and_imagenet_paths_repeat_exactly(name, overrides):
+    """The IVF k-NN (above knn_exact_max), sampled K-Means and the k-NN regulariser of the
+    ImageNet presets: two runs, byte-identical indices and diagnostics."""
+    features = mixture(2000, 16, 8)
+    runs = [SELECTORS.create(name, **overrides).select(features, 20, seed=7) for _ in range(2)]
+    assert np.array_equal(runs[0].indices, runs[1].indices)
+    assert runs[0].info == runs[1].info
+    if "knn_exact_max" in overrides and name == "usl":
+        assert runs[0].info["knn_index"].startswith("ivf")

@@ -26,7 +26,7 @@ class ProbCoverConfig:
         "help": "alpha: fraction of balls that must stay pure (None: 0.95, the paper's; 0.5 below 20,000 points)"})
     n_clusters: int | None = field(default=None, metadata={"help": "K-Means pseudo-label clusters for the purity rule (default = budget)"})
     kmeans_iters: int = 100
-    purity_sample: int = field(default=20_000, metadata={"help": "rows sampled to estimate purity (exact when N is smaller)"})
+    purity_sample: int = field(default=10_000, metadata={"help": "rows sampled to estimate purity (exact when N is smaller)"})
     max_edges: int = field(default=600_000_000, metadata={"help": "refuse graphs larger than this (4 bytes an edge)"})
     knn_exact_max: int = 200_000
     knn_approximate: str = "ivf"

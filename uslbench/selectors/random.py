@@ -17,4 +17,4 @@ class RandomSelector(Selector):
         pool_size = features.shape[0] if features is not None else context.pool_size
         with timer("draw"):
             indices = np.random.default_rng(seed).choice(pool_size, size=budget, replace=False)
-        return np.sort(indices), {}
+        return np.sort(indices), {"pool_size": int(pool_size)}

@@ -134,6 +134,11 @@ class USLSelector(Selector):
     Empty clusters never produce NaN: faiss re-seeds them in training, and a budget left unfilled
     by empty clusters is completed with the best-scoring unselected points. With n_clusters > m
     (the paper's 1% ImageNet setting) the picks of the m largest clusters are kept.
+
+    Scale: the k-NN is exact (faiss flat) up to knn_exact_max points and IVF above it; the
+    ImageNet presets train K-Means on 64 sampled points per cluster and count the regulariser
+    over the reg_nearest nearest selected points (a flat index over the picks), so nothing
+    N x N or N x m x d is formed. Same features + seed = same indices.
     """
 
     def _select(self, features, budget, seed, context, timer):
