@@ -66,6 +66,7 @@ def build_index(features: np.ndarray, params: KnnParams, seed: int = 0) -> tuple
     index.cp.seed = int(seed) % (2**31 - 1)
     index.cp.max_points_per_centroid = max(params.ivf_train_per_list, 1)
     index.cp.niter = params.ivf_train_iters
+    index.cp.min_points_per_centroid = 1  # a deliberate small sample: no faiss warning
     index.train(features[sample])
     index.add(features)
     index.nprobe = params.ivf_nprobe
