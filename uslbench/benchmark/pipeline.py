@@ -296,7 +296,7 @@ def read_record(path: Path) -> dict | None:
 def _base_record(prep: Prepared) -> dict[str, Any]:
     return {
         "schema": SCHEMA_VERSION, "key": prep.run_key, "spec": prep.spec.to_dict(),
-        "resolved": {"encoder": prep.encoder_name, "budget": prep.budget, **prep.configs},
+        "resolved": {"encoder_name": prep.encoder_name, "budget": prep.budget, **prep.configs},
         "keys": {"dataset": prep.dataset_key, "features": prep.feature_key, "selection": prep.selection_key},
         "selector_tags": list(SELECTORS.get(prep.spec.selector).tags),
         "learner_tags": list(LEARNERS.get(prep.spec.learner).tags),
