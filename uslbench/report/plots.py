@@ -61,11 +61,7 @@ def class_distribution_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_ylabel("share of labeled set", fontsize=8)
         fig.suptitle(f"{dataset}: class distribution of the selected labels, m = {budget} "
                      f"(mean over seeds; dashed: uniform)", fontsize=10)
-        fig.tight_layout()
-        path = out_dir / f"class_distribution_{_safe(dataset)}_{_safe(encoder)}_m{budget}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"class_distribution_{_safe(dataset)}_{_safe(encoder)}_m{budget}.png"))
     return written
 
 
@@ -96,9 +92,14 @@ def accuracy_vs_budget_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_title(f"{dataset} · learner {learner}\nencoder {encoder}; mean ± std over seeds", fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
-        fig.tight_layout()
-        path = out_dir / f"accuracy_vs_budget_{_safe(dataset)}_{_safe(encoder)}_{_safe(learner)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, out_dir / f"accuracy_vs_budget_{_safe(dataset)}_{_safe(encoder)}_{_safe(learner)}.png"))
     return written
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
