@@ -79,3 +79,19 @@ def test_without_a_clip_encoder_the_error_says_what_to_do(tmp_path):
     finally:
         if saved is not None:
             ENCODERS._entries["clip"] = saved
+
+
+def test_sweep_selection_job_selects_on_clip_features(stand_in_clip, tmp_path):
+    """A sweep's selection job (Slurm/local) must compute the same selection as `run`: on the
+    selection encoder's features, cached under the clip_usl selection key."""
+    from uslbench.benchmark.launch import StageJob
+
+    spec = RunSpec(dataset="digits", selector="clip_usl", learner="linear", budget=10, seed=1)
+    summary = StageJob("selection", [spec.to_dict()], str(tmp_path), device="cpu")()
+    assert summary["ok"] == 1 and summary["failed"] == 0
+    assert list((tmp_path / "cache" / "features" / "digits").glob("clip-*.npy"))
+    outcome = run_spec(spec, tmp_path)
+    assert outcome.cached["selection"] is True  # reused, not recomputed
+    expected, _, _ = select_spec(RunSpec(dataset="digits", selector="clip_usl", learner=None, budget=10, seed=1),
+                                 tmp_path / "fresh")
+    assert outcome.record["selection"]["indices"] == list(expected["indices"])

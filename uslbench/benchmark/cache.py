@@ -5,6 +5,7 @@ disk error, hand edit) is reported with a warning and recomputed, never silently
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -12,7 +13,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..utils import array_digest, atomic_save_npy, atomic_write_json, canonical_json, file_sha256
-import hashlib
 
 Warn = Callable[[str], None]
 

@@ -135,30 +135,27 @@ class StageJob(submitit.helpers.Checkpointable):
         return summary
 
     def _process(self, spec: RunSpec, device: str) -> None:
-        from .pipeline import compute_features, compute_selection, prepare, run_spec
+        from .pipeline import feature_stage, prepare, run_prepared, selection_stage
 
         def warn(message: str) -> None:
             print(f"warning: {message}", file=sys.stderr, flush=True)
 
+        try:
+            prep = prepare(spec, self.results_root, device)
+        except UserError as exc:  # cannot happen after planning, unless the code changed in between
+            raise RuntimeError(f"the spec no longer validates: {exc}") from exc
         if self.stage == "run":
             try:
-                prep = prepare(spec, self.results_root)
-            except UserError as exc:  # cannot happen after planning, unless the code changed in between
-                raise RuntimeError(f"the spec no longer validates: {exc}") from exc
-            try:
-                run_spec(spec, self.results_root, device=device, echo=warn)
+                run_prepared(prep, device, echo=warn)
             except UserError as exc:  # a labeled set the learner refuses: a failed record, not a crash
                 _write_failed_record(prep, exc)
                 raise
             finally:
                 _finish_job_marker(prep.run_dir)
-            return
-        prep = prepare(spec, self.results_root)
-        features = None
-        if self.stage == "features" or prep.selector.uses_features:
-            features, _, _ = compute_features(prep, device, warn)
-        if self.stage == "selection":
-            compute_selection(prep, features, device, warn)
+        elif self.stage == "features":
+            feature_stage(prep, device, warn, always=True)
+        else:  # the same features as `run` uses, the selection encoder's for clip_usl included
+            selection_stage(prep, device, warn)
 
 
 def resolve_job_device(device: str) -> str:

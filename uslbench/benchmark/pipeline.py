@@ -205,9 +205,43 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
     return data, False
 
 
+def feature_stage(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, cached: dict | None = None,
+                  seconds: dict | None = None, always: bool = False) -> tuple[FeatureSet | None, FeatureSet | None]:
+    """The run encoder's features (when the learner or selector needs them, or `always`) and, for a
+    selector with a fixed encoder (clip_usl), that encoder's features. Returns (run features,
+    selection features); the flags and seconds go into `cached` / `seconds`."""
+    cached = {} if cached is None else cached
+    seconds = {} if seconds is None else seconds
+    features = None
+    if prep.needs_features or always:
+        features, cached["features"], seconds["features"] = compute_features(prep, device, echo)
+    selection_features = features
+    if prep.selection_encoder is not None:
+        selection_features, cached["selection_features"], seconds["selection_features"] = \
+            compute_features(prep, device, echo, for_selection=True)
+    return features, selection_features
+
+
+def selection_stage(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, cached: dict | None = None,
+                    seconds: dict | None = None) -> tuple[FeatureSet | None, dict]:
+    """Features, then the selection, through the caches. Returns (run features, selection data)."""
+    cached = {} if cached is None else cached
+    seconds = {} if seconds is None else seconds
+    features, selection_features = feature_stage(prep, device, echo, cached, seconds)
+    t0 = time.perf_counter()
+    selection, cached["selection"] = compute_selection(prep, selection_features, device, echo)
+    seconds["selection"] = 0.0 if cached["selection"] else time.perf_counter() - t0
+    return features, selection
+
+
 def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
              echo: Echo = _stderr, force: bool = False) -> RunOutcome:
-    prep = prepare(spec, results_root, device)
+    return run_prepared(prepare(spec, results_root, device), device, echo, force)
+
+
+def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, force: bool = False) -> RunOutcome:
+    """The run stage of an already prepared (validated) spec."""
+    spec = prep.spec
     existing = read_record(prep.record_path)
     if existing is not None and existing.get("status") == "ok" and not force:
         return RunOutcome(existing, prep.record_path, {"features": True, "selection": True, "run": True})
@@ -221,16 +255,7 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device:
     record = _base_record(prep)
     record["device"] = device
     try:
-        features = None
-        if prep.needs_features:
-            features, cached["features"], seconds["features"] = compute_features(prep, device, echo)
-        selection_features = features
-        if prep.selection_encoder is not None:
-            selection_features, cached["selection_features"], seconds["selection_features"] = \
-                compute_features(prep, device, echo, for_selection=True)
-        t0 = time.perf_counter()
-        selection, cached["selection"] = compute_selection(prep, selection_features, device, echo)
-        seconds["selection"] = 0.0 if cached["selection"] else time.perf_counter() - t0
+        features, selection = selection_stage(prep, device, echo, cached, seconds)
         indices = np.asarray(selection["indices"], dtype=np.int64)
         record["selection"] = {"key": prep.selection_key, "indices": indices.tolist(),
                                "indices_sha256": indices_digest(indices), "info": selection.get("info", {}),
@@ -244,10 +269,7 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device:
                                    encoder=prep.encoder)
         seconds["learner"] = time.perf_counter() - t0
         record.update(status="ok", metrics=metrics, seconds=seconds, cached=cached, finished=_now())
-    except UserError:
-        _remove(prep.run_dir / "running.json")
-        raise
-    except (KeyboardInterrupt, SystemExit):  # interrupted, not failed: the next sweep re-runs it
+    except (UserError, KeyboardInterrupt, SystemExit):  # refused or interrupted, not failed: no record
         _remove(prep.run_dir / "running.json")
         raise
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
@@ -265,15 +287,13 @@ def select_spec(spec: RunSpec, results_root: str | os.PathLike = "results", devi
                 echo: Echo = _stderr) -> tuple[dict, dict[str, bool], dict[str, float]]:
     """The features and selection stages of a spec without a learner (spec.learner None),
     through the same caches as run_spec. Returns (selection data, cached flags, seconds)."""
-    prep = prepare(spec, results_root)
+    prep = prepare(spec, results_root, device)
     cached: dict[str, bool] = {}
     seconds: dict[str, float] = {}
-    features = None
-    if prep.selector.uses_features:
-        features, cached["features"], seconds["features"] = compute_features(prep, device, echo, for_selection=True)
-    t0 = time.perf_counter()
-    selection, cached["selection"] = compute_selection(prep, features, device, echo)
-    seconds["selection"] = 0.0 if cached["selection"] else time.perf_counter() - t0
+    _, selection = selection_stage(prep, device, echo, cached, seconds)
+    for stage_record in (cached, seconds):  # without a learner, the only features are the selector's
+        if "selection_features" in stage_record:
+            stage_record["features"] = stage_record.pop("selection_features")
     return selection, cached, seconds
 
 
