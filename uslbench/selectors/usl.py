@@ -15,6 +15,7 @@ import numpy as np
 from ..errors import UserError
 from ..registry import SELECTORS
 from .base import Selector
+from .knn_sums import knn_sq_dist_sums
 from .toolkit import KnnParams, build_index, kmeans, knn, per_group_argmax, row_blocks, sq_dists_to
 
 # Rows of ALGORITHMS.md (alpha on SQUARED distances). The regulariser always counts selected
@@ -84,7 +85,11 @@ def resolve_preset(config: USLConfig, pool_size: int, budget: int, dataset_name:
 def density_utility(knn_sq_dists: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
     """Mean squared distance to the k nearest neighbours (self included) and U = 1 / that."""
     mean_sq = knn_sq_dists.mean(axis=1).astype(np.float64)
-    return mean_sq, 1.0 / np.maximum(mean_sq, eps)
+    return mean_sq, utility_from_mean_sq(mean_sq, eps)
+
+
+def utility_from_mean_sq(mean_sq: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    return 1.0 / np.maximum(mean_sq, eps)
 
 
 def regulariser(features: np.ndarray, assignments: np.ndarray, selected: np.ndarray, alpha: float,
@@ -109,7 +114,7 @@ def regulariser(features: np.ndarray, assignments: np.ndarray, selected: np.ndar
             valid &= np.cumsum(valid, axis=1) <= nearest
             if horizon > 0:
                 valid &= d2 < horizon
-            reg[start:stop] = np.where(valid, np.maximum(d2, eps) ** -alpha, 0.0).sum(1)
+            reg[start:stop] = (inverse_power(d2, alpha, eps) * valid).sum(1)
         return reg
     sq_norm = (sel_feats ** 2).sum(1)
     for start, stop in row_blocks(n, block_rows):
@@ -117,8 +122,19 @@ def regulariser(features: np.ndarray, assignments: np.ndarray, selected: np.ndar
         valid = sel_clusters[None, :] != assignments[start:stop, None]
         if horizon > 0:
             valid &= d2 < horizon
-        reg[start:stop] = np.where(valid, np.maximum(d2, eps).astype(np.float64) ** -alpha, 0.0).sum(1)
+        reg[start:stop] = (inverse_power(d2, alpha, eps) * valid).sum(1)
     return reg
+
+
+def inverse_power(d2: np.ndarray, alpha: float, eps: float) -> np.ndarray:
+    """max(d2, eps) ** -alpha in float64; the presets' alpha 0.5 and 1 take a square root or a
+    division instead of a general power (40x faster, same values to rounding)."""
+    d2 = np.maximum(d2, eps, dtype=np.float64)
+    if alpha == 0.5:
+        return 1.0 / np.sqrt(d2, out=d2)
+    if alpha == 1.0:
+        return np.reciprocal(d2, out=d2)
+    return np.power(d2, -alpha, out=d2)
 
 
 @SELECTORS.register("usl", "training-free USL: k-NN density + K-Means (K=m) + regularised picks",
@@ -135,7 +151,8 @@ class USLSelector(Selector):
     by empty clusters is completed with the best-scoring unselected points. With n_clusters > m
     (the paper's 1% ImageNet setting) the picks of the m largest clusters are kept.
 
-    Scale: the k-NN is exact (faiss flat) up to knn_exact_max points and IVF above it; the
+    Scale: up to knn_exact_max points the density is exact (`knn_sums`: each distance computed
+    once in blockwise GEMMs, only the k-NN sums kept) and above it from an IVF k-NN; the
     ImageNet presets train K-Means on 64 sampled points per cluster and count the regulariser
     over the reg_nearest nearest selected points (a flat index over the picks), so nothing
     N x N or N x m x d is formed. Same features + seed = same indices.
@@ -144,10 +161,17 @@ class USLSelector(Selector):
     def _select(self, features, budget, seed, context, timer):
         cfg = resolve_preset(self.config, features.shape[0], budget, context.dataset_name)
         params = KnnParams(exact_max=cfg.knn_exact_max, approximate=cfg.knn_approximate, ivf_nprobe=cfg.knn_nprobe)
+        knn_stats: dict = {}
         with timer("knn_density"):
-            knn_d2, _, index_kind = knn(features, cfg.knn_k, params, seed=seed, desc="USL k-NN density")
-            mean_sq, utility = density_utility(knn_d2)
-            del knn_d2
+            if features.shape[0] <= cfg.knn_exact_max:  # exact: only the sums are needed
+                mean_sq = knn_sq_dist_sums(features, cfg.knn_k, seed=seed, desc="USL k-NN density",
+                                           stats=knn_stats) / cfg.knn_k
+                utility = utility_from_mean_sq(mean_sq)
+                index_kind = "exact (blockwise GEMM)"
+            else:
+                knn_d2, _, index_kind = knn(features, cfg.knn_k, params, seed=seed, desc="USL k-NN density")
+                mean_sq, utility = density_utility(knn_d2)
+                del knn_d2
         n_clusters = max(budget, cfg.n_clusters or budget)
         with timer("kmeans"):
             clustering = kmeans(features, n_clusters, n_iter=cfg.kmeans_iters, seed=seed,
@@ -178,6 +202,7 @@ class USLSelector(Selector):
         info = {
             "resolved_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
             "knn_index": index_kind,
+            **({"knn_exact_candidates_per_row": round(knn_stats["candidates_per_row"], 1)} if knn_stats else {}),
             "clusters_requested": int(n_clusters),
             "clusters_nonempty": clustering.nonempty,
             "filled_from_empty_clusters": int(filled),
