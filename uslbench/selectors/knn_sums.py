@@ -76,13 +76,28 @@ def plan_blocks(cells: np.ndarray, k: int, block_rows: int) -> tuple[np.ndarray,
     return order, blocks
 
 
+class _Block:
+    """One block's running state: its k smallest values per row so far (`nearest`, (rows, k)) and
+    the off-diagonal candidates not yet merged into them."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+        self.lock = threading.Lock()
+        self.nearest: np.ndarray | None = None
+        self.pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self.pending_count = 0
+        self.tau: np.ndarray | None = None  # per row: the k-th smallest value seen so far
+        self.merges = 0
+
+
 def knn_sq_dist_sums(features: np.ndarray, k: int, block_rows: int = 6000, chunk_rows: int = 512,
-                     workers: int | None = None,
-                     seed: int = 0, desc: str = "exact k-NN sums", stats: dict | None = None) -> np.ndarray:
+                     workers: int | None = None, seed: int = 0, desc: str = "exact k-NN sums",
+                     stats: dict | None = None) -> np.ndarray:
     """For every row i: the sum of the k smallest squared L2 distances from i to all rows, i
     itself included (distance 0), as float64 of shape (N,). Exact; equal to
-    `faiss.knn(x, x, k)[0].clip(0).sum(1)` up to float rounding (relative 1e-6). `stats`, when
-    given, receives the block count, workers and candidates kept per row."""
+    `faiss.knn(x, x, k)[0].clip(0).sum(1)` up to float rounding (relative 1e-6), and bitwise
+    the same for any number of workers. `stats`, when given, receives the block count, the
+    workers, the entries per row that passed the first filter and the number of merges."""
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
@@ -96,114 +111,116 @@ def knn_sq_dist_sums(features: np.ndarray, k: int, block_rows: int = 6000, chunk
         cells = kmeans(x, n_cells, n_iter=10, seed=seed, max_points_per_centroid=256).assignments
     else:
         cells = np.zeros(n, dtype=np.int64)
-    order, blocks = plan_blocks(cells, k, block_rows)
+    order, spans = plan_blocks(cells, k, block_rows)
+    blocks = [_Block(start, stop) for start, stop in spans]
     xs = x[order]
     sq = np.einsum("ij,ij->i", xs, xs, dtype=np.float64).astype(np.float32)
     ones = np.ones((n, 1), dtype=np.float32)
     left = np.hstack([xs, sq[:, None], ones])          # row factor:    [x, |x|^2, 1]
     right = np.hstack([-2.0 * xs, ones, sq[:, None]])  # column factor: [-2y, 1, |y|^2]
     del xs
-    tau = np.empty(n, dtype=np.float32)
-    row_dtype = np.int16 if max(b - a for a, b in blocks) < 2**15 else np.int32
-    # candidates[b][other block] = chunk lists; gathered in block order, so the result never
-    # depends on which thread finished first (bitwise-identical sums for any worker count)
-    candidates: list[dict[int, list[tuple[np.ndarray, np.ndarray]]]] = [{} for _ in blocks]
-    nearest_in_block: list[np.ndarray | None] = [None] * len(blocks)
-    remaining = [len(blocks)] * len(blocks)  # the diagonal plus one pair per other block
-    lock = threading.Lock()
-    sums = np.empty(n, dtype=np.float64)
-    kept: list[np.ndarray] = []
-
-    def reduce_block(b: int) -> None:
-        start, stop = blocks[b]
-        parts = [part for other in sorted(candidates[b]) for part in candidates[b][other]]
-        rows = np.concatenate([r for r, _ in parts] or [np.zeros(0, dtype=row_dtype)])
-        values = np.concatenate([v for _, v in parts] or [np.zeros(0, dtype=np.float32)])
-        candidates[b] = {}
-        by_row = np.argsort(rows, kind="stable")
-        sums[start:stop], counts = _k_smallest_sums(nearest_in_block[b], rows[by_row], values[by_row])
-        nearest_in_block[b] = None
-        with lock:
-            kept.append(counts)
-
-    def done(b: int) -> None:
-        with lock:
-            remaining[b] -= 1
-            last = remaining[b] == 0
-        if last:
-            reduce_block(b)
+    tau0 = np.empty(n, dtype=np.float32)  # the bounds from the diagonal blocks, folded into the GEMMs
+    row_dtype = np.int16 if max(b.stop - b.start for b in blocks) < 2**15 else np.int32
+    examined = np.zeros(len(blocks) * len(blocks), dtype=np.int64)
 
     def chunks(start: int, stop: int):
         for lo in range(start, stop, chunk_rows):
             yield lo, min(stop, lo + chunk_rows)
 
-    def diagonal(b: int) -> None:
-        start, stop = blocks[b]
-        nearest = np.empty((stop - start, k), dtype=np.float32)
+    def diagonal(block: _Block) -> None:
+        start, stop = block.start, block.stop
+        block.nearest = np.empty((stop - start, k), dtype=np.float32)
         for lo, hi in chunks(start, stop):
             dist = left[lo:hi] @ right[start:stop].T
             dist.partition(k - 1, axis=1)
-            tau[lo:hi] = dist[:, k - 1]
-            nearest[lo - start:hi - start] = dist[:, :k]  # the k smallest within the block
-        nearest_in_block[b] = nearest
+            tau0[lo:hi] = dist[:, k - 1]
+            block.nearest[lo - start:hi - start] = dist[:, :k]  # the k smallest within the block
+        block.tau = tau0[start:stop].copy()  # tightened as candidates are merged
+
+    def merge(block: _Block) -> None:
+        """Fold the pending candidates into `nearest` (caller holds the lock); the bound of
+        each row becomes the k-th smallest seen so far, which only ever shrinks."""
+        if not block.pending:
+            return
+        rows = np.concatenate([r for r, _ in block.pending])
+        values = np.concatenate([v for _, v in block.pending])
+        block.pending, block.pending_count = [], 0
+        block.merges += 1
+        by_row = np.argsort(rows, kind="stable")
+        block.nearest = _merge_k_smallest(block.nearest, rows[by_row], values[by_row])
+        block.tau = block.nearest.max(axis=1)
+
+    def offer(block: _Block, rows: np.ndarray, values: np.ndarray) -> None:
+        keep = values <= block.tau[rows] + _SLACK
+        with block.lock:
+            block.pending.append((rows[keep].astype(row_dtype), values[keep]))
+            block.pending_count += int(keep.sum())
+            if block.pending_count > k * (block.stop - block.start):  # bounded memory: k extra per row
+                merge(block)
 
     def pair(bi: int, bj: int) -> None:
-        (si, ei), (sj, ej) = blocks[bi], blocks[bj]
-        tj = tau[sj:ej]
-        to_i, to_j = candidates[bi].setdefault(bj, []), candidates[bj].setdefault(bi, [])
-        for lo, hi in chunks(si, ei):
-            ti = tau[lo:hi]
-            folded = left[lo:hi] @ right[sj:ej].T  # d_ij - (tau_i + tau_j) / 2
-            spread = (max(ti.max(), tj.max()) - min(ti.min(), tj.min())) / 2
+        first, second = blocks[bi], blocks[bj]
+        t0_j = tau0[second.start:second.stop]
+        for lo, hi in chunks(first.start, first.stop):
+            t0_i = tau0[lo:hi]
+            folded = left[lo:hi] @ right[second.start:second.stop].T  # d_ij - (tau_i + tau_j) / 2
+            spread = (max(t0_i.max(), t0_j.max()) - min(t0_i.min(), t0_j.min())) / 2
             flat = np.flatnonzero(folded <= spread + _SLACK)
-            a, b = np.divmod(flat, ej - sj)
-            values = folded.ravel()[flat] + (ti[a] + tj[b]) / 2
-            keep = values <= ti[a] + _SLACK
-            to_i.append(((a[keep] + (lo - si)).astype(row_dtype), values[keep]))
-            keep = values <= tj[b] + _SLACK
-            to_j.append((b[keep].astype(row_dtype), values[keep]))
-        done(bi)
-        done(bj)
+            a, b = np.divmod(flat, second.stop - second.start)
+            values = folded.ravel()[flat] + (t0_i[a] + t0_j[b]) / 2
+            examined[bi * len(blocks) + bj] += len(flat)
+            offer(first, a + (lo - first.start), values)
+            offer(second, b, values)
+
+    def finish(block: _Block) -> np.ndarray:
+        with block.lock:
+            merge(block)
+        # sorted before summing, so the sum never depends on the order candidates arrived in
+        nearest = np.sort(np.maximum(block.nearest, 0.0), axis=1)
+        block.nearest = None
+        return nearest.sum(axis=1, dtype=np.float64)
 
     pairs = [(i, j) for i in range(len(blocks)) for j in range(i + 1, len(blocks))]
     with threadpool_limits(1), ThreadPoolExecutor(workers) as pool, \
-            tqdm(total=len(blocks) + len(pairs), desc=desc, leave=False,
+            tqdm(total=2 * len(blocks) + len(pairs), desc=desc, leave=False,
                  disable=progress_disabled() or len(pairs) < 4) as bar:
-        for _ in pool.map(diagonal, range(len(blocks))):
+        for _ in pool.map(diagonal, blocks):
             bar.update()
-        left[:, d] -= tau / 2  # fold the bounds into the factors for the off-diagonal pairs
-        right[:, d + 1] -= tau / 2
-        for b in range(len(blocks)):
-            done(b)  # the diagonal's share; a lone block is reduced here
+        left[:, d] -= tau0 / 2  # fold the bounds into the factors for the off-diagonal pairs
+        right[:, d + 1] -= tau0 / 2
         for _ in pool.map(lambda p: pair(*p), pairs):
+            bar.update()
+        sums = np.empty(n, dtype=np.float64)
+        for block, block_sums in zip(blocks, pool.map(finish, blocks)):
+            sums[block.start:block.stop] = block_sums
             bar.update()
     result = np.empty(n, dtype=np.float64)
     result[order] = sums
     if stats is not None:
-        kept_counts = np.concatenate(kept)
-        stats.update(blocks=len(blocks), largest_block=max(b - a for a, b in blocks), workers=workers,
-                     candidates_per_row=float(kept_counts.mean()), max_candidates=int(kept_counts.max()))
+        stats.update(blocks=len(blocks), largest_block=max(b.stop - b.start for b in blocks), workers=workers,
+                     candidates_per_row=float(k + 2 * examined.sum() / n),
+                     merges=int(sum(b.merges for b in blocks)))
     return result
 
 
-def _k_smallest_sums(dense: np.ndarray, rows: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per row: the sum (float64, clipped at 0) of the k smallest among its k `dense` values and
-    its entries of the sparse (rows, values) list, sorted by row; and the candidate count. The
-    sparse values go into a padded matrix beside the dense ones for one vectorised partition;
-    the few rows longer than the padding are handled one by one."""
-    n_rows, k = dense.shape
+def _merge_k_smallest(nearest: np.ndarray, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row: the k smallest among its k `nearest` values and its entries of the (rows, values)
+    list, sorted by row; returned as a new (n_rows, k) array in no particular order within a row.
+    The list goes into a padded matrix beside `nearest` for one vectorised partition; the few
+    rows longer than the padding are handled one by one."""
+    n_rows, k = nearest.shape
     counts = np.bincount(rows, minlength=n_rows)
     offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    width = int(min(counts.max(), max(k // 2, np.quantile(counts, 0.99)))) if len(rows) else 0
+    width = int(min(counts.max(), max(k // 2, np.quantile(counts, 0.99))))
     position = np.arange(len(rows)) - offsets[rows]
     inside = position < width
     padded = np.full((n_rows, k + width), np.inf, dtype=np.float32)
-    padded[:, :k] = dense
+    padded[:, :k] = nearest
     padded[rows[inside], k + position[inside]] = values[inside]
-    if width:
-        padded = np.partition(padded, k - 1, axis=1)
-    sums = np.maximum(padded[:, :k], 0.0).sum(axis=1, dtype=np.float64)
+    padded.partition(k - 1, axis=1)
+    merged = padded[:, :k].copy()
     for i in np.flatnonzero(counts > width):
-        row = np.partition(np.concatenate([dense[i], values[offsets[i]:offsets[i] + counts[i]]]), k - 1)
-        sums[i] = np.maximum(row[:k], 0.0).sum(dtype=np.float64)
-    return sums, counts + k
+        row = np.concatenate([nearest[i], values[offsets[i]:offsets[i] + counts[i]]])
+        row.partition(k - 1)
+        merged[i] = row[:k]
+    return merged
