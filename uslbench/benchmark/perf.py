@@ -70,6 +70,8 @@ PROBCOVER_DELTA_85 = 0.66
 
 CASES: list[Case] = [
     Case("usl_cifar10", "usl", 50_000, 40, 10, {"preset": "cifar10"}, 10, 1.5),
+    Case("usl_cifar10_one_blob", "usl", 50_000, 40, 1, {"preset": "cifar10"}, None, None,
+         note="one Gaussian, no cluster structure: the exact k-NN sums' worst case"),
     Case("usl_cifar100", "usl", 50_000, 400, 100, {"preset": "cifar100"}, 30, 2.0),
     Case("usl_imagenet", "usl", IMAGENET_N, 2_911, 1_000, {"preset": "imagenet_moco"}, 600, 6.0, quick=False),
     Case("typiclust_50k", "typiclust", 50_000, 40, 10, {}, 5, None),
