@@ -74,3 +74,14 @@ def test_structureless_features_merge_candidates_and_stay_exact():
     np.testing.assert_allclose(ours, faiss_sums(x, 25), rtol=2e-5)
     again = knn_sq_dist_sums(x, 25, block_rows=100, chunk_rows=64, workers=1)
     assert ours.tobytes() == again.tobytes()
+
+
+def test_large_common_offset_does_not_cancel():
+    """Features sharing a large offset (|x|^2 ~ 1.6e5 against distances ~ 0.5): the sums are
+    centred first, so they match a float64 brute force where the expanded float32 formula
+    |x|^2 + |y|^2 - 2 x.y would lose every digit."""
+    x = (gaussian_mixture(1_500, 64, 3, seed=1) + 50).astype(np.float32)
+    x64 = x.astype(np.float64)
+    d2 = ((x64[:, None, :] - x64[None, :, :]) ** 2).sum(-1)
+    expected = np.sort(d2, axis=1)[:, :40].sum(1)
+    np.testing.assert_allclose(knn_sq_dist_sums(x, 40, block_rows=200, chunk_rows=64), expected, rtol=1e-5)

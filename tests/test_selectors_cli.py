@@ -108,3 +108,33 @@ def test_perf_writes_a_table(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     text = out.read_text()
     assert "| tiny_usl" in text and "peak RSS GB" in text and "knn_density" in text
+
+
+def test_select_on_own_features_normalises_rows_by_default(features_file, tmp_path):
+    """The presets assume unit-length rows (as every encoder writes them): a matrix scaled row by
+    row picks the same points unless --no-l2-normalise asks for the raw matrix."""
+    raw = np.load(features_file)
+    scaled = tmp_path / "scaled.npy"
+    np.save(scaled, raw * np.linspace(1, 50, len(raw), dtype=np.float32)[:, None])
+
+    def picks(path, *extra):
+        out = tmp_path / "p.json"
+        result = CliRunner().invoke(main, ["select", "--features", str(path), "--selector", "usl", "--budget", "8",
+                                           "--export", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(out.read_text()), result.output
+
+    base, output = picks(features_file)
+    assert "rows L2-normalised" in output
+    assert picks(scaled)[0] == base
+    as_given, output = picks(scaled, "--no-l2-normalise")
+    assert "(as given)" in output and as_given != base
+
+
+def test_select_on_own_features_reports_zero_rows_after_normalising(tmp_path):
+    bad = mixture(50, 8, 2)
+    bad[7] = 0.0
+    path = tmp_path / "bad.npy"
+    np.save(path, bad)
+    result = CliRunner().invoke(main, ["select", "--features", str(path), "--selector", "usl", "--budget", "4"])
+    assert result.exit_code == 2 and "all-zero rows" in result.output

@@ -9,6 +9,7 @@ from typing import Any
 import click
 import numpy as np
 
+from ..encoders.base import l2_normalise
 from ..errors import UserError
 from ..registry import SELECTORS, load_all, parse_overrides
 from ..utils import atomic_save_npy, atomic_write_bytes
@@ -88,11 +89,14 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.option("--selector-config", multiple=True, metavar="KEY=VALUE", help="selector config override (repeatable)")
 @click.option("--preset", "preset_dataset", default=None,
               help="with --features: take the selector's presets for this data set (e.g. cifar10, imagenet)")
+@click.option("--l2-normalise/--no-l2-normalise", "normalise", default=True, show_default=True,
+              help="with --features: scale every row to unit length first, as the encoders do (the presets "
+                   "assume it); --no-l2-normalise uses the matrix as given")
 @click.option("--export", "export_path", default=None, help="write the indices to FILE (.npy, .json or .csv)")
 @click.option("--results-root", default="results", show_default=True, help="with --dataset: caches go here")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
 def select_command(selector, budget, seed, features_path, dataset, encoder, encoder_weights, data_root,
-                   selector_config, preset_dataset, export_path, results_root, device) -> None:
+                   selector_config, preset_dataset, normalise, export_path, results_root, device) -> None:
     """Select m images from your own features or a data set; print per-phase seconds; export.
 
     \b
@@ -109,11 +113,16 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
     if features_path is not None:
         for flag, value in (("--encoder", encoder), ("--encoder-weights", encoder_weights), ("--data-root", data_root)):
             if value is not None:
-                raise UserError(f"{flag} applies to --dataset; with --features the matrix is used as it is.")
+                raise UserError(f"{flag} applies to --dataset; with --features your matrix is the features.")
         features = load_feature_matrix(features_path)
+        normalised = normalise and np.issubdtype(features.dtype, np.floating) and features.ndim == 2
+        if normalised:  # zero, NaN or infinite rows stay so and are reported by the selector's checks
+            with np.errstate(invalid="ignore", divide="ignore"):
+                features = l2_normalise(features)
         selection = select_features(features, selector, budget, seed, overrides, preset_dataset)
         indices, info, seconds = selection.indices, selection.info, selection.seconds
-        click.echo(f"{selector} | m={len(indices)} | seed={seed} | {features.shape[0]} x {features.shape[1]} features")
+        click.echo(f"{selector} | m={len(indices)} | seed={seed} | {features.shape[0]} x {features.shape[1]} features"
+                   + (" (rows L2-normalised; --no-l2-normalise uses them as given)" if normalised else " (as given)"))
     else:
         from ..benchmark.pipeline import select_spec
         from ..benchmark.spec import RunSpec

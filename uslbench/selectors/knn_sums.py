@@ -107,7 +107,10 @@ def knn_sq_dist_sums(features: np.ndarray, k: int, block_rows: int = 6000, chunk
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
-    x = np.ascontiguousarray(features, dtype=np.float32)
+    # distances do not change under translation; centring keeps |x|^2 + |y|^2 - 2 x.y from
+    # cancelling catastrophically when the features share a large offset
+    x = np.asarray(features)
+    x = np.ascontiguousarray(x - x.mean(axis=0, dtype=np.float64), dtype=np.float32)
     n, d = x.shape
     k = int(min(max(k, 1), n))
     block_rows = int(max(block_rows, 4 * k))
