@@ -207,3 +207,27 @@ def test_usl_t_pick_per_cluster_handles_empty_and_extra_clusters():
     assert picks[:3].tolist() == [0, 3, 5] and filled == 2 and picks[3:].tolist() == [1, 4]
     picks, filled = pick_per_cluster(clusters, confidence, 2)  # keep the two largest clusters' picks
     assert sorted(picks.tolist()) == [0, 3] and filled == 0
+
+
+def test_exact_range_graph_matches_faiss_and_float64():
+    """The blockwise GEMM graph (CSR, every row's own centre included) against a faiss flat range
+    search, several row blocks and 2 threads: the same edges, except pairs within float32
+    rounding of the radius."""
+    import faiss
+
+    rng = np.random.default_rng(3)
+    features = rng.standard_normal((900, 12)).astype(np.float32)
+    radius_sq = 9.0
+    offsets, targets, kind = range_graph(features, radius_sq, block_rows=128, workers=2)
+    assert kind.startswith("exact") and offsets[0] == 0 and offsets[-1] == len(targets)
+    index = faiss.IndexFlatL2(12)
+    index.add(features)
+    lims, _, ids = index.range_search(features, radius_sq)
+    x64 = features.astype(np.float64)
+    for i in range(900):
+        ours = set(targets[offsets[i]:offsets[i + 1]].tolist())
+        theirs = set(ids[lims[i]:lims[i + 1]].tolist())
+        assert i in ours
+        for j in ours ^ theirs:
+            assert abs(((x64[i] - x64[j]) ** 2).sum() - radius_sq) < 1e-4
+    assert abs(int(offsets[-1]) - int(lims[-1])) <= 4

@@ -35,26 +35,17 @@ at N = 50,000, k = 400 with 2 workers, 0.5 GB in the worst case above.
 """
 from __future__ import annotations
 
-import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..utils import progress_disabled
-from .toolkit import kmeans
+from .toolkit import default_workers, kmeans
 
 # Slack on the filters: keeping a few more candidates never changes the result, while rounding
 # in the folded GEMM must never drop one of the k nearest.
 _SLACK = 1e-5
-
-
-def default_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        cpus = os.cpu_count() or 1
-    return int(max(1, min(cpus, 8)))
 
 
 def plan_blocks(cells: np.ndarray, k: int, block_rows: int) -> tuple[np.ndarray, list[tuple[int, int]]]:

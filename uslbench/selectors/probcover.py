@@ -81,8 +81,9 @@ def greedy_max_coverage(offsets: np.ndarray, targets: np.ndarray, budget: int,
 @SELECTORS.register("probcover", "ProbCover: greedy max coverage of delta-balls, delta by the purity rule",
                     config=ProbCoverConfig, tags=("uses_features",))
 class ProbCoverSelector(Selector):
-    """ProbCover, cold start. Graph: edge i -> j when ||f_i - f_j|| < delta (built by a faiss
-    range search in row blocks, every row included). Greedy: repeatedly pick the point whose ball
+    """ProbCover, cold start. Graph: edge i -> j when ||f_i - f_j|| < delta (exact, blockwise
+    GEMMs over row blocks that include every row, up to knn_exact_max points; a faiss range
+    search on an IVF index above it). Greedy: repeatedly pick the point whose ball
     covers the most still-uncovered points.
 
     delta (unless given): K-Means pseudo-labels with K = n_clusters (default the budget), then
