@@ -17,11 +17,11 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..datasets.base import Dataset, ImageSplit
 from ..errors import UserError
+from ..learners.train_loop import nt_xent
 from ..utils import atomic_write_bytes, progress_disabled, seed_from
 from .torch_base import ContrastiveNet
 
@@ -55,17 +55,6 @@ class PretrainResult:
     losses: list[float]              # mean loss per epoch (this invocation and the resumed ones)
     seconds: float
     resumed_from: int = 0
-
-
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent over a batch of B positive pairs (rows L2-normalised): each of the 2B views must pick
-    its partner among the other 2B - 1 views; mean cross-entropy."""
-    z = torch.cat([z1, z2]).float()
-    n = z1.shape[0]
-    logits = z @ z.t() / temperature
-    logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(logits, targets)
 
 
 def simclr_augment(size: int, mean: tuple[float, ...], std: tuple[float, ...],

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..datasets.base import Dataset
 from ..errors import UserError
+from ..learners.nets import projection_mlp
 from ..learners.nets.resnet import BACKBONES
 from ..utils import content_key, file_sha256
 from .base import Encoder, FeatureSet, l2_normalise
@@ -67,12 +68,7 @@ class ContrastiveNet(nn.Module):
         super().__init__()
         self.arch = arch
         self.backbone = BACKBONES[arch](num_classes=0)
-        layers: list[nn.Module] = []
-        for i, (d_in, d_out) in enumerate(zip(head_dims, head_dims[1:])):
-            if i and head_relu:
-                layers.append(nn.ReLU(inplace=True))
-            layers.append(nn.Linear(d_in, d_out))
-        self.projection = nn.Sequential(*layers)
+        self.projection = projection_mlp(head_dims, head_relu)
         self.head_dims, self.head_relu = list(head_dims), head_relu
 
     @property

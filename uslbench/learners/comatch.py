@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import LEARNERS
+from .nets import projection_mlp
 from .presets import image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, TrainData, one_hot, soft_cross_entropy
 
@@ -44,7 +45,7 @@ class CoMatchNet(nn.Module):
         super().__init__()
         self.classifier = classifier
         dim = classifier.feature_dim
-        self.projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, embedding_dim))
+        self.projection = projection_mlp([dim, dim, embedding_dim])
 
     def forward(self, x: torch.Tensor, with_embedding: bool = False):
         logits, features = self.classifier(x, with_features=True)

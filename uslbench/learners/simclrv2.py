@@ -33,9 +33,9 @@ from torch import nn
 from ..errors import UserError
 from ..registry import LEARNERS
 from ..utils import seed_from
-from .nets import Classifier, build_network
+from .nets import Classifier, build_network, projection_mlp
 from .presets import image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig, cpu_threads, soft_cross_entropy
+from .train_loop import Batch, ImageLearner, LoopConfig, cpu_threads, nt_xent, soft_cross_entropy
 
 
 @dataclass
@@ -64,20 +64,10 @@ class ProjectionNet(nn.Module):
     def __init__(self, backbone: nn.Module, feature_dim: int, out_dim: int = 64) -> None:
         super().__init__()
         self.backbone = backbone
-        self.projection = nn.Sequential(nn.Linear(feature_dim, feature_dim), nn.ReLU(), nn.Linear(feature_dim, out_dim))
+        self.projection = projection_mlp([feature_dim, feature_dim, out_dim])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.projection(self.backbone(x)), dim=1)
-
-
-def nt_xent(z_a: torch.Tensor, z_b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's NT-Xent: for each of the 2B embeddings, its other view is the positive among 2B - 1."""
-    z = torch.cat([z_a, z_b]).float()
-    n = len(z_a)
-    similarity = z @ z.T / temperature
-    similarity.fill_diagonal_(float("-inf"))
-    positives = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return F.cross_entropy(similarity, positives)
 
 
 @LEARNERS.register("simclrv2", "SimCLRv2: fine-tune the self-supervised encoder (linear or full), optional distillation",

@@ -463,6 +463,17 @@ def one_hot(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
     return torch.nn.functional.one_hot(targets, num_classes).float()
 
 
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """NT-Xent over a batch of B positive pairs (rows L2-normalised): each of the 2B views must pick
+    its partner among the other 2B - 1 views; mean cross-entropy."""
+    z = torch.cat([z1, z2]).float()
+    n = z1.shape[0]
+    logits = z @ z.t() / temperature
+    logits.fill_diagonal_(float("-inf"))
+    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    return torch.nn.functional.cross_entropy(logits, targets)
+
+
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per-row cross-entropy against probability targets."""
     return -(targets * torch.log_softmax(logits, dim=1)).sum(1)

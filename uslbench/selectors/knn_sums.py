@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..utils import progress_disabled
-from .toolkit import default_workers, kmeans
+from .toolkit import default_workers, distance_factors, kmeans, row_blocks
 
 # Slack on the filters: keeping a few more candidates never changes the result, while rounding
 # in the folded GEMM must never drop one of the k nearest.
@@ -98,10 +98,7 @@ def knn_sq_dist_sums(features: np.ndarray, k: int, block_rows: int = 6000, chunk
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
-    # distances do not change under translation; centring keeps |x|^2 + |y|^2 - 2 x.y from
-    # cancelling catastrophically when the features share a large offset
-    x = np.asarray(features)
-    x = np.ascontiguousarray(x - x.mean(axis=0, dtype=np.float64), dtype=np.float32)
+    x = np.ascontiguousarray(features, dtype=np.float32)
     n, d = x.shape
     k = int(min(max(k, 1), n))
     block_rows = int(max(block_rows, 4 * k))
@@ -113,24 +110,15 @@ def knn_sq_dist_sums(features: np.ndarray, k: int, block_rows: int = 6000, chunk
         cells = np.zeros(n, dtype=np.int64)
     order, spans = plan_blocks(cells, k, block_rows)
     blocks = [_Block(start, stop) for start, stop in spans]
-    xs = x[order]
-    sq = np.einsum("ij,ij->i", xs, xs, dtype=np.float64).astype(np.float32)
-    ones = np.ones((n, 1), dtype=np.float32)
-    left = np.hstack([xs, sq[:, None], ones])          # row factor:    [x, |x|^2, 1]
-    right = np.hstack([-2.0 * xs, ones, sq[:, None]])  # column factor: [-2y, 1, |y|^2]
-    del xs
+    left, right = distance_factors(x[order])  # [x, |x|^2, 1] and [-2y, 1, |y|^2], centred
     tau0 = np.empty(n, dtype=np.float32)  # the bounds from the diagonal blocks, folded into the GEMMs
     row_dtype = np.int16 if max(b.stop - b.start for b in blocks) < 2**15 else np.int32
     examined = np.zeros(len(blocks) * len(blocks), dtype=np.int64)
 
-    def chunks(start: int, stop: int):
-        for lo in range(start, stop, chunk_rows):
-            yield lo, min(stop, lo + chunk_rows)
-
     def diagonal(block: _Block) -> None:
         start, stop = block.start, block.stop
         block.nearest = np.empty((stop - start, k), dtype=np.float32)
-        for lo, hi in chunks(start, stop):
+        for lo, hi in row_blocks(stop, chunk_rows, start):
             dist = left[lo:hi] @ right[start:stop].T
             dist.partition(k - 1, axis=1)
             tau0[lo:hi] = dist[:, k - 1]
@@ -162,20 +150,18 @@ def knn_sq_dist_sums(features: np.ndarray, k: int, block_rows: int = 6000, chunk
         first, second = blocks[bi], blocks[bj]
         width = second.stop - second.start
         t0_j = tau0[second.start:second.stop]
-        for lo, hi in chunks(first.start, first.stop):
+        for lo, hi in row_blocks(first.stop, chunk_rows, first.start):
             t0_i = tau0[lo:hi]
             folded = left[lo:hi] @ right[second.start:second.stop].T  # d_ij - (tau_i + tau_j) / 2
-            hits = []
-            for c0 in range(0, width, segment_columns):  # rows and columns ascend in tau0
-                c1 = min(width, c0 + segment_columns)
+            hit_rows, hit_columns = [], []
+            for c0, c1 in row_blocks(width, segment_columns):  # rows and columns ascend in tau0
                 spread = (max(t0_i[-1], t0_j[c1 - 1]) - min(t0_i[0], t0_j[c0])) / 2
-                tile = np.flatnonzero(folded[:, c0:c1] <= spread + _SLACK)
-                a, b = np.divmod(tile, c1 - c0)
-                hits.append(a * width + b + c0)
-            flat = np.concatenate(hits)
-            a, b = np.divmod(flat, width)
-            values = folded.ravel()[flat] + (t0_i[a] + t0_j[b]) / 2
-            examined[bi * len(blocks) + bj] += len(flat)
+                a, b = np.divmod(np.flatnonzero(folded[:, c0:c1] <= spread + _SLACK), c1 - c0)
+                hit_rows.append(a)
+                hit_columns.append(b + c0)
+            a, b = np.concatenate(hit_rows), np.concatenate(hit_columns)
+            values = folded.ravel()[a * width + b] + (t0_i[a] + t0_j[b]) / 2
+            examined[bi * len(blocks) + bj] += len(a)
             offer(first, a + (lo - first.start), values)
             offer(second, b, values)
 

@@ -44,10 +44,21 @@ def default_workers() -> int:
     return int(max(1, min(cpus, 8)))
 
 
-def row_blocks(n: int, block: int) -> Iterator[tuple[int, int]]:
-    """(start, stop) pairs covering 0..n, the last block included even when shorter."""
-    for start in range(0, n, block):
-        yield start, min(n, start + block)
+def row_blocks(n: int, block: int, start: int = 0) -> Iterator[tuple[int, int]]:
+    """(start, stop) pairs covering start..n, the last block included even when shorter."""
+    for lo in range(start, n, block):
+        yield lo, min(n, lo + block)
+
+
+def distance_factors(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Factors whose product is the squared-distance matrix: left = [x, |x|^2, 1] and
+    right = [-2x, 1, |x|^2] (float32, (N, d + 2)), so `left[rows] @ right[cols].T` gives
+    |x_i|^2 + |x_j|^2 - 2 x_i.x_j in one GEMM. The features are centred first: distances do not
+    change under translation, and a large shared offset would otherwise cancel catastrophically."""
+    x = np.ascontiguousarray(features - features.mean(axis=0, dtype=np.float64), dtype=np.float32)
+    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)[:, None]
+    ones = np.ones_like(sq)
+    return np.hstack([x, sq, ones]), np.hstack([-2.0 * x, ones, sq])
 
 
 def _as_f32(x: np.ndarray) -> np.ndarray:
@@ -200,7 +211,7 @@ def range_graph(features: np.ndarray, radius_sq: float, params: KnnParams | None
     targets[offsets[i]:offsets[i + 1]]. Row blocks cover every row (the last, shorter one too).
 
     Up to `params.exact_max` points the graph is exact and built here: one GEMM per row block on
-    centred features ([x, |x|^2, 1] . [-2y, 1, |y|^2] gives the squared distances directly), a
+    `distance_factors` (the squared distances directly, from centred features), a
     threshold, and the row-major nonzeros are already in CSR order. Blocks run on `workers`
     threads with one BLAS thread each (about twice as fast as a faiss flat range search here).
     Above exact_max: a faiss range search over the approximate index."""
@@ -235,12 +246,8 @@ def _exact_range_graph(features: np.ndarray, radius_sq: float, block_rows: int, 
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
 
-    x = np.ascontiguousarray(features - features.mean(axis=0, dtype=np.float64), dtype=np.float32)
-    n = x.shape[0]
-    sq = np.einsum("ij,ij->i", x, x, dtype=np.float64).astype(np.float32)
-    ones = np.ones((n, 1), dtype=np.float32)
-    left = np.hstack([x, sq[:, None], ones])
-    right = np.hstack([-2.0 * x, ones, sq[:, None]])
+    n = features.shape[0]
+    left, right = distance_factors(features)
 
     def block(span: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         start, stop = span

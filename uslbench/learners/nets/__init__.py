@@ -16,6 +16,17 @@ from torch import nn
 from ...errors import UserError
 
 
+def projection_mlp(head_dims: list[int], relu: bool = True) -> nn.Sequential:
+    """Linear layers through `head_dims` (e.g. [512, 512, 128]) with a ReLU between consecutive
+    ones: the contrastive projection heads of SimCLR, MoCo v2 and CoMatch (keys 0, 2, ...)."""
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(head_dims, head_dims[1:])):
+        if i and relu:
+            layers.append(nn.ReLU(inplace=True))
+        layers.append(nn.Linear(d_in, d_out))
+    return nn.Sequential(*layers)
+
+
 class Classifier(nn.Module):
     """backbone (images -> features) + linear head; `forward(x, with_features=True)` returns both."""
 
