@@ -38,8 +38,12 @@ def test_usl_regulariser_by_hand():
     # alpha 0.5 on squared distances: 1 / Euclidean distance to the other cluster's pick
     expected = [1 / 3, 1 / 2, 1 / 3, 1 / 3]  # 0-2: 3, 1-2: 2, 2-0: 3, 3-0: 3
     np.testing.assert_allclose(regulariser(POINTS, clusters, selected, alpha=0.5), expected, rtol=1e-6)
-    # the k-NN path over the selected points (ImageNet presets) gives the same sums
-    np.testing.assert_allclose(regulariser(POINTS, clusters, selected, alpha=0.5, nearest=1), expected, rtol=1e-6)
+    # the k-NN path over the selected points (ImageNet presets): with h = 2 (every pick) the same
+    # sums; with h = 1 only the nearest pick, which counts unless it is the own cluster's (only
+    # (1,3), whose nearest pick (1,0) lies in the other cluster, keeps a term)
+    np.testing.assert_allclose(regulariser(POINTS, clusters, selected, alpha=0.5, nearest=2), expected, rtol=1e-6)
+    np.testing.assert_allclose(regulariser(POINTS, clusters, selected, alpha=0.5, nearest=1), [0, 0, 0, 1 / 3],
+                               rtol=1e-6)
     # horizon: only squared distances below 5 count (just 1-2, squared distance 4)
     np.testing.assert_allclose(regulariser(POINTS, clusters, selected, alpha=0.5, horizon=5.0), [0, 0.5, 0, 0],
                                rtol=1e-6)

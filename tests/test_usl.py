@@ -37,10 +37,17 @@ def test_regulariser_sums_inverse_squared_distances_to_other_clusters():
 
 def test_regulariser_alpha_nearest_and_horizon():
     np.testing.assert_allclose(regulariser(SQUARE, CLUSTERS, SELECTED, alpha=0.5)[1], 1 / np.sqrt(5) + 1 / 2, rtol=1e-6)
-    # only the nearest selected point of another cluster: for point 1 that is (3, 0) at d2 = 4
-    np.testing.assert_allclose(regulariser(SQUARE, CLUSTERS, SELECTED, alpha=1.0, nearest=1)[1], 1 / 4, rtol=1e-6)
-    np.testing.assert_allclose(regulariser(SQUARE, CLUSTERS, SELECTED, alpha=1.0, nearest=1),
+    # only the h nearest picks, the own cluster's pick taking one of the h slots (the reference's
+    # horizon_num): with h = 1 every point's nearest pick is its own cluster's, so nothing counts
+    np.testing.assert_allclose(regulariser(SQUARE, CLUSTERS, SELECTED, alpha=1.0, nearest=1), [0, 0, 0, 0])
+    # h = 2: point 1's two nearest picks are (0, 0) (own cluster, d2 = 1) and (3, 0) at d2 = 4
+    np.testing.assert_allclose(regulariser(SQUARE, CLUSTERS, SELECTED, alpha=1.0, nearest=2),
                                [1 / 4, 1 / 4, 1 / 4, 1 / 9], rtol=1e-6)
+    # count_own_cluster (ImageNet-MoCo): only the point itself is excluded
+    np.testing.assert_allclose(regulariser(SQUARE, CLUSTERS, SELECTED, alpha=1.0, count_own_cluster=True),
+                               [1 / 4 + 1 / 9, 1 + 1 / 5 + 1 / 4, 1 / 4 + 1 / 13, 1 / 9 + 1 / 13], rtol=1e-6)
+    np.testing.assert_allclose(regulariser(SQUARE, CLUSTERS, SELECTED, alpha=1.0, nearest=1, count_own_cluster=True),
+                               [0, 1, 0, 0], rtol=1e-6)
     # horizon 4.5 on squared distance drops d2 = 5, 9, 13
     np.testing.assert_allclose(regulariser(SQUARE, CLUSTERS, SELECTED, alpha=1.0, horizon=4.5),
                                [1 / 4, 1 / 4, 1 / 4, 0.0], rtol=1e-6)
@@ -52,7 +59,12 @@ def test_regulariser_blockwise_equals_single_block():
     selected = np.array([7, 15, 23, 31, 39, 47, 55])  # one per cluster (i % 7)
     full = regulariser(x, assign, selected, alpha=0.5, block_rows=10_000)
     np.testing.assert_allclose(regulariser(x, assign, selected, alpha=0.5, block_rows=33), full, rtol=1e-5)
-    np.testing.assert_allclose(regulariser(x, assign, selected, alpha=0.5, nearest=6, block_rows=33), full, rtol=1e-4)
+    # the k-NN path with h = all picks but one: the own cluster's pick or the farthest one drops out
+    d2 = ((x[:, None, :].astype(np.float64) - x[selected][None]) ** 2).sum(-1)
+    keep = (np.argsort(np.argsort(d2, axis=1), axis=1) < 6) & (assign[selected][None, :] != assign[:, None])
+    expected = np.where(keep, 1 / np.sqrt(np.maximum(d2, 1e-8)), 0).sum(1)
+    np.testing.assert_allclose(regulariser(x, assign, selected, alpha=0.5, nearest=6, block_rows=33), expected,
+                               rtol=1e-4)
 
 
 def test_row_blocks_cover_the_last_short_block():

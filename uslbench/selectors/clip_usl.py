@@ -16,8 +16,10 @@ class CLIPUSLConfig(USLConfig):
                     config=CLIPUSLConfig, tags=("uses_features", "fixed_encoder:clip"))
 class CLIPUSLSelector(USLSelector):
     """`usl` with the encoder fixed to `clip` and the ImageNet-CLIP preset (k = 20, 100 K-Means
-    iterations, T = 2, lambda = 0.05, no EMA, regulariser over the 32 nearest selected points of
-    other clusters, alpha = 1 on squared distances). The pipeline computes the selection features
+    iterations, T = 2 passes (one regulariser update), lambda = 0.05, no EMA, regulariser over the
+    32 nearest picks with the own cluster's pick excluded (it still takes one of the 32 slots, as
+    in the reference's `exclude_same_cluster=True`), alpha = 1 on squared distances; reference:
+    configs/ImageNet_usl_clip_0.2.yaml, nn_utils_imagenet.py). The pipeline computes the selection features
     with the `clip` encoder whatever --encoder says (the learner keeps the run's encoder);
     `select --features` assumes the matrix already holds CLIP embeddings."""
 

@@ -1,6 +1,7 @@
 """ProbCover (Yehuda, Dekel, Hacohen, Weinshall, NeurIPS 2022): greedy max coverage of delta-balls."""
 from __future__ import annotations
 
+import contextlib
 import heapq
 from dataclasses import dataclass, field
 
@@ -78,13 +79,65 @@ def greedy_max_coverage(offsets: np.ndarray, targets: np.ndarray, budget: int,
     return picks, covered, gains
 
 
+@dataclass
+class CoverageResult:
+    """Result of `probcover_picks`."""
+
+    picks: np.ndarray           # (budget,) int64 in pick order, no duplicates
+    gains: list[int]            # points newly covered by each coverage pick
+    coverage: float             # fraction of the pool covered by the coverage picks
+    picks_by_coverage: int
+    picks_by_farthest_first: int
+    edges: int
+    index_kind: str
+
+
+def probcover_picks(features: np.ndarray, delta: float, budget: int, params: KnnParams | None = None,
+                    seed: int = 0, max_edges: int | None = None, timer=None) -> CoverageResult:
+    """ProbCover's selection for a given delta (reference: prob_cover.py, `construct_graph` and
+    `select_samples`, cold start).
+
+    1. Graph: edge i -> j when ||f_i - f_j|| < delta (plain L2, strict, self-loops), for EVERY row
+       (`range_graph` on delta**2; the reference builds rows in batches of 500 over
+       range(N // 500), so its last N mod 500 rows get no out-edges and can never be chosen).
+    2. `greedy_max_coverage`: the point covering the most uncovered points, lowest index on ties.
+    3. Saturation: once no ball covers anything new, the remaining picks are made farthest-first
+       from the picks so far (the reference appends index 0 again and again).
+
+    Raises UserError when the graph has more than `max_edges` edges.
+    """
+    phase = timer or (lambda name: contextlib.nullcontext())
+    n = features.shape[0]
+    with phase("range_graph"):
+        offsets, targets, index_kind = range_graph(features, float(delta) ** 2, params, seed=seed)
+        edges = int(offsets[-1])
+        if max_edges is not None and edges > max_edges:
+            raise UserError(f"probcover delta={delta:.4g} gives {edges:,} edges (limit {max_edges:,}); "
+                            "lower delta or raise max_edges.")
+    with phase("greedy_coverage"):
+        picks, covered, gains = greedy_max_coverage(offsets, targets, budget)
+        coverage = float(covered.mean())
+        by_coverage = len(picks)
+        del offsets, targets
+    if by_coverage < budget:
+        with phase("saturation_fallback"):
+            state = FarthestFirst(features)
+            state.add_many(np.asarray(picks, dtype=np.int64))
+            for _ in range(budget - by_coverage):
+                nxt = state.next()
+                picks.append(nxt)
+                state.add(nxt)
+    return CoverageResult(np.asarray(picks, dtype=np.int64), gains, coverage, by_coverage, budget - by_coverage,
+                          edges, index_kind)
+
+
 @SELECTORS.register("probcover", "ProbCover: greedy max coverage of delta-balls, delta by the purity rule",
                     config=ProbCoverConfig, tags=("uses_features",))
 class ProbCoverSelector(Selector):
     """ProbCover, cold start. Graph: edge i -> j when ||f_i - f_j|| < delta (exact, blockwise
     GEMMs over row blocks that include every row, up to knn_exact_max points; a faiss range
     search on an IVF index above it). Greedy: repeatedly pick the point whose ball
-    covers the most still-uncovered points.
+    covers the most still-uncovered points (`probcover_picks`).
 
     delta (unless given): K-Means pseudo-labels with K = n_clusters (default the budget), then
     the largest delta whose balls are pure (one pseudo-label) for at least `purity` of the points
@@ -125,27 +178,11 @@ class ProbCoverSelector(Selector):
             info.update(delta_rule="purity", purity=purity, purity_clusters=int(n_clusters), purity_rows=int(len(rows)))
         else:
             info.update(delta_rule="given")
-        with timer("range_graph"):
-            offsets, targets, index_kind = range_graph(features, float(delta) ** 2, params, seed=seed)
-            edges = int(offsets[-1])
-            if edges > cfg.max_edges:
-                raise UserError(f"probcover delta={delta:.4g} gives {edges:,} edges (limit {cfg.max_edges:,}); "
-                                "lower delta or raise max_edges.")
-        with timer("greedy_coverage"):
-            picks, covered, gains = greedy_max_coverage(offsets, targets, budget)
-            coverage = float(covered.mean())
-            fallback = budget - len(picks)
-            del offsets, targets
-        if fallback:
-            with timer("saturation_fallback"):
-                state = FarthestFirst(features)
-                state.add_many(np.asarray(picks, dtype=np.int64))
-                for _ in range(fallback):
-                    nxt = state.next()
-                    picks.append(nxt)
-                    state.add(nxt)
-        info.update(delta=float(delta), knn_index=index_kind, edges=edges, mean_degree=edges / n,
-                    coverage=coverage, picks_by_coverage=int(budget - fallback),
-                    picks_by_farthest_first=int(fallback),
+        result = probcover_picks(features, float(delta), budget, params, seed=seed, max_edges=cfg.max_edges,
+                                 timer=timer)
+        gains = result.gains
+        info.update(delta=float(delta), knn_index=result.index_kind, edges=result.edges, mean_degree=result.edges / n,
+                    coverage=result.coverage, picks_by_coverage=result.picks_by_coverage,
+                    picks_by_farthest_first=result.picks_by_farthest_first,
                     gain_first_last=[gains[0], gains[-1]] if gains else [])
-        return np.asarray(picks, dtype=np.int64), info
+        return result.picks, info

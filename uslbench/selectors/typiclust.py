@@ -21,11 +21,82 @@ class TypiClustConfig:
 
 def typicality(features: np.ndarray, k: int) -> np.ndarray:
     """1 / (mean SQUARED L2 distance to the k nearest other points + 1e-5), as in the reference
-    (faiss L2 distances are squared)."""
+    (`calculate_typicality`, faiss L2 distances are squared; k + 1 neighbours searched, the point
+    itself dropped). (n,) float64; all ones when n < 2 or k < 1 (the reference averages an empty
+    set there)."""
     if features.shape[0] < 2 or k < 1:
         return np.ones(features.shape[0])
     d2, _, _ = knn_excluding_self(features, k, KnnParams())
     return 1.0 / (d2.mean(axis=1).astype(np.float64) + 1e-5)
+
+
+def visit_order(sizes: np.ndarray, min_cluster_size: int, budget: int) -> list[int]:
+    """Clusters in the order TypiClust visits them: size descending, ties by cluster id (the
+    reference's sort by (labeled count, size desc, id) with an empty labeled set), those with at
+    most `min_cluster_size` members dropped. When the kept clusters hold fewer than `budget`
+    points, every non-empty cluster is kept instead (the reference would run out of candidates)."""
+    sizes = np.asarray(sizes)
+    order = np.lexsort((np.arange(len(sizes)), -sizes))
+    kept = [int(c) for c in order if sizes[c] > min_cluster_size]
+    if not kept or sizes[kept].sum() < budget:
+        kept = [int(c) for c in order if sizes[c] > 0]
+    return kept
+
+
+@dataclass
+class TypiClustPicks:
+    """Result of `typiclust_picks`, one entry per pick in pick order."""
+
+    picks: np.ndarray            # (budget,) int64 global indices
+    clusters: list[int]          # cluster of each pick
+    knn_k: list[int]             # k used: min(knn_k, candidates // 2)
+    candidates: list[int]        # not-yet-picked members of that cluster at the pick
+    typicality: list[float]      # typicality of the pick
+    kept: list[int]              # the visit order
+    scores: list[tuple[np.ndarray, np.ndarray]] | None = None  # (candidates, typicality) per pick
+
+
+def typiclust_picks(features: np.ndarray, assignments: np.ndarray, budget: int, knn_k: int = 20,
+                    min_cluster_size: int = 5, n_clusters: int | None = None,
+                    keep_scores: bool = False) -> TypiClustPicks:
+    """TypiClust's pick loop on a given cluster assignment (reference: typiclust.py,
+    `TypiClust.select_samples`, cold start).
+
+    Pick i visits cluster order[i % len(order)] (`visit_order`, so the budget wraps around the
+    clusters) and takes, among that cluster's not-yet-picked members (ascending index), the most
+    typical one (`typicality` with k = min(knn_k, members // 2), recomputed for every pick; ties:
+    lowest index). A cluster whose members are all picked is skipped (the reference fails there).
+
+    Parameters
+    ----------
+    features : (N, d) float32; assignments : (N,) int cluster ids in [0, n_clusters).
+    keep_scores : also return every candidate set and its typicality vector (for tests).
+    """
+    sizes = np.bincount(assignments, minlength=n_clusters or 0)
+    kept = visit_order(sizes, min_cluster_size, budget)
+    members = {c: np.flatnonzero(assignments == c) for c in kept}
+    result = TypiClustPicks(np.zeros(0, dtype=np.int64), [], [], [], [], kept, [] if keep_scores else None)
+    picks: list[int] = []
+    visit = 0
+    while len(picks) < budget:
+        cluster = kept[visit % len(kept)]
+        visit += 1
+        pool = members[cluster]
+        if len(pool) == 0:
+            continue
+        k = min(knn_k, len(pool) // 2)
+        scores = typicality(features[pool], k)
+        best = int(np.argmax(scores))
+        picks.append(int(pool[best]))
+        result.clusters.append(int(cluster))
+        result.knn_k.append(int(k))
+        result.candidates.append(int(len(pool)))
+        result.typicality.append(float(scores[best]))
+        if keep_scores:
+            result.scores.append((pool, scores))
+        members[cluster] = np.delete(pool, best)
+    result.picks = np.asarray(picks, dtype=np.int64)
+    return result
 
 
 @SELECTORS.register("typiclust", "TypiClust: K-Means, then the most typical member of each large cluster",
@@ -36,8 +107,8 @@ class TypiClustSelector(Selector):
     budget); clusters are visited largest first (ties: lower cluster id), wrapping around when
     the budget exceeds the cluster count, and each visit takes the most typical still-unpicked
     member: typicality = 1 / (mean squared distance to its min(k, members // 2) nearest
-    unpicked members of the cluster + 1e-5). The reference passes no random_state to its
-    clustering; here it is seeded, so runs repeat."""
+    unpicked members of the cluster + 1e-5) (`typiclust_picks`). The reference passes no
+    random_state to its clustering; here it is seeded, so runs repeat."""
 
     def _select(self, features, budget, seed, context, timer):
         cfg = self.config
@@ -46,27 +117,10 @@ class TypiClustSelector(Selector):
             clustering = kmeans(features, n_clusters, n_iter=cfg.kmeans_iters, seed=seed,
                                 max_points_per_centroid=cfg.kmeans_points_per_cluster)
         with timer("typicality"):
-            sizes = clustering.sizes
-            order = np.lexsort((np.arange(len(sizes)), -sizes))
-            kept = [c for c in order if sizes[c] > cfg.min_cluster_size]
-            if not kept or sizes[kept].sum() < budget:  # the large clusters cannot fill the budget
-                kept = [c for c in order if sizes[c] > 0]
-            members = {c: np.flatnonzero(clustering.assignments == c) for c in kept}
-            picks: list[int] = []
-            typical_scores = []
-            visit = 0
-            while len(picks) < budget:
-                cluster = kept[visit % len(kept)]
-                visit += 1
-                pool = members[cluster]
-                if len(pool) == 0:
-                    continue
-                scores = typicality(features[pool], min(cfg.knn_k, len(pool) // 2))
-                best = int(np.argmax(scores))
-                picks.append(int(pool[best]))
-                typical_scores.append(float(scores[best]))
-                members[cluster] = np.delete(pool, best)
+            result = typiclust_picks(features, clustering.assignments, budget, knn_k=cfg.knn_k,
+                                     min_cluster_size=cfg.min_cluster_size, n_clusters=n_clusters)
         info = {"clusters_requested": int(n_clusters), "clusters_nonempty": clustering.nonempty,
-                "clusters_used": int(len(kept)), "clusters_dropped_small": int(clustering.nonempty - len(kept)),
-                "mean_typicality_picks": float(np.mean(typical_scores))}
-        return np.asarray(picks, dtype=np.int64), info
+                "clusters_used": int(len(result.kept)),
+                "clusters_dropped_small": int(clustering.nonempty - len(result.kept)),
+                "mean_typicality_picks": float(np.mean(result.typicality))}
+        return result.picks, info

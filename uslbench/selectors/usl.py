@@ -18,22 +18,29 @@ from .base import Selector
 from .knn_sums import knn_sq_dist_sums
 from .toolkit import KnnParams, build_index, kmeans, knn, per_group_argmax, row_blocks, sq_dists_to
 
-# Rows of ALGORITHMS.md (alpha on SQUARED distances). The regulariser always counts selected
-# points of OTHER clusters only (Eq. 5). kmeans_points_per_cluster: K-Means training sample per
-# cluster, 0 = all points (the reference); the ImageNet rows sample 64 per cluster (186k of the
-# 1.28M points at m = 2,911) so that 100 Lloyd iterations fit in minutes on a CPU.
-#  preset          k    kmeans  T   lambda  m_reg  nearest  horizon  alpha
+# Rows of ALGORITHMS.md (alpha on SQUARED distances), read from the reference configs
+# (selective_labeling/configs/*.yaml + config.py defaults, TonyLianLong/UnsupervisedSelectiveLabeling).
+# iters = T selection passes (pass 0 without regulariser, T - 1 updates): the reference's REG.NITERS.
+# own = count_own_cluster: the regulariser counts the pick of a point's own cluster (only the point
+# itself excluded; the reference's ImageNet-MoCo path, EXCLUDE_SAME_CLUSTER False) or not (the
+# CIFAR path and ImageNet-CLIP). nearest: only the h nearest picks (the ImageNet path's
+# horizon_num; an excluded pick among them still takes its slot). horizon: only squared distances
+# below it (the CIFAR path's horizon_dist; 4 on unit vectors excludes nothing).
+# kmeans_points_per_cluster: K-Means training sample per cluster, 0 = all points (the reference);
+# the ImageNet rows sample 64 per cluster (186k of the 1.28M points at m = 2,911) so that 100
+# Lloyd iterations fit in minutes on a CPU.
+#  preset          k    kmeans  T   lambda  m_reg  nearest  horizon  alpha  own
 PRESETS: dict[str, dict] = {
     "small":         dict(knn_k=20, kmeans_iters=100, iters=10, lam=0.5, m_reg=0.9, reg_nearest=0, horizon=0.0, alpha=0.5,
-                          kmeans_points_per_cluster=0),
+                          count_own_cluster=False, kmeans_points_per_cluster=0),
     "cifar10":       dict(knn_k=400, kmeans_iters=200, iters=10, lam=0.5, m_reg=0.9, reg_nearest=0, horizon=0.0, alpha=0.5,
-                          kmeans_points_per_cluster=0),
+                          count_own_cluster=False, kmeans_points_per_cluster=0),
     "cifar100":      dict(knn_k=400, kmeans_iters=200, iters=10, lam=1.0, m_reg=0.9, reg_nearest=0, horizon=1.0, alpha=1.0,
-                          kmeans_points_per_cluster=0),
+                          count_own_cluster=False, kmeans_points_per_cluster=0),
     "imagenet_moco": dict(knn_k=20, kmeans_iters=100, iters=2, lam=1.5, m_reg=0.0, reg_nearest=128, horizon=0.0, alpha=0.5,
-                          kmeans_points_per_cluster=64),
+                          count_own_cluster=True, kmeans_points_per_cluster=64),
     "imagenet_clip": dict(knn_k=20, kmeans_iters=100, iters=2, lam=0.05, m_reg=0.0, reg_nearest=32, horizon=0.0, alpha=1.0,
-                          kmeans_points_per_cluster=64),
+                          count_own_cluster=False, kmeans_points_per_cluster=64),
 }
 SMALL_POOL = 20_000  # below this many points the k of the k-NN density is scaled to the data
 DATASET_PRESETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet_moco",
@@ -45,12 +52,15 @@ class USLConfig:
     preset: str = field(default="auto", metadata={"help": "auto|" + "|".join(PRESETS)})
     knn_k: int | None = field(default=None, metadata={"help": "k of the k-NN density (self counted)"})
     kmeans_iters: int | None = None
-    iters: int | None = field(default=None, metadata={"help": "T regularised re-selection rounds"})
+    iters: int | None = field(default=None, metadata={
+        "help": "T selection passes: pass 0 without regulariser, then T - 1 regularised re-selections"})
     lam: float | None = field(default=None, metadata={"help": "regulariser weight lambda"})
     m_reg: float | None = field(default=None, metadata={"help": "EMA momentum of the regulariser"})
-    reg_nearest: int | None = field(default=None, metadata={"help": "count only the h nearest selected (0 = all)"})
+    reg_nearest: int | None = field(default=None, metadata={"help": "count only the h nearest picks (0 = all)"})
     horizon: float | None = field(default=None, metadata={"help": "count only squared distances below (0 = no horizon)"})
     alpha: float | None = field(default=None, metadata={"help": "exponent on the SQUARED distance"})
+    count_own_cluster: bool | None = field(default=None, metadata={
+        "help": "regulariser counts the own cluster's pick (ImageNet-MoCo); false excludes it"})
     n_clusters: int | None = field(default=None, metadata={"help": "K-Means clusters (default = budget; > budget over-clusters)"})
     kmeans_points_per_cluster: int | None = field(default=None, metadata={"help": "K-Means training sample per cluster (0 = all)"})
     knn_exact_max: int = field(default=200_000, metadata={"help": "exact (flat) k-NN up to this many points, approximate above"})
@@ -59,7 +69,10 @@ class USLConfig:
 
 
 def resolve_preset(config: USLConfig, pool_size: int, budget: int, dataset_name: str | None) -> USLConfig:
-    """Fill every None field from the preset; 'auto' picks the preset from the data set or scale."""
+    """Fill every None field from the preset; 'auto' picks the preset from the data set or scale.
+
+    Raises UserError for an unknown preset or values the selection cannot use (iters < 1,
+    negative lam / alpha / reg_nearest / horizon, m_reg outside [0, 1))."""
     name = config.preset
     if name == "auto":
         base = (dataset_name or "").split(":", 1)[0]
@@ -79,7 +92,51 @@ def resolve_preset(config: USLConfig, pool_size: int, budget: int, dataset_name:
         # k must stay well below N / m, or the density blurs across clusters
         resolved.knn_k = int(max(3, min(resolved.knn_k, pool_size // (2 * budget))))
     resolved.knn_k = int(min(resolved.knn_k, pool_size))
+    problems = [text for bad, text in [
+        (resolved.knn_k < 1, f"knn_k must be at least 1, got {resolved.knn_k}"),
+        (resolved.iters < 1, f"iters (selection passes) must be at least 1, got {resolved.iters}"),
+        (resolved.lam < 0, f"lam must be >= 0, got {resolved.lam}"),
+        (not 0 <= resolved.m_reg < 1, f"m_reg must lie in [0, 1), got {resolved.m_reg}"),
+        (resolved.alpha <= 0, f"alpha must be > 0, got {resolved.alpha}"),
+        (resolved.reg_nearest < 0, f"reg_nearest must be >= 0 (0 = all picks), got {resolved.reg_nearest}"),
+        (resolved.horizon < 0, f"horizon must be >= 0 (0 = no horizon), got {resolved.horizon}"),
+    ] if bad]
+    if problems:
+        raise UserError("Invalid usl config: " + "; ".join(problems) + ".")
     return resolved
+
+
+# --- the selection steps; the selector composes exactly these (tests drive them one by one) ---
+
+def knn_density(features: np.ndarray, k: int, params: KnnParams | None = None, seed: int = 0,
+                stats: dict | None = None) -> tuple[np.ndarray, str]:
+    """USL density step: the mean of the k smallest SQUARED L2 distances from each row to all
+    rows, the row itself counted (its distance 0 is one of the k).
+
+    Reference: `partitioned_kNN(feats, K)` then `d_knns.mean(dim=1)` (usl-cifar.py,
+    usl-imagenet.py; shared/utils/nn_utils.py). Up to `params.exact_max` rows the sums are exact
+    (`knn_sq_dist_sums`, blockwise GEMMs); above it they come from an approximate faiss k-NN.
+
+    Parameters
+    ----------
+    features : (N, d) float32 array.
+    k : neighbours per row, self included (clipped to N).
+    params : how the k-NN is computed (default `KnnParams()`).
+    stats : filled with the exact path's diagnostics when given.
+
+    Returns
+    -------
+    mean_sq : (N,) float64, mean squared distance (the utility is its reciprocal).
+    index_kind : which k-NN computed it.
+    """
+    params = params or KnnParams()
+    k = int(min(max(k, 1), features.shape[0]))
+    if features.shape[0] <= params.exact_max:  # exact: only the sums are needed
+        sums = knn_sq_dist_sums(features, k, seed=seed, desc="USL k-NN density", stats=stats)
+        return sums / k, "exact (blockwise GEMM)"
+    knn_d2, _, index_kind = knn(features, k, params, seed=seed, desc="USL k-NN density")
+    mean_sq, _ = density_utility(knn_d2)
+    return mean_sq, index_kind
 
 
 def density_utility(knn_sq_dists: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
@@ -92,34 +149,71 @@ def utility_from_mean_sq(mean_sq: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return 1.0 / np.maximum(mean_sq, eps)
 
 
-def regulariser(features: np.ndarray, assignments: np.ndarray, selected: np.ndarray, alpha: float,
-                nearest: int = 0, horizon: float = 0.0, block_rows: int = 8192, eps: float = 1e-8) -> np.ndarray:
-    """Reg_i = sum over selected s in OTHER clusters of 1 / D(i, s)^alpha, D squared L2.
+def cluster_picks(scores: np.ndarray, assignments: np.ndarray, budget: int) -> np.ndarray:
+    """One selection pass: in each non-empty cluster, taken in increasing cluster id, the index of
+    the highest score (lowest index on ties); only the first `budget` non-empty clusters pick.
 
-    nearest > 0 counts only the `nearest` closest selected points (found with a faiss index over
-    the selected set); horizon > 0 counts only squared distances below it. Works in row blocks:
-    memory is O(block_rows * m), never N x m x d.
+    Over-clustering (more clusters than the budget, the reference's 1% ImageNet setting) thus
+    leaves the highest cluster ids without a pick, as in the reference (`for cls_ind in
+    range(num_centroids)` ... `break` at final_sample_num). Returns int64 picks in cluster-id
+    order, at most `budget` of them (fewer when fewer clusters are non-empty)."""
+    _, winners = per_group_argmax(scores, assignments)
+    return winners[:budget]
+
+
+def regulariser(features: np.ndarray, assignments: np.ndarray, selected: np.ndarray, alpha: float,
+                nearest: int = 0, horizon: float = 0.0, count_own_cluster: bool = False,
+                block_rows: int = 8192, eps: float = 1e-8) -> np.ndarray:
+    """USL regulariser (paper Eq. 5-6): Reg_i = sum over the counted picks s of 1 / D(i, s)^alpha,
+    D the SQUARED L2 distance.
+
+    Which picks count:
+    * `count_own_cluster` False (the reference's CIFAR path and ImageNet-CLIP): every pick except
+      the one of i's own cluster (which is i itself when i is a pick);
+    * `count_own_cluster` True (ImageNet-MoCo, `exclude_same_cluster=False`): every pick except
+      i itself;
+    * `nearest` h > 0: only among the h nearest picks (the ImageNet path's `horizon_num`, a Kmin
+      over the picks): an excluded pick among them still takes one of the h slots, as there;
+    * `horizon` > 0: only squared distances below it (the CIFAR path's `horizon_dist`).
+    The reference sets an ignored distance to 1e10 (it then adds 1e10**-alpha, at most 1e-5 per
+    ignored pick); here it adds nothing. A distance below `eps` (an exact duplicate of a pick that
+    is not excluded) counts as `eps`, where the reference divides by zero or stops on an assert.
+
+    Parameters
+    ----------
+    features : (N, d) float32; assignments : (N,) int cluster ids; selected : (m,) int picks.
+
+    Returns
+    -------
+    (N,) float64. Works in row blocks: memory O(block_rows * m), never N x m x d (the reference's
+    CIFAR path forms N x m x d). With `nearest`, a flat faiss index over the picks is searched.
     """
     n = features.shape[0]
     selected = np.asarray(selected, dtype=np.int64)
     sel_feats = np.ascontiguousarray(features[selected], dtype=np.float32)
     sel_clusters = assignments[selected]
     reg = np.zeros(n, dtype=np.float64)
+
+    def counted(start: int, stop: int, columns: np.ndarray) -> np.ndarray:
+        """Mask of the counted picks for rows start:stop; `columns` are positions in `selected`."""
+        if count_own_cluster:
+            return selected[columns] != np.arange(start, stop)[:, None]
+        return sel_clusters[columns] != assignments[start:stop, None]
+
     if nearest and nearest < len(selected):
         index, _ = build_index(sel_feats, KnnParams(exact_max=10**9))
-        k = min(len(selected), nearest + 1)  # one selected point per cluster: +1 covers the exclusion
         for start, stop in row_blocks(n, block_rows):
-            d2, j = index.search(features[start:stop], k)
-            valid = sel_clusters[j] != assignments[start:stop, None]
-            valid &= np.cumsum(valid, axis=1) <= nearest
+            d2, j = index.search(np.ascontiguousarray(features[start:stop], dtype=np.float32), nearest)
+            valid = counted(start, stop, j)
             if horizon > 0:
                 valid &= d2 < horizon
             reg[start:stop] = (inverse_power(d2, alpha, eps) * valid).sum(1)
         return reg
     sq_norm = (sel_feats ** 2).sum(1)
+    columns = np.arange(len(selected))[None, :]
     for start, stop in row_blocks(n, block_rows):
         d2 = sq_dists_to(features[start:stop], sel_feats, sq_norm)
-        valid = sel_clusters[None, :] != assignments[start:stop, None]
+        valid = counted(start, stop, columns)
         if horizon > 0:
             valid &= d2 < horizon
         reg[start:stop] = (inverse_power(d2, alpha, eps) * valid).sum(1)
@@ -137,19 +231,91 @@ def inverse_power(d2: np.ndarray, alpha: float, eps: float) -> np.ndarray:
     return np.power(d2, -alpha, out=d2)
 
 
+@dataclass
+class RegularisedSelection:
+    """Result of `regularised_selection`."""
+
+    selected: np.ndarray   # (<= budget,) int64 picks of the last pass, in cluster-id order
+    score: np.ndarray      # (N,) float64 U - lambda * Rbar of the last pass
+    reg_bar: np.ndarray    # (N,) float64 Rbar used in the last pass (zeros when passes == 1)
+    changes: list[int]     # per regularised pass: picks not in the previous pass's
+
+
+def regularised_selection(features: np.ndarray, assignments: np.ndarray, utility: np.ndarray, budget: int,
+                          passes: int, lam: float, m_reg: float, alpha: float, nearest: int = 0,
+                          horizon: float = 0.0, count_own_cluster: bool = False,
+                          trace: list | None = None) -> RegularisedSelection:
+    """USL's regularised selection (paper Eq. 5-7) in `passes` passes, as the reference runs it.
+
+    Pass 0 picks argmax U per cluster (`cluster_picks`). Before each later pass the regulariser
+    of the previous pass's picks (`regulariser`) enters the EMA Rbar = m_reg * Rbar +
+    (1 - m_reg) * Reg (Rbar starts at 0) and the pass re-picks argmax U - lam * Rbar. So T passes
+    make T - 1 effective updates: the reference's `iters` (CIFAR: 10, whose 10th update is
+    computed but never used; ImageNet: 2, one update). Every pass picks in cluster-id order and
+    stops after `budget` clusters, so over-clustering drops the highest ids in every pass.
+
+    Parameters
+    ----------
+    utility : (N,) float64 1 / density. Other arguments: see `regulariser` and `cluster_picks`.
+    trace : when a list is given, (picks, Rbar used) of every pass are appended to it (copies).
+
+    Raises
+    ------
+    ValueError when passes < 1 (the selector checks its config first, with a UserError).
+    """
+    if passes < 1:
+        raise ValueError(f"passes must be >= 1, got {passes}")
+    reg_bar = np.zeros(len(utility), dtype=np.float64)
+    score = np.asarray(utility, dtype=np.float64)
+    selected = cluster_picks(score, assignments, budget)
+    if trace is not None:
+        trace.append((selected.copy(), reg_bar.copy()))
+    changes = []
+    for _ in range(passes - 1):
+        reg = regulariser(features, assignments, selected, alpha, nearest, horizon, count_own_cluster)
+        reg_bar = m_reg * reg_bar + (1.0 - m_reg) * reg
+        score = utility - lam * reg_bar
+        new_selected = cluster_picks(score, assignments, budget)
+        changes.append(int(len(np.setdiff1d(new_selected, selected))))
+        selected = new_selected
+        if trace is not None:
+            trace.append((selected.copy(), reg_bar.copy()))
+    return RegularisedSelection(selected, score, reg_bar, changes)
+
+
+def fill_budget(selected: np.ndarray, score: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
+    """Complete a selection that fewer than `budget` non-empty clusters left short with the
+    best-scoring unselected points (ties: lowest index); the reference stops on an assert there.
+    Returns (selection, number added)."""
+    if len(selected) >= budget:
+        return selected, 0
+    mask = np.ones(len(score), dtype=bool)
+    mask[selected] = False
+    candidates = np.flatnonzero(mask)
+    extra = candidates[np.lexsort((candidates, -score[candidates]))[: budget - len(selected)]]
+    return np.concatenate([selected, extra]), int(len(extra))
+
+
 @SELECTORS.register("usl", "training-free USL: k-NN density + K-Means (K=m) + regularised picks",
                     config=USLConfig, tags=("uses_features",),
                     presets={name: {"preset": preset} for name, preset in DATASET_PRESETS.items()})
 class USLSelector(Selector):
     """Unsupervised Selective Labeling, training-free (paper Sec. 2.2, Eq. 4-7).
 
-    1. density: U_i = 1 / mean squared distance to the k nearest neighbours (self counted);
-    2. diversity: seeded faiss K-Means with K = budget clusters;
-    3. pass 0 picks argmax U in each cluster; then T rounds: Reg_i against the selected points of
-       the other clusters, Rbar = m_reg * Rbar + (1 - m_reg) * Reg, re-pick argmax U - lambda * Rbar.
-    Empty clusters never produce NaN: faiss re-seeds them in training, and a budget left unfilled
-    by empty clusters is completed with the best-scoring unselected points. With n_clusters > m
-    (the paper's 1% ImageNet setting) the picks of the m largest clusters are kept.
+    1. density (`knn_density`): U_i = 1 / mean squared distance to the k nearest neighbours
+       (self counted);
+    2. diversity: seeded faiss K-Means with K = budget clusters (n_clusters > budget over-clusters);
+    3. `regularised_selection`: T passes; pass 0 picks argmax U in each cluster, each later pass
+       re-picks argmax U - lambda * Rbar with Rbar the EMA of the regulariser of the previous
+       picks. The presets follow the reference's two code paths: CIFAR (cifar10, cifar100,
+       small): 10 passes, the own cluster's pick excluded, all picks (cifar100: only squared
+       distances < 1); ImageNet (imagenet, imagenet100 -> imagenet_moco): 2 passes, the 128
+       nearest picks, the own cluster's pick COUNTED (only the point itself excluded); CLIP
+       (clip_usl -> imagenet_clip): 2 passes, the 32 nearest picks, own cluster's excluded.
+    Clusters pick in id order, so with n_clusters > m the highest ids get no pick (as in the
+    reference). Empty clusters never produce NaN: faiss re-seeds them in training, and a budget
+    left unfilled by empty clusters is completed with the best-scoring unselected points (the
+    reference stops on an assert).
 
     Scale: up to knn_exact_max points the density is exact (`knn_sums`: each distance computed
     once in blockwise GEMMs, only the k-NN sums kept) and above it from an IVF k-NN; the
@@ -163,42 +329,17 @@ class USLSelector(Selector):
         params = KnnParams(exact_max=cfg.knn_exact_max, approximate=cfg.knn_approximate, ivf_nprobe=cfg.knn_nprobe)
         knn_stats: dict = {}
         with timer("knn_density"):
-            if features.shape[0] <= cfg.knn_exact_max:  # exact: only the sums are needed
-                mean_sq = knn_sq_dist_sums(features, cfg.knn_k, seed=seed, desc="USL k-NN density",
-                                           stats=knn_stats) / cfg.knn_k
-                utility = utility_from_mean_sq(mean_sq)
-                index_kind = "exact (blockwise GEMM)"
-            else:
-                knn_d2, _, index_kind = knn(features, cfg.knn_k, params, seed=seed, desc="USL k-NN density")
-                mean_sq, utility = density_utility(knn_d2)
-                del knn_d2
+            mean_sq, index_kind = knn_density(features, cfg.knn_k, params, seed=seed, stats=knn_stats)
+            utility = utility_from_mean_sq(mean_sq)
         n_clusters = max(budget, cfg.n_clusters or budget)
         with timer("kmeans"):
             clustering = kmeans(features, n_clusters, n_iter=cfg.kmeans_iters, seed=seed,
                                 max_points_per_centroid=cfg.kmeans_points_per_cluster)
-        assignments = clustering.assignments
         with timer("regularised_selection"):
-            _, selected = per_group_argmax(utility, assignments)
-            reg_bar = np.zeros(len(utility))
-            changes = []
-            for _ in range(cfg.iters):
-                reg = regulariser(features, assignments, selected, cfg.alpha, cfg.reg_nearest, cfg.horizon)
-                reg_bar = cfg.m_reg * reg_bar + (1.0 - cfg.m_reg) * reg
-                _, new_selected = per_group_argmax(utility - cfg.lam * reg_bar, assignments)
-                changes.append(int(len(np.setdiff1d(new_selected, selected))))
-                selected = new_selected
-            score = utility - cfg.lam * reg_bar
-            if len(selected) > budget:  # over-clustering: keep the picks of the largest clusters
-                sizes = clustering.sizes[assignments[selected]]
-                selected = selected[np.lexsort((selected, -sizes))[:budget]]
-            filled = 0
-            if len(selected) < budget:  # empty clusters: complete with the best unselected points
-                mask = np.ones(len(score), dtype=bool)
-                mask[selected] = False
-                candidates = np.flatnonzero(mask)
-                extra = candidates[np.lexsort((candidates, -score[candidates]))[: budget - len(selected)]]
-                filled = len(extra)
-                selected = np.concatenate([selected, extra])
+            result = regularised_selection(features, clustering.assignments, utility, budget, passes=cfg.iters,
+                                           lam=cfg.lam, m_reg=cfg.m_reg, alpha=cfg.alpha, nearest=cfg.reg_nearest,
+                                           horizon=cfg.horizon, count_own_cluster=bool(cfg.count_own_cluster))
+            selected, filled = fill_budget(result.selected, result.score, budget)
         info = {
             "resolved_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
             "knn_index": index_kind,
@@ -206,7 +347,7 @@ class USLSelector(Selector):
             "clusters_requested": int(n_clusters),
             "clusters_nonempty": clustering.nonempty,
             "filled_from_empty_clusters": int(filled),
-            "picks_changed_per_round": changes,
+            "picks_changed_per_round": result.changes,
             "mean_knn_sq_dist_picks": float(mean_sq[selected].mean()),
             "mean_knn_sq_dist_pool": float(mean_sq.mean()),
             "kmeans_objective": clustering.objective,
