@@ -48,8 +48,10 @@ def test_aggregate_by_hand():
 
 def test_format_cell():
     assert format_cell(74.63, 3.14, 5, 8.66) == "74.6 ± 3.1 (5) (+8.7)"
-    assert format_cell(40.0, 0.0, 1, -2.04) == "40.0 ± 0.0 (1) (-2.0)"
-    assert format_cell(40.0, 0.0, 1, math.nan) == "40.0 ± 0.0 (1)"
+    assert format_cell(74.63, 3.14, 5, 8.66, ci95=3.9) == "74.6 ± 3.1 [70.7, 78.5] (5) (+8.7)"
+    # a single seed has no spread: its value alone, never a fake "± 0.0"
+    assert format_cell(40.0, 0.0, 1, -2.04) == "40.0 (1) (-2.0)"
+    assert format_cell(40.0, 0.0, 1, math.nan, ci95=math.nan) == "40.0 (1)"
 
 
 def test_csv_and_latex_formats(tmp_path):
@@ -59,8 +61,9 @@ def test_csv_and_latex_formats(tmp_path):
     usl = table[(table.selector == "usl") & (table.learner == "linear") & (table.budget == 10)].iloc[0]
     assert (usl["mean"], usl["n"], usl["delta"]) == (62.0, 2, 10.0)
     latex = render(df, "latex")
-    assert r"62.0 $\pm$ 1.4 (2) (+10.0)" in latex and r"stratified $^\dagger$" in latex
-    assert latex.count(r"\begin{table}") == 4
+    assert r"62.0 $\pm$ 1.4 [49.3, 74.7] (2) (+10.0)" in latex and r"stratified $^\dagger$" in latex
+    # 2 budgets + 2 learners, the paired comparison per learner (2) and classes covered (1)
+    assert latex.count(r"\begin{table}") == 7
     with pytest.raises(UserError, match="Unknown format"):
         render(df, "html")
 

@@ -7,8 +7,9 @@ from typing import Callable
 
 from ..errors import UserError
 from ..utils import atomic_write_bytes
-from .plots import accuracy_vs_budget_plots, class_distribution_plots
+from .plots import accuracy_vs_budget_plots, class_distribution_plots, per_class_plots
 from .records import load_records
+from .stats import paired_vs_baseline, per_class_table, per_seed_table
 from .tables import FORMATS, render
 
 SUFFIX = {"markdown": "md", "csv": "csv", "latex": "tex"}
@@ -20,13 +21,26 @@ class Leaderboard:
     path: Path
     plots: list[Path] = field(default_factory=list)
     n_records: int = 0
+    tables: list[Path] = field(default_factory=list)   # the companion CSVs (per seed, paired, per class)
 
 
 def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Path | None = None,
                       plots: bool = True, keys: set[str] | None = None, name: str = "LEADERBOARD",
                       warn: Callable[[str], None] | None = None) -> Leaderboard:
     """Tables of the finished runs under `root` (only `keys` when given), written to
-    `out_dir` (default ROOT/leaderboards) as NAME.md/.csv/.tex, plus PNG plots beside them."""
+    `out_dir` (default ROOT/leaderboards) as NAME.md/.csv/.tex, plus beside them:
+
+    - NAME.seeds.csv: one row per run (seed) with its top-1 and classes covered (the raw numbers);
+    - NAME.paired.csv: each selector against random over shared seeds (wins, ties, losses, mean
+      paired difference, paired t-test p-value; see `report.stats.paired_vs_baseline`);
+    - NAME.per_class.csv: per-class test accuracy averaged over seeds (when records hold it);
+    - PNG plots: class distribution of the labeled sets, accuracy vs budget, per-class accuracy.
+
+    Raises
+    ------
+    UserError
+        Unknown format, missing root, or no finished run under it.
+    """
     if fmt not in FORMATS:
         raise UserError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     root = Path(root)
@@ -40,5 +54,14 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
     text = render(df, fmt)
     path = out_dir / f"{name}.{SUFFIX[fmt]}"
     atomic_write_bytes(path, text.encode())
-    written = class_distribution_plots(df, out_dir) + accuracy_vs_budget_plots(df, out_dir) if plots else []
-    return Leaderboard(text, path, written, len(df))
+    companions = []
+    for suffix, frame in (("seeds", per_seed_table(df)), ("paired", paired_vs_baseline(df)),
+                          ("per_class", per_class_table(df))):
+        if frame.empty:
+            continue
+        companion = out_dir / f"{name}.{suffix}.csv"
+        atomic_write_bytes(companion, frame.to_csv(index=False, float_format="%.4f").encode())
+        companions.append(companion)
+    written = (class_distribution_plots(df, out_dir) + accuracy_vs_budget_plots(df, out_dir)
+               + per_class_plots(df, out_dir)) if plots else []
+    return Leaderboard(text, path, written, len(df), companions)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .stats import per_class_table
 from .tables import ORACLE_MARK, aggregate, selector_order
 
 
@@ -93,6 +94,43 @@ def accuracy_vs_budget_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
         written.append(_save(fig, out_dir / f"accuracy_vs_budget_{_safe(dataset)}_{_safe(encoder)}_{_safe(learner)}.png"))
+    return written
+
+
+def per_class_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """One heatmap per (data set, encoder, learner, budget): rows = selectors, columns = classes,
+    colour and text = per-class test accuracy (%) averaged over seeds. Shows which classes a
+    selector's labeled set leaves the learner unable to recognise."""
+    table = per_class_table(df)
+    if table.empty:
+        return []
+    plt = _pyplot()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(df)
+    written = []
+    for (dataset, encoder, learner, budget), part in table.groupby(["dataset", "encoder", "learner", "budget"],
+                                                                   sort=True):
+        order = [s for s in selector_order(agg[agg["dataset"] == dataset]) if s in set(part["selector"])]
+        classes = sorted(set(part["class"]))
+        grid = part.pivot(index="selector", columns="class", values="mean").reindex(index=order, columns=classes)
+        fig, ax = plt.subplots(figsize=(1.0 + 0.55 * len(classes), 0.9 + 0.42 * len(order)))
+        image = ax.imshow(grid.to_numpy(dtype=float), vmin=0, vmax=100, cmap="viridis", aspect="auto")
+        if len(classes) <= 20:
+            for i in range(len(order)):
+                for j in range(len(classes)):
+                    value = grid.iat[i, j]
+                    if not math.isnan(value):
+                        ax.text(j, i, f"{value:.0f}", ha="center", va="center", fontsize=7,
+                                color="white" if value < 50 else "black")
+        ax.set_yticks(range(len(order)))
+        ax.set_yticklabels(order, fontsize=8)
+        ax.set_xticks(range(len(classes)))
+        ax.set_xticklabels([str(c) for c in classes], fontsize=7)
+        ax.set_xlabel("class")
+        fig.colorbar(image, ax=ax, fraction=0.04, label="top-1 (%)")
+        ax.set_title(f"{dataset} · {learner} · m = {budget}: per-class accuracy (mean over seeds)", fontsize=9)
+        written.append(_save(fig, out_dir / f"per_class_{_safe(dataset)}_{_safe(encoder)}_{_safe(learner)}_m{budget}.png"))
     return written
 
 

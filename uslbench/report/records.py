@@ -16,7 +16,7 @@ import pandas as pd
 from .. import SCHEMA_VERSION
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
-           "selection_key", "class_histogram", "num_classes", "schema"]
+           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema"]
 Warn = Callable[[str], None]
 
 
@@ -76,6 +76,7 @@ def record_row(record: dict) -> dict[str, Any] | None:
         "selection_key": _first(record, "keys.selection", "selection.key"),
         "class_histogram": record.get("class_histogram") or None,
         "num_classes": _first(record, "dataset_summary.num_classes"),
+        "per_class_top1": _first(record, "metrics.per_class_top1"),
         "schema": record.get("schema", 0),
     }
     needed = ("dataset", "selector", "learner", "budget", "seed", "top1")
