@@ -82,7 +82,8 @@ def _overrides(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--encoder", default=None, help="encoder (default: the data set's default)")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
 @click.option("--data-root", default=None, help="folder holding the data set's files")
-@click.option("--download", is_flag=True, help="download the data set where its library can (cifar, bloodmnist)")
+@click.option("--download", is_flag=True, help="fetch what is missing: the data set where its library can (cifar, "
+              "bloodmnist) and the encoder's published checkpoint (CLD for CIFAR, MoCo v2/EMAN for ImageNet)")
 @click.option("--selector-config", multiple=True, metavar="KEY=VALUE", help="selector config override (repeatable)")
 @click.option("--learner-config", multiple=True, metavar="KEY=VALUE", help="learner config override (repeatable)")
 @click.option("--encoder-config", multiple=True, metavar="KEY=VALUE", help="encoder config override (repeatable)")

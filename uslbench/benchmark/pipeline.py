@@ -123,6 +123,8 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
     encoder_name = spec.encoder or dataset.default_encoder
     encoder = make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)
     encoder.use_results_root(root)  # default weights location: <results-root>/weights/<dataset>/
+    if hasattr(encoder, "allow_download"):  # --download also fetches the authors' published checkpoint
+        encoder.allow_download(bool(spec.dataset_config.get("download")))
     selection_encoder_name = fixed_encoder if fixed_encoder and fixed_encoder != encoder_name else None
     selection_encoder = make_encoder(fixed_encoder, spec.dataset, None, {}) if selection_encoder_name else None
     if selection_encoder is not None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..datasets.base import Dataset
+from ..downloads import published_for, published_weights_path, weights_cache_dir
 from ..errors import UserError
 from ..learners.nets import projection_mlp
 from ..learners.nets.resnet import BACKBONES
@@ -115,6 +116,7 @@ class TorchEncoder(Encoder):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
         self.results_root: Path | None = None
+        self.download_allowed = False
         self._weights_file: Path | None = None
         self._net: nn.Module | None = None
 
@@ -126,6 +128,11 @@ class TorchEncoder(Encoder):
     def use_results_root(self, root: str | os.PathLike) -> None:
         self.results_root = Path(root)
 
+    def allow_download(self, allowed: bool = True) -> None:
+        """Let `resolve_weights` fetch the authors' published checkpoint (`uslbench.downloads`)
+        when no other weights exist; set by the pipeline from the run's --download."""
+        self.download_allowed = bool(allowed)
+
     def resolve_weights(self, dataset: Dataset) -> Path:
         """The weights file to use: --encoder-weights, else the default location; UserError if absent."""
         if self.config.weights:
@@ -133,14 +140,23 @@ class TorchEncoder(Encoder):
             if not path.is_file():
                 raise UserError(f"Encoder weights {path} (given with --encoder-weights) do not exist.")
             return path
-        path = default_weights_path(self.results_root or default_results_root(), dataset, self.name)
-        if not path.is_file():
-            raise UserError(
-                f"Encoder {self.name!r} has no weights for data set {dataset.name!r}: nothing at {path} and no "
-                f"--encoder-weights given. Train them with `python cli.py pretrain --encoder {self.name} --dataset "
-                f"{dataset.name}` (same --results-root), or pass --encoder-weights PATH with a checkpoint "
-                f"({self.weights_hint}).")
-        return path
+        root = self.results_root or default_results_root()
+        path = default_weights_path(root, dataset, self.name)
+        if path.is_file():
+            return path
+        published = published_for(self.name, dataset.name)
+        if published is not None:
+            cached = weights_cache_dir(root) / published.filename
+            if self.download_allowed or cached.is_file():
+                return published_weights_path(self.name, dataset.name, root, self.download_allowed)
+        message = (f"Encoder {self.name!r} has no weights for data set {dataset.name!r}: nothing at {path} and no "
+                   f"--encoder-weights given. Train them with `python cli.py pretrain --encoder {self.name} --dataset "
+                   f"{dataset.name}` (same --results-root), or pass --encoder-weights PATH with a checkpoint "
+                   f"({self.weights_hint}).")
+        if published is not None:
+            message += (f" Or add --download to fetch the authors' published checkpoint ({published.description}) "
+                        f"from {published.url} into {cached} (a file fetched by hand goes there too).")
+        raise UserError(message)
 
     weights_hint = "ours, CLD or SCAN-SimCLR ResNet-18 for CIFAR"
 
