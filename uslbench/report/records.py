@@ -16,7 +16,14 @@ import pandas as pd
 from .. import SCHEMA_VERSION
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
-           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema"]
+           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema", "metric"]
+
+# --metric NAME -> how the "top1" column of a row is read (see `metric_value`)
+METRICS = {
+    "final": "top1 of the final evaluated model (the EMA weights for the SSL learners)",
+    "best": "best top-1 over the evaluations during training (what the USL FixMatch fork and USB report)",
+    "median20": "median top-1 of the last 20 evaluations (what the FixMatch and MixMatch papers report)",
+}
 Warn = Callable[[str], None]
 
 
@@ -60,8 +67,36 @@ def _encoder_name(record: dict) -> str:
     return str(value) if value else "default"
 
 
-def record_row(record: dict) -> dict[str, Any] | None:
-    """The table row of one record, or None when a needed field is missing."""
+def metric_value(metrics: dict | None, metric: str) -> float | None:
+    """The top-1 of a run's metrics under `metric` (see METRICS).
+
+    "best" reads `best_top1_over_training`, "median20" reads `median20_top1`; records written before
+    those fields existed are read from their evaluation `curve` (max, or median of the last 20
+    entries), and learners that evaluate once (the probes: no curve) give their only top-1."""
+    if metric not in METRICS:
+        from ..errors import UserError
+
+        raise UserError(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    top1 = metrics.get("top1")
+    if metric == "final" or top1 is None:
+        return top1
+    stored = metrics.get("best_top1_over_training" if metric == "best" else "median20_top1")
+    if stored is not None:
+        return stored
+    curve = [c.get("top1") for c in metrics.get("curve") or [] if isinstance(c, dict) and c.get("top1") is not None]
+    if not curve:
+        return top1
+    if metric == "best":
+        return max(curve)
+    import numpy as np
+
+    return float(np.median(curve[-20:]))
+
+
+def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
+    """The table row of one record (its "top1" read under `metric`), or None when a needed field
+    is missing."""
     row = {
         "key": _first(record, "key"),
         "dataset": _first(record, "spec.dataset", "dataset"),
@@ -70,7 +105,8 @@ def record_row(record: dict) -> dict[str, Any] | None:
         "learner": _label(_first(record, "spec.learner", "learner"), _first(record, "spec.learner_config")),
         "budget": _first(record, "resolved.budget", "spec.budget", "budget"),
         "seed": _first(record, "spec.seed", "seed"),
-        "top1": _first(record, "metrics.top1", "top1", "accuracy"),
+        "top1": (metric_value(record.get("metrics"), metric) if isinstance(record.get("metrics"), dict)
+                 else _first(record, "top1", "accuracy") if metric == "final" else None),
         "oracle": "oracle" in (record.get("selector_tags") or []),
         "probe": "probe" in (record.get("learner_tags") or []),
         "selection_key": _first(record, "keys.selection", "selection.key"),
@@ -78,6 +114,7 @@ def record_row(record: dict) -> dict[str, Any] | None:
         "num_classes": _first(record, "dataset_summary.num_classes"),
         "per_class_top1": _first(record, "metrics.per_class_top1"),
         "schema": record.get("schema", 0),
+        "metric": metric,
     }
     needed = ("dataset", "selector", "learner", "budget", "seed", "top1")
     if any(row[k] is None for k in needed):
@@ -92,9 +129,11 @@ def record_row(record: dict) -> dict[str, Any] | None:
 
 
 def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
-                 keys: set[str] | None = None) -> pd.DataFrame:
+                 keys: set[str] | None = None, metric: str = "final") -> pd.DataFrame:
     """A DataFrame (COLUMNS) of the finished runs under a results root (or of the given files).
-    `keys`: only these run keys (a sweep's leaderboard shows that sweep's runs)."""
+    `keys`: only these run keys (a sweep's leaderboard shows that sweep's runs). `metric`: which
+    top-1 fills the "top1" column (METRICS: final, best, median20)."""
+    metric_value({}, metric)  # unknown metric: UserError before reading anything
     if isinstance(root_or_paths, (str, Path)):
         paths = record_paths(root_or_paths)
     else:
@@ -111,7 +150,7 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
         if not isinstance(record, dict) or record.get("status", "ok") != "ok":
             continue
         schema = record.get("schema", 0)
-        row = record_row(record)
+        row = record_row(record, metric)
         if schema != SCHEMA_VERSION:
             if row is None or not isinstance(schema, int) or schema > SCHEMA_VERSION:
                 old_skipped.append(path)
