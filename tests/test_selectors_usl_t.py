@@ -88,3 +88,20 @@ def test_loss_logit_adjustment_and_sharpening():
     target = torch.softmax(adjusted / 0.25, 0)
     assert target[1] > target[0]
     assert strong.grad is not None and parts["local"] > 0
+
+
+def test_confidence_follows_preset():
+    """Reference pick rule (selective_labeling/config.py USE_MEAN_PROB = True; the CIFAR-100 and
+    ImageNet configs set it False): the head-averaged confidence on CIFAR-10, head 0 elsewhere;
+    and the global loss is divided by the batch size on CIFAR-100 and ImageNet (MEAN_OUTSIDE_MASK)."""
+    from uslbench.selectors.usl_t import USLTConfig, resolve_preset
+
+    resolved = {name: resolve_preset(USLTConfig(), 50_000, name, budget)
+                for name, budget in (("cifar10", 40), ("cifar100", 400), ("imagenet", 2911))}
+    assert [(r.preset, r.confidence, r.mean_over_batch) for r in resolved.values()] == [
+        ("cifar10", "mean", False), ("cifar100", "head0", True), ("imagenet", "head0", True)]
+    assert resolve_preset(USLTConfig(), 1_000, "digits").confidence == "mean"
+    # an explicit value wins over the preset
+    assert resolve_preset(USLTConfig(confidence="head0"), 50_000, "cifar10").confidence == "head0"
+    # by scale when the data set is unknown: a CIFAR-100-like budget gets the CIFAR-100 row
+    assert resolve_preset(USLTConfig(), 50_000, "npz:x", 400).preset == "cifar100"
