@@ -49,9 +49,9 @@ def test_table_reports_missing_and_failed_parts(tmp_path):
     text = gpu_check.table(tmp_path)
     rows = [line for line in text.splitlines() if line.startswith("| (")]
     assert "20.0 s (kmeans 5.0) on cuda, faiss GPU True" in rows[0]
-    assert "timed out or failed: see selection.log" in rows[0]  # the CPU run never finished
+    assert "timed out or failed: see gpu_check.log, part selection" in rows[0]  # the CPU run never finished
     assert "no CUDA GPU visible" in rows[1]
-    assert "timed out or failed: see fixmatch.log" in rows[2]
+    assert "timed out or failed: see gpu_check.log, part fixmatch" in rows[2]
 
 
 def test_full_sizes_are_the_issue_s():
@@ -81,14 +81,17 @@ exit 0
 """)
     fake.chmod(0o755)
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHON": str(fake), "OUT": str(out), "CIFAR_ROOT": "/data/c10"}
+    env = {**os.environ, "PYTHON": str(fake), "GPU_CHECK_OUT": str(out), "CIFAR_ROOT": "/data/c10",
+           "SHARED_CIFAR": "/data/jpeg"}
     run = subprocess.run(["bash", str(SCRIPT), "--cpu-smoke"], capture_output=True, text=True, env=env, timeout=60)
     assert run.returncode == 0, run.stderr
     lines = calls.read_text().splitlines()
     assert [line.split()[2] for line in lines] == ["device", "density", "fixmatch", "selection", "table"]
     assert all("--cpu-smoke" in line for line in lines[:4])
-    assert "--cifar-root /data/c10" in lines[2] and "--cifar-root" not in lines[1] + lines[3]
+    assert "--cifar-root /data/c10 --shared-cifar /data/jpeg" in lines[2]
+    assert "--cifar-root" not in lines[1] + lines[3]
     assert "failed (exit 3)" in run.stdout and "boom" in run.stdout and '"gpu": "fake"' in run.stdout
     limits = [int(word.split("(at most ")[1].split(" s")[0]) for word in run.stdout.splitlines() if "(at most" in word]
     assert len(limits) == 4 and sum(limits) + 5 * len(limits) <= 600
-    assert (out / "density.log").read_text().strip() == "boom"
+    assert "== density\nboom\n== fixmatch" in (out / "gpu_check.log").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["device.json", "gpu_check.log"]  # the stand-in wrote no more

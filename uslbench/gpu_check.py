@@ -277,7 +277,7 @@ def table(out: Path) -> str:
         path = out / f"{part}.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    missing = "no result (timed out or failed: see {}.log)"
+    missing = "no result (timed out or failed: see gpu_check.log, part {})"
     device = load("device") or {}
     lines = ["# GPU check (issue 15)", ""]
     if device:
