@@ -361,3 +361,18 @@ def test_cuda_usl_selection_records_the_gpu():
         assert "kmeans" in gpu.info["gpu_ops"]
     assert gpu.info["mean_knn_sq_dist_pool"] == pytest.approx(cpu.info["mean_knn_sq_dist_pool"], rel=1e-5)
     assert len(set(gpu.indices) & set(cpu.indices)) >= 30  # K-Means rounding on the GPU may move a few picks
+
+
+def test_base_install_without_faiss_says_which_extra_to_install():
+    """`pip install -e .` carries no faiss: the first faiss call is a UserError naming the extras."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['faiss'] = None\n"
+            "from uslbench.selectors import toolkit\n"
+            "from uslbench.errors import UserError\n"
+            "try:\n    toolkit.kmeans(__import__('numpy').ones((4, 2), 'float32'), 2)\n"
+            "except UserError as error:\n    print('USERERROR', error)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "USERERROR faiss is not installed" in out.stdout, out.stderr
+    assert "pip install -e '.[cpu]'" in out.stdout and "pip install -e '.[gpu]'" in out.stdout
