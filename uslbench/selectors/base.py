@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..utils import Timer
+from .toolkit import compute_device
 
 
 class LabelAccessError(RuntimeError):
@@ -36,7 +37,9 @@ class Selection:
 
 class SelectionContext:
     """Optional extras for a selector. Labels are handed out only to selectors declaring
-    `needs_labels`; any other access raises LabelAccessError (the contract tests rely on it)."""
+    `needs_labels`; any other access raises LabelAccessError (the contract tests rely on it).
+    `device` ("cpu", "cuda[:N]" or "auto") is where the toolkit and any training run; a selector
+    that uses features records in its info where it ran (selection_device, faiss_gpu, gpu_ops)."""
 
     def __init__(self, *, pool_size: int | None = None, dataset: Any = None, dataset_name: str | None = None,
                  labels: np.ndarray | None = None, encoder: Any = None, device: str = "cpu",
@@ -147,7 +150,10 @@ class Selector:
                                 "feature rows (the rest are exact duplicates); lower the budget or deduplicate.")
         self.validate(pool_size, budget, context)
         timer = Timer()
-        indices, info = self._select(features, budget, int(seed), context, timer)
+        with compute_device(context.device) as compute:  # where the toolkit runs (see toolkit.compute_device)
+            indices, info = self._select(features, budget, int(seed), context, timer)
+        if self.uses_features:
+            info = {**info, **compute.record()}
         indices = np.asarray(indices, dtype=np.int64)
         if indices.shape != (budget,) or len(np.unique(indices)) != budget \
                 or indices.min() < 0 or indices.max() >= pool_size:
