@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..registry import LEARNERS
-from .base import Learner, top1_metrics
+from .base import Learner, single_class, single_class_metrics, top1_metrics
 
 
 class FeatureProbe(Learner):
@@ -27,11 +27,16 @@ class LinearConfig:
                    config=LinearConfig, tags=("probe", "uses_features"))
 class LinearProbe(FeatureProbe):
     """scikit-learn LogisticRegression (lbfgs, multinomial) on the labeled rows of the cached
-    features; top-1 on the test split's features."""
+    features; top-1 on the test split's features. A labeled set of one class cannot be fitted
+    (LogisticRegression needs two): every test image is then given that class, and the metrics
+    say so (`degenerate: single_class`)."""
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.linear_model import LogisticRegression
 
+        only = single_class(dataset, labeled_indices)
+        if only is not None:
+            return single_class_metrics(dataset, only)
         x, y = self._labeled(dataset, labeled_indices, features)
         model = LogisticRegression(C=self.config.C, max_iter=self.config.max_iter, random_state=seed)
         model.fit(x, y)
