@@ -5,6 +5,8 @@ Folder layouts, checked in this order:
   PATH/train/<class>/*.png and PATH/test/<class>/*.png (or val/)   train pool + labelled test split
   PATH/<class>/*.png                                                labelled pool, no test split
   PATH/*.png                                                        unlabeled pool: selection only
+Hidden entries (names starting with '.': .ipynb_checkpoints, .DS_Store, '._x.png') are ignored at
+every level, in train/, test/, class folders and flat folders alike.
 Unreadable images are skipped with a warning that lists them (they are not part of the pool);
 mixed modes are converted to RGB and mixed sizes resized to the most common size (or `image_size`),
 with a warning. Trees larger than `max_in_memory` images are read lazily from the files.
@@ -23,7 +25,7 @@ from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
 from .base import Dataset, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_images,
-                    FileLoader, file_list_identity, list_images)
+                    FileLoader, file_list_identity, list_images, visible_dirs)
 
 
 @dataclass
@@ -40,8 +42,7 @@ class _Tree:
 
 
 def _class_tree(folder: Path, class_names: Sequence[str] | None = None) -> tuple[_Tree, list[str]]:
-    classes = list(class_names) if class_names is not None else sorted(
-        d.name for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    classes = list(class_names) if class_names is not None else [d.name for d in visible_dirs(folder)]
     files, labels = [], []
     for index, name in enumerate(classes):
         members = list_images(folder / name) if (folder / name).is_dir() else []
@@ -71,11 +72,11 @@ class ImageFolderData:
             train_tree, classes = _class_tree(root / "train")
             test_tree = _class_tree(test_dir, classes)[0] if test_dir is not None else None
             if test_dir is not None:
-                extra = sorted({d.name for d in test_dir.iterdir() if d.is_dir()} - set(classes))
+                extra = sorted({d.name for d in visible_dirs(test_dir)} - set(classes))
                 if extra:
                     raise UserError(f"folder:{root}: {test_dir.name}/ has classes absent from train/: "
                                     f"{', '.join(extra[:10])}. Every test class needs a train folder.")
-        elif any(d.is_dir() for d in root.iterdir()):
+        elif visible_dirs(root):
             train_tree, classes = _class_tree(root)
             test_tree = None
         else:

@@ -84,8 +84,21 @@ def to_uint8_images(array: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(np.clip(np.rint(array.astype(np.float64) * scale), 0, 255).astype(np.uint8))
 
 
+def is_hidden(name: str | os.PathLike) -> bool:
+    """Hidden entries (a name starting with '.': .ipynb_checkpoints, .DS_Store, macOS '._x.png'
+    resource forks, .git) are never data: every reader of folders skips them, the same way."""
+    return Path(name).name.startswith(".")
+
+
+def visible_dirs(folder: Path) -> list[Path]:
+    """Sub-folders of `folder` that are not hidden, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
+
+
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files of `folder` (by extension, hidden files skipped), sorted by name."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def open_rgb(path: str | os.PathLike) -> Image.Image:
