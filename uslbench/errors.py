@@ -22,3 +22,23 @@ def unknown_name_message(kind: str, word: str, known: Iterable[str]) -> str:
     matches = close_matches(word, known)
     hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
     return f"Unknown {kind} {word!r}.{hint} Known {kind}s: {', '.join(known)}."
+
+
+class DataWarning(UserWarning):
+    """Something in the user's data was repaired or left out (unreadable files, empty class
+    folders, dropped alpha channels, remapped labels). The message is one line: what, how many,
+    which files (the first few) and what was done."""
+
+
+def warn_data(message: str) -> None:
+    """Issue a DataWarning (printed as one clean line, see uslbench/__init__.py)."""
+    import warnings
+
+    warnings.warn(message, DataWarning, stacklevel=3)
+
+
+def name_some(items: Iterable[object], limit: int = 5) -> str:
+    """'a, b, c' or 'a, b, c, d, e and 7 more': the first few names of a list in a message."""
+    items = [str(i) for i in items]
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")

@@ -7,6 +7,10 @@ Folder layouts, checked in this order:
   PATH/*.png                                                        unlabeled pool: selection only
 Hidden entries (names starting with '.': .ipynb_checkpoints, .DS_Store, '._x.png') are ignored at
 every level, in train/, test/, class folders and flat folders alike.
+A class folder without images is not a class: an empty train class folder is left out with a
+warning (with its test images, if any, so train and test keep one class list); an empty or
+missing test class folder leaves that class unevaluated, with a warning; an empty test folder
+of a class that train/ lacks is ignored with a warning (one holding images is refused).
 Unreadable images are skipped with a warning that lists them (they are not part of the pool);
 mixed modes are converted to RGB and mixed sizes resized to the most common size (or `image_size`),
 with a warning. Trees larger than `max_in_memory` images are read lazily from the files.
@@ -20,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, name_some, warn_data
 from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
 from .base import Dataset, ImageSplit
@@ -51,6 +55,31 @@ def _class_tree(folder: Path, class_names: Sequence[str] | None = None) -> tuple
     return _Tree(files, np.asarray(labels, dtype=np.int64)), classes
 
 
+def _leave_out_empty_classes(root: Path, train: _Tree, test: _Tree | None, classes: list[str], train_prefix: str,
+                             test_prefix: str) -> tuple[_Tree, _Tree | None, list[str]]:
+    """Drop the classes whose train folder holds no image (warning; their test images go too, so
+    both splits keep one class list) and warn about kept classes without test images."""
+    counts = np.bincount(train.labels, minlength=len(classes))
+    empty = [c for c in range(len(classes)) if counts[c] == 0]
+    if empty and len(empty) < len(classes):
+        dropped_test = int(np.isin(test.labels, empty).sum()) if test is not None else 0
+        warn_data(f"folder:{root}: {len(empty)} empty class folder(s) left out: "
+                  f"{name_some(train_prefix + classes[c] for c in empty)}"
+                  + (f"; their {dropped_test} {test_prefix.rstrip('/')} image(s) left out too" if dropped_test else ""))
+        new_index = np.cumsum(counts > 0) - 1
+        train = _Tree(train.files, new_index[train.labels])
+        if test is not None:
+            keep = ~np.isin(test.labels, empty)
+            test = _Tree([f for f, k in zip(test.files, keep) if k], new_index[test.labels[keep]])
+        classes = [name for c, name in enumerate(classes) if counts[c] > 0]
+    if test is not None:
+        untested = [c for c in range(len(classes)) if not np.any(test.labels == c)]
+        if untested:
+            warn_data(f"folder:{root}: {len(untested)} class(es) have no {test_prefix.rstrip('/')} images, so "
+                      f"they are not evaluated: {name_some(test_prefix + classes[c] for c in untested)}")
+    return train, test, classes
+
+
 @DATASETS.register("folder", "your images: an ImageFolder tree (train/ + test/ or one level of class folders) "
                    "or a flat folder (selection only)", config=FolderConfig, argument_field="path",
                    tags=("user_data",))
@@ -73,12 +102,18 @@ class ImageFolderData:
             test_tree = _class_tree(test_dir, classes)[0] if test_dir is not None else None
             if test_dir is not None:
                 extra = sorted({d.name for d in visible_dirs(test_dir)} - set(classes))
-                if extra:
+                with_images = [name for name in extra if list_images(test_dir / name)]
+                if with_images:
                     raise UserError(f"folder:{root}: {test_dir.name}/ has classes absent from train/: "
-                                    f"{', '.join(extra[:10])}. Every test class needs a train folder.")
+                                    f"{', '.join(with_images[:10])}. Every test class needs a train folder.")
+                if extra:
+                    warn_data(f"folder:{root}: {len(extra)} empty class folder(s) in {test_dir.name}/ with no "
+                              f"train/ folder ignored: {name_some(test_dir.name + '/' + n for n in extra)}")
+            train_tree, test_tree, classes = _leave_out_empty_classes(
+                root, train_tree, test_tree, classes, "train/", f"{test_dir.name}/" if test_dir else "")
         elif visible_dirs(root):
             train_tree, classes = _class_tree(root)
-            test_tree = None
+            train_tree, test_tree, classes = _leave_out_empty_classes(root, train_tree, None, classes, "", "")
         else:
             train_tree, classes, test_tree = _Tree(list_images(root), None), [], None
         if not train_tree.files:
