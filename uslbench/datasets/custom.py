@@ -178,7 +178,11 @@ class NpzConfig:
 class NpzData:
     """Images as arrays in one .npz file: `x_train` (N, H, W[, C]) or (N, C, H, W), uint8 or floats
     in [0, 1]; `y_train` (N,) integer labels (optional: without them only selection works);
-    `x_test` and `y_test` (optional, together) for evaluation."""
+    `x_test` and `y_test` (optional, together) for evaluation.
+
+    The classes are the distinct values of y_train. Labels 1..C (or with gaps) are remapped to
+    0..C-1 in sorted order with a warning, never padded with an empty class 0; the class names
+    keep the original ids. A y_test value absent from y_train is refused, naming it."""
 
     def __init__(self, config: NpzConfig) -> None:
         self.config = config
@@ -208,15 +212,43 @@ class NpzData:
                 raise UserError(f"npz:{path}: x_test images {x_test.shape[1:]} differ in shape from x_train "
                                 f"images {x_train.shape[1:]}.")
             test = ImageSplit(labels=_labels(arrays["y_test"], len(x_test), f"npz:{path} y_test"), array=x_test)
-        present = [y for y in (y_train, test.labels if test else None) if y is not None]
-        num_classes = int(max(int(y.max()) for y in present if y.size) + 1) if present else 0
+        class_ids = _class_ids(y_train, test.labels if test else None, path)
+        if y_train is not None:
+            y_train = np.searchsorted(class_ids, y_train)
+            if test is not None:
+                test = ImageSplit(labels=np.searchsorted(class_ids, test.labels), array=test.array)
+        num_classes = len(class_ids)
         mean, std = channel_stats(x_train)
         return Dataset(
             name=f"npz:{self.config.path}", train=ImageSplit(labels=y_train, array=x_train), test=test,
             num_classes=num_classes, image_size=x_train.shape[1], channels=x_train.shape[-1], mean=mean, std=std,
-            default_encoder="simclr", class_names=[str(c) for c in range(num_classes)],
+            default_encoder="simclr", class_names=[str(c) for c in class_ids.tolist()],
             identity={"source": "npz", "npz_sha256": file_sha256(path)},
         )
+
+
+def _class_ids(y_train: np.ndarray | None, y_test: np.ndarray | None, path: Path) -> np.ndarray:
+    """The classes of an npz: the distinct ids of y_train, sorted. Ids that are not 0..C-1 (labels
+    1..C, or gaps) are remapped to 0..C-1 in sorted order, with a warning; the class names keep
+    the original ids, so tables and histograms still say "1".."10". A y_test id that y_train
+    never uses is refused (no learner could predict it). Without y_train: the ids of y_test
+    (0..max), as given."""
+    if y_train is None:
+        return np.arange(int(y_test.max()) + 1 if y_test is not None and y_test.size else 0)
+    ids = np.unique(y_train)
+    if y_test is not None:
+        unknown, counts = np.unique(y_test[~np.isin(y_test, ids)], return_counts=True)
+        if len(unknown):
+            raise UserError(f"npz:{path}: y_test holds class ids that y_train never uses: "
+                            f"{name_some(f'{v} ({c} image(s))' for v, c in zip(unknown.tolist(), counts.tolist()))}. "
+                            "Every test class needs train images; fix the labels or drop those test images.")
+    if not np.array_equal(ids, np.arange(len(ids))):
+        shown = f"{ids[0]}..{ids[-1]}" if ids[-1] - ids[0] + 1 == len(ids) else name_some(ids.tolist(), 8)
+        missing = sorted(set(range(int(ids[-1]) + 1)) - set(ids.tolist()))
+        warn_data(f"npz:{path}: y_train holds {len(ids)} class ids {shown}"
+                  + (f" (no {name_some(missing, 8)})" if missing else "")
+                  + f"; remapped to 0..{len(ids) - 1} in sorted order (class names keep the original ids)")
+    return ids
 
 
 def _images(array: np.ndarray, what: str) -> np.ndarray:
