@@ -17,7 +17,6 @@ with a warning. Trees larger than `max_in_memory` images are read lazily from th
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -127,7 +126,7 @@ class ImageFolderData:
         else:
             mean, std, channels, size = IMAGENET_MEAN, IMAGENET_STD, 3, self.config.image_size or 224
         if train.array is not None and test is not None and test.array.shape[1:] != train.array.shape[1:]:
-            test = ImageSplit(labels=test.labels, array=self._refit(test.array, train.array.shape[1:]))
+            test = ImageSplit(labels=test.labels, array=self._refit(test.array, train.array.shape[1:], root))
         return Dataset(
             name=f"folder:{self.config.path}", train=train, test=test, num_classes=len(classes), image_size=size,
             channels=channels, mean=mean, std=std, default_encoder="simclr", class_names=classes,
@@ -141,7 +140,7 @@ class ImageFolderData:
             size = self.config.image_size or 224
             split = ImageSplit(labels=tree.labels, loader=FileLoader(files, size), length=len(files), paths=[str(p) for p in files])
             return split, file_list_identity(root, files)
-        array, kept, info = decode_images(tree.files, self.config.image_size, f"folder:{root} ({what})")
+        array, kept, info = decode_images(tree.files, self.config.image_size, f"folder:{root} ({what})", root)
         labels = tree.labels[kept] if tree.labels is not None else None
         split = ImageSplit(labels=labels, array=array, paths=[str(tree.files[i]) for i in kept])
         return split, self._identity(split, root, tree)
@@ -156,11 +155,12 @@ class ImageFolderData:
         return {"pixels_sha256": array_digest(split.array), "labels_sha256": labels}
 
     @staticmethod
-    def _refit(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    def _refit(array: np.ndarray, shape: tuple[int, ...], root: Path) -> np.ndarray:
         """Bring the test images to the train images' size and channels (a warning says so)."""
         from PIL import Image
 
-        warnings.warn(f"test images ({array.shape[1:]}) resized to the train images' shape {shape}.", stacklevel=3)
+        warn_data(f"folder:{root} (test): {len(array)} image(s) of shape {tuple(array.shape[1:])} resized to the train "
+                  f"images' shape {tuple(shape)}")
         mode = "L" if shape[-1] == 1 else "RGB"
         out = [np.asarray(Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).convert(mode)
                           .resize((shape[1], shape[0]), Image.BILINEAR)) for a in array]

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, warn_data
 from ..registry import DATASETS
 from .base import Dataset, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, FileLoader, file_list_identity, is_hidden,
@@ -78,10 +78,8 @@ class ImageNetSource:
                 raise UserError(f"Data set {self.name!r}: {len(names)} class folder(s) missing under {root / split}: "
                                 f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}.")
         if len(classes) != self.expected_classes:
-            import warnings
-
-            warnings.warn(f"{self.name}: found {len(classes)} class folders under {root / 'train'}, expected "
-                          f"{self.expected_classes}.", stacklevel=2)
+            warn_data(f"{self.name}: {len(classes)} class folders under {root / 'train'}, expected "
+                      f"{self.expected_classes}; using the {len(classes)} found")
         splits, identity = {}, {"source": self.name, "classes": len(classes)}
         for split in ("train", "val"):
             files, labels, sizes = scan_class_folders(root / split, classes)
