@@ -219,13 +219,14 @@ class Selector:
         indices, info = self._select(features, budget, int(seed), context, timer)
         indices = np.asarray(indices, dtype=np.int64)
         info = dict(info)
-        if representative is not None and indices.shape == (budget,):
-            indices, replaced = replace_duplicate_picks(features, indices, representative)
-            info.update(pool_distinct_rows=distinct, duplicate_picks_replaced=replaced)
         if indices.shape != (budget,) or len(np.unique(indices)) != budget \
                 or indices.min() < 0 or indices.max() >= pool_size:
             raise AssertionError(f"selector {self.name} broke its contract: {len(indices)} indices, "
                                  f"{len(np.unique(indices))} unique, budget {budget}, pool {pool_size}")
+        if representative is not None:
+            with timer("duplicate_replacement"):
+                indices, replaced = replace_duplicate_picks(features, indices, representative)
+            info.update(pool_distinct_rows=distinct, duplicate_picks_replaced=replaced)
         return Selection(indices=indices, info=info, seconds=dict(timer.seconds))
 
     def key_config(self) -> dict:
