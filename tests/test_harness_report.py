@@ -27,8 +27,10 @@ def test_golden_markdown_is_exact(tmp_path):
     expected = (GOLDEN / "LEADERBOARD.md").read_text()
     assert board.text == expected
     assert (tmp_path / "LEADERBOARD.md").read_text() == expected
-    # 11 ok records of the current schema + 1 old one read; 1 failed and 1 unusable old one left out
+    # 11 ok records of the current schema + 1 old one read; 1 unusable old one left out; the failed
+    # one (usl, linear, m = 20, seed 2) is not averaged but marks its cell "n=2/3" with a note
     assert board.n_records == 12
+    assert "usl / linear / m = 20: seed 2 failed (no error message recorded)" in board.text
     assert any("read 1 record(s) of an older schema" in m for m in messages)
     assert any("skipped 1 record(s)" in m and "g101" in m for m in messages)
 

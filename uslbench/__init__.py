@@ -8,3 +8,7 @@ import os as _os
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 __version__ = "0.1.0"
 SCHEMA_VERSION = 1
+
+from .errors import install_warning_format as _install_warning_format  # noqa: E402
+
+_install_warning_format()  # the package's data warnings print as one clean line each

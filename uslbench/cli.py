@@ -119,6 +119,9 @@ def run(selector, learner, dataset, budget, seed, encoder, encoder_weights, data
     click.echo(f"{spec.short()} | top1 {record['metrics']['top1']:.2f}% | classes covered "
                f"{record.get('classes_covered')}/{record['dataset_summary']['num_classes']}"
                + (f" | {timing}" if timing else "") + f"\nrecord: {outcome.record_path}")
+    if record.get("degenerate") == "single_class":
+        click.echo("note: the selection holds a single class; the run is scored all the same "
+                   f"({record['metrics'].get('prediction_rule') or 'the learner trained on that one class'}).")
 
 
 def resolve_device(device: str) -> str:

@@ -26,6 +26,7 @@ from ..datasets import load_dataset
 from ..datasets.base import Dataset
 from ..encoders.base import FeatureSet
 from ..errors import UserError
+from ..learners.base import SINGLE_CLASS
 from ..registry import DATASETS, ENCODERS, LEARNERS, SELECTORS, load_all
 from ..selectors.base import SelectionContext, check_budget
 from ..utils import atomic_write_json, writable_root
@@ -264,6 +265,8 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
                                "seconds": selection.get("seconds", {}), "cached": cached["selection"]}
         record["class_histogram"] = class_histogram(prep.dataset, indices)
         record["classes_covered"] = int(sum(1 for v in record["class_histogram"] if v > 0))
+        if record["classes_covered"] == 1:  # scored all the same (learners.base.single_class_metrics)
+            record["degenerate"] = SINGLE_CLASS
         prep.learner.check(prep.dataset, indices)
         t0 = time.perf_counter()
         metrics = prep.learner.fit(prep.dataset, indices, seed=spec.seed, device=device,

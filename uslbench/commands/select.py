@@ -59,8 +59,10 @@ def export_indices(indices: np.ndarray, path: str | Path) -> Path:
 
 
 def select_features(features: np.ndarray, selector: str, budget: Any, seed: int = 1,
-                    overrides: dict[str, Any] | None = None, dataset_name: str | None = None):
-    """Run a label-free selector on a bare (N, d) matrix; returns the Selection."""
+                    overrides: dict[str, Any] | None = None, dataset_name: str | None = None,
+                    device: str = "cpu"):
+    """Run a label-free selector on a bare (N, d) matrix on `device` (cpu, cuda[:N] or auto);
+    returns the Selection."""
     from ..selectors.base import SelectionContext
 
     load_all()
@@ -69,7 +71,7 @@ def select_features(features: np.ndarray, selector: str, budget: Any, seed: int 
                         "Use --dataset for it, or pick a label-free selector.")
     instance = SELECTORS.create(selector, dataset=dataset_name, **(overrides or {}))
     context = SelectionContext(pool_size=len(features) if hasattr(features, "__len__") else None,
-                               dataset_name=dataset_name)
+                               dataset_name=dataset_name, device=device)
     return instance.select(features, budget, seed=seed, context=context)
 
 
@@ -94,7 +96,9 @@ def _format_seconds(seconds: dict[str, float]) -> str:
                    "assume it); --no-l2-normalise uses the matrix as given")
 @click.option("--export", "export_path", default=None, help="write the indices to FILE (.npy, .json or .csv)")
 @click.option("--results-root", default="results", show_default=True, help="with --dataset: caches go here")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
+@click.option("--device", default="auto", show_default=True,
+              help="where selection runs: cpu, cuda[:N] (needs faiss-gpu: the `gpu` extra), or auto (a GPU when "
+                   "one is visible; faiss stays on the CPU without faiss-gpu)")
 def select_command(selector, budget, seed, features_path, dataset, encoder, encoder_weights, data_root,
                    selector_config, preset_dataset, normalise, export_path, results_root, device) -> None:
     """Select m images from your own features or a data set; print per-phase seconds; export.
@@ -105,10 +109,12 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
       python cli.py select --dataset digits --selector typiclust --budget 20 --export picks.csv
     """
     from ..cli import resolve_device
+    from ..selectors.toolkit import check_selection_device
 
     if (features_path is None) == (dataset is None):
         raise UserError("Give exactly one of --features FILE.npy (your own embeddings) or --dataset NAME.")
     check_export_path(export_path)
+    check_selection_device(device)  # --device cuda without a GPU or faiss-gpu: refused before any work
     overrides = parse_overrides(selector_config)
     if features_path is not None:
         for flag, value in (("--encoder", encoder), ("--encoder-weights", encoder_weights), ("--data-root", data_root)):
@@ -119,7 +125,8 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
         if normalised:  # zero, NaN or infinite rows stay so and are reported by the selector's checks
             with np.errstate(invalid="ignore", divide="ignore"):
                 features = l2_normalise(features)
-        selection = select_features(features, selector, budget, seed, overrides, preset_dataset)
+        selection = select_features(features, selector, budget, seed, overrides, preset_dataset,
+                                    device=resolve_device(device))
         indices, info, seconds = selection.indices, selection.info, selection.seconds
         click.echo(f"{selector} | m={len(indices)} | seed={seed} | {features.shape[0]} x {features.shape[1]} features"
                    + (" (rows L2-normalised; --no-l2-normalise uses them as given)" if normalised else " (as given)"))

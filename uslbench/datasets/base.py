@@ -3,6 +3,11 @@
 A split exposes `len(split)`, `split.image(i)` (a PIL image) and `split.labels` (np.int64 or
 None). Small data sets also keep `split.array` (uint8, N x H x W x C) in memory; large ones (ImageNet)
 leave it None and read files lazily.
+
+Labels are validated when a split and a data set are built, so every source goes through the
+same checks at load time (`as_labels`, `validate_labels`): integer class ids (floats only when
+they hold whole numbers), every value inside the declared classes 0..C-1 (anything else is
+refused, naming the values), and a warning for declared classes without any train image.
 """
 from __future__ import annotations
 
@@ -11,6 +16,55 @@ from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from ..errors import UserError
+
+
+def as_labels(values, what: str = "labels") -> np.ndarray:
+    """1-D int64 class ids from integers, or from floats that hold whole numbers (1.0, 2.0);
+    booleans, strings, NaN and fractions are refused with a UserError naming the problem."""
+    labels = np.asarray(values)
+    if labels.ndim != 1:
+        raise UserError(f"{what} must be a 1-D array of class ids (one per image); got shape {labels.shape}.")
+    if labels.dtype == bool or not (np.issubdtype(labels.dtype, np.integer) or np.issubdtype(labels.dtype, np.floating)):
+        raise UserError(f"{what} must hold integer class ids; got dtype {labels.dtype}.")
+    if np.issubdtype(labels.dtype, np.floating) and labels.size:
+        bad = ~np.isfinite(labels) | (np.mod(np.nan_to_num(labels), 1) != 0)
+        if bad.any():
+            raise UserError(f"{what} must hold integer class ids; {int(bad.sum())} value(s) are not whole numbers "
+                            f"(first: {', '.join(str(v) for v in labels[bad][:5])}).")
+    return labels.astype(np.int64)
+
+
+def validate_labels(dataset: "Dataset") -> None:
+    """The one label check of every source, at load time. Raises UserError when a split holds a
+    value outside the declared classes 0..num_classes-1 (the message names the values and how
+    many images carry each); warns (DataWarning) about declared classes with no train image,
+    which no learner can learn (the test images of such classes are counted in the warning)."""
+    from ..errors import name_some, warn_data
+
+    declared = int(dataset.num_classes)
+    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
+        if split is None or split.labels is None or not split.labels.size:
+            continue
+        outside = (split.labels < 0) | (split.labels >= declared)
+        if outside.any():
+            values, counts = np.unique(split.labels[outside], return_counts=True)
+            raise UserError(
+                f"{dataset.name}: {split_name} labels must be class ids 0..{declared - 1} (the {declared} declared "
+                f"classes); {int(outside.sum())} image(s) carry other values: "
+                f"{name_some(f'{v} ({c} image(s))' for v, c in zip(values.tolist(), counts.tolist()))}. "
+                "Fix the labels, or load your own arrays as npz:PATH, which takes its classes from y_train.")
+    if dataset.train.labels is None or not declared:
+        return
+    present = np.bincount(dataset.train.labels, minlength=declared) > 0
+    if not present.all():
+        absent = np.flatnonzero(~present)
+        names = [dataset.class_names[c] if c < len(dataset.class_names) else str(c) for c in absent]
+        in_test = int(np.isin(dataset.test.labels, absent).sum()) if dataset.test is not None \
+            and dataset.test.labels is not None else 0
+        warn_data(f"{dataset.name}: {len(absent)} of the {declared} classes have no train image and cannot be "
+                  f"learned: {name_some(names)}" + (f" ({in_test} test image(s) of them count as errors)" if in_test else ""))
 
 
 @dataclass
@@ -25,7 +79,7 @@ class ImageSplit:
         if self.array is None and self.loader is None:
             raise ValueError("an ImageSplit needs an array or a loader")
         if self.labels is not None:
-            self.labels = np.asarray(self.labels, dtype=np.int64)
+            self.labels = as_labels(self.labels)
 
     def __len__(self) -> int:
         if self.array is not None:
@@ -58,6 +112,9 @@ class Dataset:
     default_encoder: str
     class_names: list[str] = field(default_factory=list)
     identity: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        validate_labels(self)
 
     @property
     def pool_size(self) -> int:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import UserError, name_some, warn_data
 
 DATA_ROOT_ENV = "USLBENCH_DATA"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -84,50 +83,97 @@ def to_uint8_images(array: np.ndarray, what: str) -> np.ndarray:
     return np.ascontiguousarray(np.clip(np.rint(array.astype(np.float64) * scale), 0, 255).astype(np.uint8))
 
 
+def is_hidden(name: str | os.PathLike) -> bool:
+    """Hidden entries (a name starting with '.': .ipynb_checkpoints, .DS_Store, macOS '._x.png'
+    resource forks, .git) are never data: every reader of folders skips them, the same way."""
+    return Path(name).name.startswith(".")
+
+
+def visible_dirs(folder: Path) -> list[Path]:
+    """Sub-folders of `folder` that are not hidden, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
+
+
 def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    """Image files of `folder` (by extension, hidden files skipped), sorted by name."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and not is_hidden(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode one image file as RGB; a clear error names the file when it cannot be read."""
+def open_rgb(path: str | os.PathLike, warn_alpha: bool = True) -> Image.Image:
+    """Decode one image file as RGB; a clear error names the file when it cannot be read. An
+    alpha channel is dropped (the returned image then has `alpha_dropped = True`), with a warning
+    when `warn_alpha` (lazy loaders warn for their first such image only)."""
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
+            alpha = has_alpha(image)
+            rgb = image.convert("RGB")
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise UserError(f"Cannot read image {path}: {exc}. Remove or replace the file.") from exc
+    if alpha:
+        rgb.alpha_dropped = True  # type: ignore[attr-defined]
+        if warn_alpha:
+            warn_data(f"{path}: image has an alpha channel; alpha dropped, colours kept as RGB "
+                      "(further images of this folder with alpha are not listed)")
+    return rgb
 
 
-def decode_images(paths: Sequence[Path], size: int | None, what: str) -> tuple[np.ndarray, list[int], dict]:
-    """Read images into one uint8 array. Unreadable files are SKIPPED with a warning that lists them
-    (returned positions say which files were kept). Mixed modes become RGB (greyscale stays one
-    channel only when every image is greyscale); mixed sizes are resized to `size` or, when it is
-    None, to the most common size, with a warning."""
+def has_alpha(image: Image.Image) -> bool:
+    """True for images with an alpha channel or a transparent palette entry."""
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def decode_images(paths: Sequence[Path], size: int | None, what: str,
+                  root: Path | None = None) -> tuple[np.ndarray, list[int], dict]:
+    """Read images into one uint8 array. Unreadable files are SKIPPED (returned positions say which
+    files were kept). Mixed modes become RGB (greyscale stays one channel only when every image
+    is greyscale); an alpha channel is dropped (colours kept, transparency lost); mixed sizes
+    are resized to `size` or, when it is None, to the most common size. Each of these is one
+    warning line: what, how many, which files (the first few, relative to `root`), what was done."""
     images, kept, unreadable, modes, sizes = [], [], [], {}, {}
+    image_modes, image_sizes, alpha = [], [], []
     for position, path in enumerate(paths):
         try:
             with Image.open(path) as image:
                 image.load()
                 modes[image.mode] = modes.get(image.mode, 0) + 1
                 sizes[image.size] = sizes.get(image.size, 0) + 1
+                image_modes.append(image.mode)
+                image_sizes.append(image.size)
+                if has_alpha(image):
+                    alpha.append(len(images))
                 images.append(image.copy())
                 kept.append(position)
         except (OSError, ValueError, Image.DecompressionBombError):
             unreadable.append(str(path))
+
+    def names(positions: Sequence[int]) -> str:
+        files = [Path(paths[kept[i]]) for i in positions]
+        return name_some(f.relative_to(root).as_posix() if root is not None and f.is_relative_to(root) else str(f)
+                         for f in files)
+
     if unreadable:
-        shown = ", ".join(unreadable[:10]) + (f" and {len(unreadable) - 10} more" if len(unreadable) > 10 else "")
-        warnings.warn(f"{what}: skipped {len(unreadable)} unreadable image file(s): {shown}", stacklevel=2)
+        shown = name_some(Path(p).relative_to(root).as_posix() if root is not None and Path(p).is_relative_to(root)
+                          else p for p in unreadable)
+        warn_data(f"{what}: skipped {len(unreadable)} unreadable image file(s), left out of the data set: {shown}")
     if not images:
         raise UserError(f"{what}: no readable images.")
     grey = set(modes) <= {"L", "1"}
+    mode = "L" if grey else "RGB"
     if len(modes) > 1:
-        warnings.warn(f"{what}: images have mixed modes {dict(sorted(modes.items()))}; all converted to "
-                      f"{'greyscale' if grey else 'RGB'}.", stacklevel=2)
+        converted = [i for i, m in enumerate(image_modes) if m != mode]
+        counts = ", ".join(f"{m} {n}" for m, n in sorted(modes.items()))
+        warn_data(f"{what}: images have mixed modes ({counts}); {len(converted)} converted to "
+                  f"{'greyscale' if grey else 'RGB'}: {names(converted)}")
+    if alpha:
+        alpha_modes = ", ".join(sorted({image_modes[i] for i in alpha}))
+        warn_data(f"{what}: {len(alpha)} image(s) have an alpha channel ({alpha_modes}); alpha dropped, colours "
+                  f"kept as {'greyscale' if grey else 'RGB'}: {names(alpha)}")
     target = (size, size) if size else max(sizes.items(), key=lambda kv: (kv[1], kv[0]))[0]
     if len(sizes) > 1 or (size and target not in sizes):
-        resized = sum(n for s, n in sizes.items() if s != target)
-        warnings.warn(f"{what}: images have mixed sizes ({len(sizes)} distinct); {resized} resized to "
-                      f"{target[0]}x{target[1]}.", stacklevel=2)
-    mode = "L" if grey else "RGB"
+        resized = [i for i, s in enumerate(image_sizes) if s != target]
+        warn_data(f"{what}: images have mixed sizes ({len(sizes)} distinct); {len(resized)} resized to "
+                  f"{target[0]}x{target[1]}: {names(resized)}")
     array = np.stack([np.asarray(_fit(image.convert(mode), target), dtype=np.uint8) for image in images])
     if array.ndim == 3:
         array = array[..., None]
@@ -148,5 +194,7 @@ class FileLoader:
         self.size = size
 
     def __call__(self, index: int) -> Image.Image:
-        image = open_rgb(self.files[index])
+        image = open_rgb(self.files[index], warn_alpha=not getattr(self, "_alpha_reported", False))
+        if getattr(image, "alpha_dropped", False):
+            self._alpha_reported = True
         return image.resize((self.size, self.size), Image.BILINEAR) if self.size else image

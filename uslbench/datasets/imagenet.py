@@ -18,10 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, warn_data
 from ..registry import DATASETS
 from .base import Dataset, ImageSplit
-from .files import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, FileLoader, file_list_identity, resolve_data_root
+from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, FileLoader, file_list_identity, is_hidden,
+                    resolve_data_root, visible_dirs)
 
 
 @dataclass
@@ -44,7 +45,8 @@ def scan_class_folders(split_dir: Path, classes: Sequence[str]) -> tuple[list[Pa
     for index, wnid in enumerate(classes):
         with os.scandir(split_dir / wnid) as entries:
             members = sorted((e.name, e.stat().st_size) for e in entries
-                             if e.is_file() and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
+                             if e.is_file() and not is_hidden(e.name)
+                             and os.path.splitext(e.name)[1].lower() in IMAGE_EXTENSIONS)
         files += [split_dir / wnid / name for name, _ in members]
         sizes += [size for _, size in members]
         labels += [index] * len(members)
@@ -59,7 +61,7 @@ class ImageNetSource:
         self.config = config
 
     def classes(self, train_dir: Path) -> list[str]:
-        return sorted(d.name for d in train_dir.iterdir() if d.is_dir())
+        return [d.name for d in visible_dirs(train_dir)]
 
     def load(self) -> Dataset:
         root = resolve_data_root(self.config.data_root)
@@ -76,10 +78,8 @@ class ImageNetSource:
                 raise UserError(f"Data set {self.name!r}: {len(names)} class folder(s) missing under {root / split}: "
                                 f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}.")
         if len(classes) != self.expected_classes:
-            import warnings
-
-            warnings.warn(f"{self.name}: found {len(classes)} class folders under {root / 'train'}, expected "
-                          f"{self.expected_classes}.", stacklevel=2)
+            warn_data(f"{self.name}: {len(classes)} class folders under {root / 'train'}, expected "
+                      f"{self.expected_classes}; using the {len(classes)} found")
         splits, identity = {}, {"source": self.name, "classes": len(classes)}
         for split in ("train", "val"):
             files, labels, sizes = scan_class_folders(root / split, classes)

@@ -31,6 +31,26 @@ def top1_metrics(predictions: np.ndarray, targets: np.ndarray, num_classes: int)
     return {"top1": float(100.0 * correct.mean()), "per_class_top1": per_class, "n_test": int(len(targets))}
 
 
+SINGLE_CLASS = "single_class"
+
+
+def single_class(dataset: Dataset, labeled_indices: np.ndarray) -> int | None:
+    """The class of a labeled set that holds one class only (a degenerate selection), else None."""
+    classes = np.unique(dataset.train.labels[np.asarray(labeled_indices, dtype=np.int64)])
+    return int(classes[0]) if len(classes) == 1 else None
+
+
+def single_class_metrics(dataset: Dataset, label: int) -> dict[str, Any]:
+    """The score of the rule "predict the labeled set's only class" on the test split, for learners
+    that cannot train on one class (scikit-learn's LogisticRegression refuses it). A selection
+    that found one class is still a result of the benchmark: it is scored, never dropped, and
+    the metrics say which rule produced the predictions."""
+    targets = np.asarray(dataset.test.labels)
+    metrics = top1_metrics(np.full(len(targets), label, dtype=np.int64), targets, dataset.num_classes)
+    metrics.update(degenerate=SINGLE_CLASS, prediction_rule=f"constant: class {label}, the labeled set's only class")
+    return metrics
+
+
 class Learner:
     uses_features = False
     declared_metrics: tuple[str, ...] = ("top1", "per_class_top1", "n_test")
@@ -55,7 +75,9 @@ class Learner:
         """Fail fast on options the device cannot honour (AMP without a GPU...)."""
 
     def check(self, dataset: Dataset, labeled_indices: np.ndarray) -> None:
-        """Fail with a UserError on a labeled set this learner cannot train on."""
+        """Fail with a UserError on a labeled set this learner cannot train on. A labeled set of
+        one class is NOT refused: it is a selector's result and is scored (learners that cannot
+        train on one class predict that class, see `single_class_metrics`)."""
         self.check_dataset(dataset)
         labeled_indices = np.asarray(labeled_indices)
         if len(labeled_indices) == 0:
@@ -63,9 +85,6 @@ class Learner:
         if labeled_indices.min() < 0 or labeled_indices.max() >= len(dataset.train):
             raise UserError(f"Labeled index out of range: the pool has {len(dataset.train)} images, got indices "
                             f"from {int(labeled_indices.min())} to {int(labeled_indices.max())}.")
-        if len(np.unique(dataset.train.labels[labeled_indices])) < 2:
-            raise UserError("The labeled set holds a single class; a classifier needs at least two. "
-                            "Raise the budget or use another selector.")
 
     def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = 0, device: str = "cpu",
             workdir: str | Path | None = None, features: Any = None, encoder: Any = None) -> dict[str, Any]:

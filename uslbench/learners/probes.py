@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..registry import LEARNERS
-from .base import Learner, top1_metrics
+from .base import Learner, single_class, single_class_metrics, top1_metrics
 
 
 class FeatureProbe(Learner):
@@ -27,11 +27,16 @@ class LinearConfig:
                    config=LinearConfig, tags=("probe", "uses_features"))
 class LinearProbe(FeatureProbe):
     """scikit-learn LogisticRegression (lbfgs, multinomial) on the labeled rows of the cached
-    features; top-1 on the test split's features."""
+    features; top-1 on the test split's features. A labeled set of one class cannot be fitted
+    (LogisticRegression needs two): every test image is then given that class, and the metrics
+    say so (`degenerate: single_class`)."""
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.linear_model import LogisticRegression
 
+        only = single_class(dataset, labeled_indices)
+        if only is not None:
+            return single_class_metrics(dataset, only)
         x, y = self._labeled(dataset, labeled_indices, features)
         model = LogisticRegression(C=self.config.C, max_iter=self.config.max_iter, random_state=seed)
         model.fit(x, y)
@@ -71,7 +76,19 @@ class LabelPropProbe(FeatureProbe):
     """scikit-learn LabelSpreading (kernel="knn") on the whole pool: the labeled rows carry their
     labels, every other row is unlabeled (-1); labels spread over the symmetric normalised k-NN
     graph. Test images are classified by their k nearest pool neighbours' spread label
-    distributions (LabelSpreading.predict). k is capped at pool size - 1."""
+    distributions (LabelSpreading.predict). k is capped at pool size - 1.
+
+    Unreached points: label mass moves one hop of the (directed) k-NN graph per iteration, so a
+    pool point gets none when no labeled point lies within `iterations` hops (another graph
+    component, or farther than the iterations run before scikit-learn's tolerance stopped
+    them: 18 of the 1,347 digits points with 2 labels per class). A test image whose k nearest
+    pool neighbours all lack mass gets a NaN distribution (0 / 0), which argmax would silently
+    turn into class 0. Such test images are given the class of their nearest labeled point
+    instead (Euclidean distance in the feature space, ties: the lower pool index).
+    metrics: unreached_test (test images predicted by that fallback), unreached_pool (pool
+    points without label mass), iterations (LabelSpreading's n_iter_)."""
+
+    declared_metrics = ("top1", "per_class_top1", "n_test", "unreached_test", "unreached_pool", "iterations")
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.semi_supervised import LabelSpreading
@@ -80,7 +97,31 @@ class LabelPropProbe(FeatureProbe):
         model = LabelSpreading(kernel="knn", n_neighbors=min(self.config.k, len(targets) - 1),
                                alpha=self.config.alpha, max_iter=self.config.max_iter)
         model.fit(features.train, targets)
-        return top1_metrics(model.predict(features.test), dataset.test.labels, dataset.num_classes)
+        with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 rows are handled below
+            proba = model.predict_proba(features.test)
+        predictions, unreached = predict_with_fallback(proba, model.classes_, features.train, features.test,
+                                                       labeled_indices, dataset.train.labels)
+        metrics = top1_metrics(predictions, dataset.test.labels, dataset.num_classes)
+        metrics.update(unreached_test=int(unreached.sum()),
+                       unreached_pool=int((model.label_distributions_.sum(axis=1) == 0).sum()),
+                       iterations=int(model.n_iter_))
+        return metrics
+
+
+def predict_with_fallback(proba: np.ndarray, classes: np.ndarray, pool: np.ndarray, test: np.ndarray,
+                          labeled_indices: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """argmax of the label distributions; rows without any finite positive mass (unreached by
+    every labeled point) take the class of the nearest labeled pool point instead. Returns
+    (predictions (n_test,) int64, unreached mask (n_test,) bool)."""
+    from sklearn.metrics import pairwise_distances_argmin
+
+    unreached = ~np.isfinite(proba).all(axis=1) | ~(np.nan_to_num(proba).sum(axis=1) > 0)
+    predictions = classes[np.argmax(np.nan_to_num(proba), axis=1)].astype(np.int64)
+    if unreached.any():
+        labeled_indices = np.sort(np.asarray(labeled_indices, dtype=np.int64))
+        nearest = pairwise_distances_argmin(test[unreached], pool[labeled_indices])
+        predictions[unreached] = labels[labeled_indices[nearest]]
+    return predictions, unreached
 
 
 def spread_targets(pool_size: int, labeled_indices: np.ndarray, labels: np.ndarray) -> np.ndarray:

@@ -51,11 +51,12 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
     if not root.exists():
         raise UserError(f"Results root {root} does not exist; run a sweep first or pass the right folder.")
     kwargs = {"warn": warn} if warn is not None else {}
-    df = load_records(root, keys=keys, metric=metric, **kwargs)
+    every = load_records(root, keys=keys, include_failed=True, metric=metric, **kwargs)
+    df = every[every["status"] == "ok"]  # failed runs only mark their cells (n=k/N and a note)
     if df.empty:
         raise UserError(f"No finished runs under {root}; `python cli.py status {root}` shows what is there.")
     out_dir = Path(out_dir) if out_dir is not None else root / "leaderboards"
-    text = render(df, fmt)
+    text = render(every, fmt)
     path = out_dir / f"{name}.{SUFFIX[fmt]}"
     atomic_write_bytes(path, text.encode())
     companions = []

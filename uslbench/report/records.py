@@ -2,7 +2,9 @@
 
 Records of the current schema are read as they are. Records of an older schema are read when the
 fields the reports need can be found (a warning says so), and skipped with a warning otherwise;
-records that are not JSON, or failed runs, never reach a table.
+records that are not JSON never reach a table. Failed runs are left out unless
+`include_failed=True` (the leaderboard uses it): they then come as rows with status "failed",
+top1 NaN and the error, so a cell can say which of its seeds failed.
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import pandas as pd
 from .. import SCHEMA_VERSION
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
-           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema", "metric"]
+           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema", "status", "error", "metric"]
 
 # --metric NAME -> how the "top1" column of a row is read (see `metric_value`)
 METRICS = {
@@ -114,6 +116,8 @@ def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
         "num_classes": _first(record, "dataset_summary.num_classes"),
         "per_class_top1": _first(record, "metrics.per_class_top1"),
         "schema": record.get("schema", 0),
+        "status": "ok",
+        "error": None,
         "metric": metric,
     }
     needed = ("dataset", "selector", "learner", "budget", "seed", "top1")
@@ -128,10 +132,21 @@ def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
     return row
 
 
+def failed_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
+    """The row of a failed run: its cell and seed, top1 NaN, status "failed" and the error's first
+    line; None when the record does not say which run it was."""
+    row = record_row({**record, "metrics": {"top1": float("nan")}}, metric)
+    if row is not None:
+        error = str(record.get("error") or "no error message recorded").strip()
+        row.update(status="failed", error=error.splitlines()[0] if error else error)
+    return row
+
+
 def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
-                 keys: set[str] | None = None, metric: str = "final") -> pd.DataFrame:
+                 keys: set[str] | None = None, include_failed: bool = False, metric: str = "final") -> pd.DataFrame:
     """A DataFrame (COLUMNS) of the finished runs under a results root (or of the given files).
-    `keys`: only these run keys (a sweep's leaderboard shows that sweep's runs). `metric`: which
+    `keys`: only these run keys (a sweep's leaderboard shows that sweep's runs).
+    `include_failed`: also failed runs, as rows with status "failed" and top1 NaN. `metric`: which
     top-1 fills the "top1" column (METRICS: final, best, median20)."""
     metric_value({}, metric)  # unknown metric: UserError before reading anything
     if isinstance(root_or_paths, (str, Path)):
@@ -147,7 +162,13 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
         except (OSError, json.JSONDecodeError) as exc:
             warn(f"skipped unreadable record {path}: {exc}")
             continue
-        if not isinstance(record, dict) or record.get("status", "ok") != "ok":
+        if not isinstance(record, dict):
+            continue
+        if record.get("status", "ok") != "ok":
+            if include_failed and record.get("status") == "failed":
+                row = failed_row(record, metric)
+                if row is not None:
+                    rows.append(row)
             continue
         schema = record.get("schema", 0)
         row = record_row(record, metric)

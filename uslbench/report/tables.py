@@ -1,13 +1,18 @@
 """Paper-style tables: rows = selectors, columns = learners (per data set and budget) or budgets
 (per data set and learner); cells `mean ± std (n)` over seeds with the difference to `random`.
 
+No seed drops out of a cell silently: a cell's expected seeds are the seeds run anywhere in its
+column (same data set, encoder, learner and budget). A cell that averages fewer shows
+`(n=4/5)`, and a note under the table names each missing seed: failed (with the error) or not
+run. A cell whose every seed failed shows `no score (n=0/5)`.
+
 The maths (aggregation, deltas) lives in small pure functions that tests check by hand; the
 text is rendered with tabulate (markdown, LaTeX) and pandas (CSV).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable
 
 import pandas as pd
@@ -20,37 +25,94 @@ FORMATS = ("markdown", "csv", "latex")
 GROUP = ["dataset", "encoder", "selector", "learner", "budget"]
 
 
+COLUMN = ["dataset", "encoder", "learner", "budget"]
+SEED_COLUMNS = ["n_expected", "seeds_failed", "seeds_missing"]
+
+
 def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (dataset, encoder, selector, learner, budget): mean, sample std (0 for a single
-    seed), n, ci95 (half-width of the 95% t-interval of the mean; NaN for a single seed), oracle, and
-    delta = mean - mean of `random` in the same cell (NaN without random)."""
+    seed), n (scored runs), ci95 (half-width of the 95% t-interval of the mean; NaN below 2 seeds),
+    oracle, delta = mean - mean of `random` in the same cell (NaN without
+    random), and the seed accounting: n_expected (n plus the seeds of the column this cell lacks),
+    seeds_failed and seeds_missing (space-separated seeds; "" when none). Rows with status
+    "failed" (load_records(include_failed=True)) count as failed seeds, never as scores."""
     if df.empty:
-        return pd.DataFrame(columns=GROUP + ["mean", "std", "n", "ci95", "oracle", "delta"])
-    grouped = df.groupby(GROUP, sort=True)
-    agg = grouped["top1"].agg(mean="mean", std=lambda s: float(s.std(ddof=1)) if len(s) > 1 else 0.0,
-                              n="count").reset_index()
-    agg["ci95"] = [ci95_halfwidth(std, n) for std, n in zip(agg["std"], agg["n"])]
-    agg["oracle"] = grouped["oracle"].any().values
+        return pd.DataFrame(columns=GROUP + ["mean", "std", "n", "ci95", "oracle", "delta"] + SEED_COLUMNS)
+    scored_mask = df["top1"].notna()
+    if "status" in df.columns:
+        scored_mask &= df["status"].fillna("ok") == "ok"
+    column_seeds = {key: set(part["seed"]) for key, part in df.groupby(COLUMN, sort=True)}
+    rows = []
+    for key, part in df.groupby(GROUP, sort=True):
+        scored = part.loc[scored_mask[part.index], "top1"].astype(float)
+        ok_seeds = set(part.loc[scored_mask[part.index], "seed"])
+        failed = sorted(set(part.loc[~scored_mask[part.index], "seed"]) - ok_seeds)
+        expected = column_seeds[(key[0], key[1], key[3], key[4])]
+        missing = sorted(expected - ok_seeds - set(failed))
+        n = int(len(scored))
+        rows.append({**dict(zip(GROUP, key)),
+                     "mean": float(scored.mean()) if n else math.nan,
+                     "std": float(scored.std(ddof=1)) if n > 1 else (0.0 if n else math.nan),
+                     "n": n, "ci95": ci95_halfwidth(float(scored.std(ddof=1)), n) if n > 1 else math.nan,
+                     "oracle": bool(part["oracle"].any()),
+                     "n_expected": n + len(failed) + len(missing),
+                     "seeds_failed": " ".join(str(int(v)) for v in failed),
+                     "seeds_missing": " ".join(str(int(v)) for v in missing)})
+    agg = pd.DataFrame(rows)
     baseline = agg[agg["selector"] == BASELINE].set_index(["dataset", "encoder", "learner", "budget"])["mean"]
     keys = list(zip(agg["dataset"], agg["encoder"], agg["learner"], agg["budget"]))
     agg["delta"] = [agg_mean - baseline.get(key, math.nan) for agg_mean, key in zip(agg["mean"], keys)]
     agg.loc[agg["selector"] == BASELINE, "delta"] = math.nan
-    return agg
+    return agg[GROUP + ["mean", "std", "n", "ci95", "oracle", "delta"] + SEED_COLUMNS]
 
 
-def format_cell(mean: float, std: float, n: int, delta: float | None = None, ci95: float | None = None) -> str:
+def scored_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The runs that have a score (status ok and a top-1): what the paired and per-seed tables use."""
+    mask = df["top1"].notna()
+    if "status" in df.columns:
+        mask &= df["status"].fillna("ok") == "ok"
+    return df[mask]
+
+
+def format_cell(mean: float, std: float, n: int, delta: float | None = None, n_expected: int | None = None,
+                ci95: float | None = None) -> str:
     """'74.6 ± 3.1 [70.7, 78.5] (5) (+8.7)': mean ± sample std, the 95% t-interval of the mean when
     `ci95` is given, the number of seeds, then the difference to random (none for random itself or
-    without a random run). A single seed shows '40.0 (1)': no fake '± 0.0'."""
+    without a random run). A single seed shows '40.0 (1)': no fake '± 0.0'. A cell that averages
+    fewer seeds than its column ran: '74.6 ± 3.1 (n=4/5) (+8.7)'; none at all: 'no score (n=0/5)'."""
+    incomplete = n_expected is not None and int(n) < int(n_expected)
+    if incomplete and int(n) == 0:
+        return f"no score (n=0/{int(n_expected)})"
+    count = f"n={int(n)}/{int(n_expected)}" if incomplete else f"{int(n)}"
     if int(n) < 2:
-        text = f"{mean:.1f} ({int(n)})"
+        text = f"{mean:.1f} ({count})"
     elif ci95 is not None and not math.isnan(ci95):
-        text = f"{mean:.1f} ± {std:.1f} [{mean - ci95:.1f}, {mean + ci95:.1f}] ({int(n)})"
+        text = f"{mean:.1f} ± {std:.1f} [{mean - ci95:.1f}, {mean + ci95:.1f}] ({count})"
     else:
-        text = f"{mean:.1f} ± {std:.1f} ({int(n)})"
+        text = f"{mean:.1f} ± {std:.1f} ({count})"
     if delta is not None and not math.isnan(delta):
         text += f" ({delta:+.1f})"
     return text
+
+
+def seed_notes(part: pd.DataFrame, df: pd.DataFrame) -> list[str]:
+    """One line per incomplete cell of `part` (aggregated rows): which seeds are missing and why."""
+    notes = []
+    for r in part.itertuples():
+        if r.n >= r.n_expected:
+            continue
+        reasons = []
+        for seed in (int(v) for v in r.seeds_failed.split()):
+            errors = df.loc[(df["dataset"] == r.dataset) & (df["encoder"] == r.encoder) & (df["selector"] == r.selector)
+                            & (df["learner"] == r.learner) & (df["budget"] == r.budget) & (df["seed"] == seed)
+                            & df["top1"].isna(), "error"] if "error" in df.columns else pd.Series(dtype=object)
+            error = next((str(e) for e in errors if isinstance(e, str) and e), "no error recorded")
+            reasons.append(f"seed {seed} failed ({error[:100]}{'...' if len(error) > 100 else ''})")
+        missing = r.seeds_missing.split()
+        if missing:
+            reasons.append(f"seed{'s' if len(missing) > 1 else ''} {', '.join(missing)} not run (no record)")
+        notes.append(f"{r.selector} / {r.learner} / m = {r.budget}: {'; '.join(reasons)}")
+    return notes
 
 
 def selector_order(agg: pd.DataFrame) -> list[str]:
@@ -67,7 +129,8 @@ def row_label(name: str, oracle: set[str]) -> str:
 
 PAIRED_NOTE = (f"Cells: wins-ties-losses of the selector against `{BASELINE}` over the seeds both ran (same "
                f"seed = same learner initialisation), the mean paired difference in points, and the p-value of a "
-               f"{PAIRED_TEST} on the per-seed differences (n/a: fewer than 2 shared seeds, or the same difference on every seed).")
+               f"{PAIRED_TEST} on the per-seed differences (n/a: fewer than 2 shared seeds, or the same difference "
+               f"on every seed).")
 
 
 @dataclass
@@ -76,12 +139,18 @@ class Table:
     title: str
     frame: pd.DataFrame   # strings; index = selector labels; columns = learners or budgets
     caption: str
+    notes: list[str] = field(default_factory=list)  # cells missing seeds: which, and why
     note: str = ""        # printed under the title (tables whose cells mean something else)
+
+    @property
+    def note_text(self) -> str:
+        return ("n=k/N: the cell averages k of the N seeds run in its column; missing seeds: "
+                + " · ".join(self.notes) + ".") if self.notes else ""
 
 
 def _pivot(part: pd.DataFrame, column: str, rows: list[str], columns: list, oracle: set[str],
            column_label) -> pd.DataFrame:
-    cells = {(r.selector, getattr(r, column)): format_cell(r.mean, r.std, r.n, r.delta, r.ci95)
+    cells = {(r.selector, getattr(r, column)): format_cell(r.mean, r.std, r.n, r.delta, r.n_expected, r.ci95)
              for r in part.itertuples()}
     data = [[cells.get((sel, col), MISSING) for col in columns] for sel in rows]
     return pd.DataFrame(data, index=[row_label(s, oracle) for s in rows],
@@ -136,12 +205,15 @@ def build_tables(df: pd.DataFrame) -> list[Table]:
         cap = caption(dataset, encoder, probes, oracle, metric)
         section = f"{dataset} (encoder {encoder})"
         for budget in budgets:
-            frame = _pivot(part[part["budget"] == budget], "learner", rows, learners, oracle, str)
-            tables.append(Table(section, f"selectors × learners, m = {budget}", frame, cap))
+            cells = part[part["budget"] == budget]
+            frame = _pivot(cells, "learner", rows, learners, oracle, str)
+            tables.append(Table(section, f"selectors × learners, m = {budget}", frame, cap, seed_notes(cells, df)))
         for learner in learners:
-            frame = _pivot(part[part["learner"] == learner], "budget", rows, budgets, oracle, lambda b: f"m = {b}")
-            tables.append(Table(section, f"selectors × budgets, learner {learner}", frame, cap))
-        sub = df[(df["dataset"] == dataset) & (df["encoder"] == encoder)]
+            cells = part[part["learner"] == learner]
+            frame = _pivot(cells, "budget", rows, budgets, oracle, lambda b: f"m = {b}")
+            tables.append(Table(section, f"selectors × budgets, learner {learner}", frame, cap,
+                                seed_notes(cells, df)))
+        sub = scored_rows(df[(df["dataset"] == dataset) & (df["encoder"] == encoder)])
         paired = paired_vs_baseline(sub)
         if not paired.empty:
             for learner in learners:
@@ -178,6 +250,8 @@ def render_markdown(tables: list[Table]) -> str:
         body = tabulate(table.frame, headers=["selector"] + list(table.frame.columns), tablefmt="pipe",
                         stralign="left", disable_numparse=True)
         parts += [f"### {table.title}", ""] + ([table.note, ""] if table.note else []) + [body, ""]
+        if table.notes:
+            parts += [table.note_text, ""]
     return "\n".join(parts)
 
 
@@ -193,8 +267,9 @@ def render_latex(tables: list[Table]) -> str:
         body = body.replace(r"\$\textbackslash{}pm\$", r"$\pm$").replace(r"\$\^{}\textbackslash{}dagger\$",
                                                                             r"$^\dagger$")
         title = f"{table.section}: {table.title}".replace("×", "x")
+        notes = [r"\par\footnotesize " + _latex_escape(table.note_text)] if table.notes else []
         parts += [r"\begin{table}[t]", r"\centering", f"\\caption{{{title}. {_latex_escape((table.note + ' ' if table.note else '') + table.caption)}}}",
-                  body, r"\end{table}", ""]
+                  body, *notes, r"\end{table}", ""]
     return "\n".join(parts)
 
 

@@ -41,7 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..utils import progress_disabled
-from .toolkit import default_workers, distance_factors, kmeans, row_blocks
+from .toolkit import active_compute, default_workers, distance_factors, kmeans, row_blocks
 
 # Slack on the filters: keeping a few more candidates never changes the result, while rounding
 # in the folded GEMM must never drop one of the k nearest.
@@ -94,9 +94,20 @@ def knn_sq_dist_sums(features: np.ndarray, k: int, block_rows: int = 6000, chunk
     itself included (distance 0), as float64 of shape (N,). Exact; equal to
     `faiss.knn(x, x, k)[0].clip(0).sum(1)` up to float rounding (relative 1e-6), and bitwise
     the same for any number of workers. `stats`, when given, receives the block count, the
-    workers, the entries per row that passed the first filter and the number of merges."""
+    workers, the entries per row that passed the first filter and the number of merges.
+
+    On a compute device with a CUDA torch device (`toolkit.compute_device`) the sums come from
+    `torch_exact.knn_sq_dist_sums_torch` on that GPU instead (same result to float rounding)."""
     from threadpoolctl import threadpool_limits
     from tqdm.auto import tqdm
+
+    compute = active_compute()
+    if compute.torch_device is not None:
+        from .torch_exact import knn_sq_dist_sums_torch
+
+        sums = knn_sq_dist_sums_torch(features, k, device=compute.torch_device, stats=stats)
+        compute.ran_on_gpu("knn_sums")
+        return sums
 
     x = np.ascontiguousarray(features, dtype=np.float32)
     n, d = x.shape

@@ -2,17 +2,181 @@
 
 Everything here goes through faiss and works in row blocks, so nothing allocates N x N or
 N x m x d. Distances are SQUARED L2 unless a name says otherwise.
+
+Where the work runs: `compute_device("cpu" | "cuda[:N]" | "auto")` sets the device for the
+calls made inside it (`Selector.select` sets it from the selection context). On a GPU, K-Means,
+flat and IVF k-NN and the IVF range search go through faiss's own GPU API (StandardGpuResources,
+index_cpu_to_gpu, knn_gpu, contrib.exhaustive_search.range_search_gpu) when the installed faiss
+has GPU support, and the exact k-NN sums and the exact range graph run as torch kernels on the
+device (`torch_exact`). The active device records which operations ran on the GPU.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Iterator
 
-import faiss
 import numpy as np
 
+from ..errors import UserError
 from ..utils import progress_disabled
+
+try:
+    import faiss
+except ImportError:  # the base install carries no faiss: the `cpu` or `gpu` extra chooses one
+    class _MissingFaiss:
+        def __getattr__(self, name):
+            raise UserError("faiss is not installed. Install uslbench with one of its faiss extras: "
+                            "pip install -e '.[cpu]' (faiss-cpu) or, on a CUDA machine, pip install -e '.[gpu]' "
+                            "(faiss-gpu).")
+
+    faiss = _MissingFaiss()
+
+# faiss's GPU k-selection handles at most this many neighbours per query (faiss >= 1.7.3)
+GPU_MAX_K = 2048
+
+
+@dataclass
+class ComputeDevice:
+    """Where the toolkit's work runs while this device is active (see `compute_device`).
+
+    name: "cpu" or "cuda[:N]"; faiss_gpu: faiss K-Means, k-NN and range search run on GPU
+    `gpu_id` through faiss's GPU API; torch_device: where the torch kernels run (the exact k-NN
+    sums of the USL density and the exact range graph), None for the NumPy/BLAS versions (the
+    CPU default). gpu_ops: the operations that actually ran on the GPU, filled as they run."""
+
+    name: str = "cpu"
+    gpu_id: int = 0
+    faiss_gpu: bool = False
+    torch_device: str | None = None
+    gpu_ops: list[str] = field(default_factory=list)
+
+    def ran_on_gpu(self, operation: str) -> None:
+        if operation not in self.gpu_ops:
+            self.gpu_ops.append(operation)
+
+    def record(self) -> dict:
+        """What a selection's info says about where it ran."""
+        return {"selection_device": self.name, "faiss_gpu": self.faiss_gpu, "gpu_ops": sorted(self.gpu_ops)}
+
+
+_CPU = ComputeDevice()
+_ACTIVE: contextvars.ContextVar[ComputeDevice | None] = contextvars.ContextVar("uslbench_compute", default=None)
+
+
+def active_compute() -> ComputeDevice:
+    """The device set by the innermost `compute_device` (the CPU outside any)."""
+    return _ACTIVE.get() or _CPU
+
+
+def faiss_gpu_count() -> int:
+    """GPUs the installed faiss can use: 0 for faiss-cpu (no GPU symbols) or when none is visible."""
+    if not (hasattr(faiss, "StandardGpuResources") and hasattr(faiss, "index_cpu_to_gpu")):
+        return 0
+    try:
+        return int(faiss.get_num_gpus())
+    except Exception:  # noqa: BLE001 - a broken CUDA runtime counts as no GPU
+        return 0
+
+
+def torch_cuda_count() -> int:
+    """CUDA devices torch can use (0 for a CPU-only torch build or without a visible GPU)."""
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def resolve_compute(device: str = "auto", strict: bool = False) -> ComputeDevice:
+    """The ComputeDevice for a device word: "cpu", "auto" (a GPU when one is visible) or
+    "cuda[:N]". Each part that cannot use the GPU falls back to the CPU (faiss-cpu installed:
+    faiss on the CPU, the torch kernels still on the GPU), unless `strict`: then "cuda" without
+    a visible GPU, without faiss GPU support or without a CUDA torch raises a UserError (before
+    any work; the `select` command asks for this when the user typed --device cuda).
+
+    Raises
+    ------
+    UserError
+        An unknown device word, or (strict) a GPU part that is not available."""
+    word = str(device or "auto").strip().lower()
+    if word == "cpu":
+        return ComputeDevice()
+    if word == "auto":
+        name, gpu_id, strict = "cuda", 0, False
+    elif word == "cuda" or (word.startswith("cuda:") and word[5:].isdigit()):
+        name, gpu_id = word, int(word[5:] or 0) if ":" in word else 0
+    else:
+        raise UserError(f"Unknown device {device!r}; use cpu, cuda, cuda:N or auto.")
+    faiss_gpus, torch_gpus = faiss_gpu_count(), torch_cuda_count()
+    faiss_gpu, torch_gpu = gpu_id < faiss_gpus, gpu_id < torch_gpus
+    if strict and not (faiss_gpu and torch_gpu):
+        if not faiss_gpus and not torch_gpus:
+            why = "no CUDA GPU is visible here"
+            if not hasattr(faiss, "StandardGpuResources"):
+                why += " and the installed faiss has no GPU support (faiss-cpu)"
+        elif not hasattr(faiss, "StandardGpuResources"):
+            why = ("the installed faiss has no GPU support (faiss-cpu); switch with "
+                   "`pip uninstall -y faiss-cpu && pip install -e '.[gpu]'`, or use --device auto, which keeps "
+                   "faiss on the CPU and runs the rest on the GPU")
+        elif not torch_gpus:
+            why = "torch sees no CUDA device (a CPU-only torch build?)"
+        else:
+            why = f"GPU {gpu_id} is not visible (faiss sees {faiss_gpus}, torch sees {torch_gpus})"
+        raise UserError(f"--device {word} asks for selection on the GPU, but {why}. Use --device cpu or auto.")
+    if not (faiss_gpu or torch_gpu):
+        return ComputeDevice()
+    return ComputeDevice(name=name, gpu_id=gpu_id, faiss_gpu=faiss_gpu,
+                         torch_device=f"cuda:{gpu_id}" if torch_gpu else None)
+
+
+def check_selection_device(device: str) -> None:
+    """Refuse `--device cuda[:N]` when selection cannot run on that GPU (no GPU, faiss-cpu, a
+    CPU-only torch); "cpu" and "auto" always pass. Call it before any work."""
+    if str(device).strip().lower().startswith("cuda"):
+        resolve_compute(device, strict=True)
+
+
+@contextmanager
+def compute_device(device: str | ComputeDevice = "cpu", strict: bool = False) -> Iterator[ComputeDevice]:
+    """Run the toolkit calls inside on `device` (a word for `resolve_compute`, or a ComputeDevice);
+    yields the ComputeDevice, whose `gpu_ops` afterwards lists what ran on the GPU."""
+    compute = device if isinstance(device, ComputeDevice) else resolve_compute(device, strict)
+    token = _ACTIVE.set(compute)
+    try:
+        yield compute
+    finally:
+        _ACTIVE.reset(token)
+
+
+# The GPU calls, one small function each (the CPU tests replace them with CPU stand-ins).
+@functools.lru_cache(maxsize=None)
+def _gpu_resources(gpu_id: int):
+    """One StandardGpuResources per GPU and process (cuBLAS handles, streams, scratch memory)."""
+    return faiss.StandardGpuResources()
+
+
+def _index_to_gpu(index, gpu_id: int):
+    return faiss.index_cpu_to_gpu(_gpu_resources(gpu_id), gpu_id, index)
+
+
+def _index_to_cpu(index):
+    return faiss.index_gpu_to_cpu(index)
+
+
+def _knn_gpu(queries: np.ndarray, base: np.ndarray, k: int, gpu_id: int) -> tuple[np.ndarray, np.ndarray]:
+    return faiss.knn_gpu(_gpu_resources(gpu_id), queries, base, k, device=gpu_id)
+
+
+def _range_search_gpu(queries: np.ndarray, radius_sq: float, gpu_index, cpu_index):
+    """faiss has no GPU range search; its contrib emulates one: a GPU k-NN with k = 1024, and the
+    queries with more results than that searched again on the CPU index."""
+    from faiss.contrib.exhaustive_search import range_search_gpu
+
+    return range_search_gpu(queries, radius_sq, gpu_index, cpu_index, gpu_k=1024)
 
 
 @dataclass
@@ -65,17 +229,34 @@ def _as_f32(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def build_index(features: np.ndarray, params: KnnParams, seed: int = 0) -> tuple[faiss.Index, str]:
+def build_index(features: np.ndarray, params: KnnParams, seed: int = 0,
+                on_gpu: bool | None = None) -> tuple[faiss.Index, str]:
+    """A faiss index over `features`: flat up to params.exact_max points, else IVF or HNSW.
+
+    With faiss GPU support on the active compute device, the IVF coarse quantizer is trained by
+    the same seeded faiss Clustering with a GPU flat index for its assignments, and flat and IVF
+    indexes are placed on the GPU unless `on_gpu` is False; HNSW has no GPU version and stays here."""
     features = _as_f32(features)
+    compute = active_compute()
+    on_gpu = compute.faiss_gpu if on_gpu is None else on_gpu and compute.faiss_gpu
+    index, kind = _trained_index(features, params, seed, compute.faiss_gpu)
+    if on_gpu and not kind.startswith("hnsw"):
+        index = _index_to_gpu(index, compute.gpu_id)
+        compute.ran_on_gpu("faiss_index")
+    index.add(features)
+    if kind.startswith("ivf"):
+        index.nprobe = params.ivf_nprobe
+    return index, kind
+
+
+def _trained_index(features: np.ndarray, params: KnnParams, seed: int, gpu_training: bool) -> tuple[faiss.Index, str]:
+    """An empty CPU index, trained when it needs training."""
     n, d = features.shape
     if n <= params.exact_max:
-        index = faiss.IndexFlatL2(d)
-        index.add(features)
-        return index, "flat"
+        return faiss.IndexFlatL2(d), "flat"
     if params.approximate == "hnsw":
         index = faiss.IndexHNSWFlat(d, params.hnsw_m)
         index.hnsw.efSearch = params.hnsw_ef_search
-        index.add(features)
         return index, f"hnsw(M={params.hnsw_m},ef={params.hnsw_ef_search})"
     if params.approximate != "ivf":
         raise ValueError(f"unknown approximate index {params.approximate!r} (ivf or hnsw)")
@@ -88,9 +269,15 @@ def build_index(features: np.ndarray, params: KnnParams, seed: int = 0) -> tuple
     index.cp.max_points_per_centroid = max(params.ivf_train_per_list, 1)
     index.cp.niter = params.ivf_train_iters
     index.cp.min_points_per_centroid = 1  # a deliberate small sample: no faiss warning
-    index.train(features[sample])
-    index.add(features)
-    index.nprobe = params.ivf_nprobe
+    if gpu_training:  # Lloyd's assignment step on the GPU (faiss IndexIVF.clustering_index)
+        compute = active_compute()
+        assigner = _index_to_gpu(faiss.IndexFlatL2(d), compute.gpu_id)
+        index.clustering_index = assigner
+        index.train(features[sample])
+        index.clustering_index = None
+        compute.ran_on_gpu("ivf_training")
+    else:
+        index.train(features[sample])
     return index, f"ivf(nlist={nlist},nprobe={params.ivf_nprobe})"
 
 
@@ -104,17 +291,33 @@ def knn(features: np.ndarray, k: int, params: KnnParams | None = None, queries: 
     features = _as_f32(features)
     queries = features if queries is None else _as_f32(queries)
     k = min(k, features.shape[0])
-    index, kind = build_index(features, params, seed)
+    compute = active_compute()
+    on_gpu = compute.faiss_gpu and k <= GPU_MAX_K
+    if on_gpu and features.shape[0] <= params.exact_max:  # brute force on the GPU, no index kept
+        kind = "flat"
+        compute.ran_on_gpu("knn")
+
+        def search(rows):
+            return _knn_gpu(rows, features, k, compute.gpu_id)
+    else:
+        index, kind = build_index(features, params, seed, on_gpu=on_gpu)
+        if on_gpu and not kind.startswith("hnsw"):
+            compute.ran_on_gpu("knn")
+
+        def search(rows):
+            return index.search(rows, k)
     dists = np.empty((len(queries), k), dtype=np.float32)
     labels = np.empty((len(queries), k), dtype=np.int64)
     blocks = list(row_blocks(len(queries), params.block_rows))
     for start, stop in tqdm(blocks, desc=desc, disable=progress_disabled() or len(blocks) < 4, leave=False):
-        dists[start:stop], labels[start:stop] = index.search(queries[start:stop], k)
+        dists[start:stop], labels[start:stop] = search(queries[start:stop])
     missing = np.flatnonzero((labels < 0).any(axis=1))
-    if len(missing) and hasattr(index, "nprobe"):
+    if len(missing) and kind.startswith("ivf"):
         # the probed inverted lists held fewer than k points: search those rows exhaustively
-        index.nprobe = index.nlist
-        dists[missing], labels[missing] = index.search(queries[missing], k)
+        # (on a CPU copy: the GPU scans at most 2,048 lists per query)
+        exhaustive = _index_to_cpu(index) if on_gpu else index
+        exhaustive.nprobe = exhaustive.nlist
+        dists[missing], labels[missing] = exhaustive.search(queries[missing], k)
     np.maximum(dists, 0, out=dists)
     return dists, labels, kind
 
@@ -164,11 +367,19 @@ def kmeans(features: np.ndarray, n_clusters: int, n_iter: int = 100, seed: int =
     km = faiss.Kmeans(d, n_clusters, niter=n_iter, seed=int(seed) % (2**31 - 1), verbose=False,
                       spherical=spherical, max_points_per_centroid=points_per_centroid,
                       min_points_per_centroid=1)
+    compute = active_compute()
+    if compute.faiss_gpu:
+        # what Kmeans(gpu=True) does, on the chosen GPU only: the assignment index moves there
+        # (same seeded sample and initial centroids; only the GPU's rounding differs)
+        km.index = _index_to_gpu(km.index, compute.gpu_id)
+        compute.ran_on_gpu("kmeans")
     km.train(features)
     centroids = km.centroids.copy()
     if not np.isfinite(centroids).all():  # defensive: never let a NaN centroid through
         raise FloatingPointError("K-Means produced non-finite centroids")
     index = faiss.IndexFlatL2(d)
+    if compute.faiss_gpu:
+        index = _index_to_gpu(index, compute.gpu_id)
     index.add(centroids)
     assignments = np.empty(n, dtype=np.int64)
     objective = 0.0
@@ -220,19 +431,34 @@ def range_graph(features: np.ndarray, radius_sq: float, params: KnnParams | None
     params = params or KnnParams()
     features = _as_f32(features)
     n = features.shape[0]
+    compute = active_compute()
     if n <= params.exact_max:
+        if compute.torch_device is not None:
+            from .torch_exact import range_graph_torch
+
+            offsets, targets = range_graph_torch(features, float(radius_sq), device=compute.torch_device)
+            compute.ran_on_gpu("range_graph")
+            return offsets, targets, "exact (blockwise GEMM, torch)"
         return (*_exact_range_graph(features, float(radius_sq), block_rows or rows_per_block(n), workers, desc),
                 "exact (blockwise GEMM)")
-    index, kind = build_index(features, params, seed)
+    index, kind = build_index(features, params, seed, on_gpu=False)
     if hasattr(index, "nprobe"):
         index.nprobe = params.ivf_nprobe
+    search = index.range_search
+    if compute.faiss_gpu and not kind.startswith("hnsw"):
+        gpu_index = _index_to_gpu(index, compute.gpu_id)
+        gpu_index.nprobe = params.ivf_nprobe
+        compute.ran_on_gpu("range_search")
+
+        def search(rows, radius):
+            return _range_search_gpu(rows, radius, gpu_index, index)
     # large blocks: faiss range search has a high per-call cost (335-row blocks ran 4x slower than 4,096)
     block_rows = block_rows or 4096
     offsets = np.zeros(n + 1, dtype=np.int64)
     chunks = []
     blocks = list(row_blocks(n, block_rows))
     for start, stop in tqdm(blocks, desc=desc, disable=progress_disabled() or len(blocks) < 8, leave=False):
-        lims, _, targets = index.range_search(features[start:stop], float(radius_sq))
+        lims, _, targets = search(features[start:stop], float(radius_sq))
         chunks.append(targets.astype(np.int32))
         offsets[start + 1:stop + 1] = offsets[start] + lims[1:]
     targets = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
