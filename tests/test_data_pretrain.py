@@ -9,8 +9,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from uslbench.benchmark.pipeline import run_spec
-from uslbench.benchmark.spec import RunSpec
+from uslbench.harness.pipeline import run_spec
+from uslbench.harness.spec import RunSpec
 from uslbench.cli import main
 from uslbench.datasets import load_dataset
 from uslbench.datasets.testing import write_npz

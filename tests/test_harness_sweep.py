@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from uslbench.benchmark.launch import Resources, chunk_specs, parse_time_minutes, plan_stages
-from uslbench.benchmark.status import scan_states, summarize
-from uslbench.benchmark.sweep import (build_sweep, cpu_selectors, load_sweep_file, parse_int_list, plan_sweep,
-                                      run_sweep)
+from uslbench.harness.plan import chunk_specs, plan_sweep, plan_stages
+from uslbench.harness.resources import Resources, parse_time_minutes
+from uslbench.harness.status import scan_states, summarize
+from uslbench.harness.grid import build_sweep, cpu_selectors, load_sweep_file, parse_int_list
+from uslbench.harness.sweep import run_sweep
 from uslbench.errors import UserError
 from uslbench.registry import SELECTORS
 from uslbench.selectors.random import RandomSelector
@@ -257,7 +258,7 @@ def test_stage_job_requeues_itself():
     skips what is done (records, cached selections) when it starts again."""
     from submitit.helpers import DelayedSubmission
 
-    from uslbench.benchmark.launch import StageJob
+    from uslbench.harness.jobs import StageJob
 
     job = StageJob("run", [{"dataset": "digits"}], "/tmp/x", "cpu")
     resubmission = job.checkpoint()

@@ -207,7 +207,3 @@ SELECTORS = Registry("selector")
 LEARNERS = Registry("learner")
 REGISTRIES = {"datasets": DATASETS, "encoders": ENCODERS, "selectors": SELECTORS, "learners": LEARNERS}
 
-
-def load_all() -> None:
-    """Import every module that registers entries (the subpackages' __init__ do the imports)."""
-    from . import datasets, encoders, learners, selectors  # noqa: F401

@@ -21,8 +21,8 @@ from torch import nn
 
 from ..datasets.base import Dataset
 from ..errors import UserError
-from ..learners.nets import projection_mlp
-from ..learners.nets.resnet import BACKBONES
+from ..nets import projection_mlp
+from ..nets.resnet import BACKBONES
 from ..utils import content_key, file_sha256
 from .base import Encoder, FeatureSet, l2_normalise
 from .checkpoints import FORMAT, MappedWeights, load_file, load_into, map_state_dict

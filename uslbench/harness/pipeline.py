@@ -8,6 +8,8 @@ with status "ok" is returned as is; an exception during training leaves a record
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata as md
+import json
 import os
 import platform
 import socket
@@ -22,11 +24,11 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import SCHEMA_VERSION, __version__
-from ..datasets import load_dataset
+from ..catalog import DATASETS, ENCODERS, LEARNERS, SELECTORS
+from ..datasets import DatasetLoader
 from ..datasets.base import Dataset
 from ..encoders.base import FeatureSet
 from ..errors import UserError
-from ..registry import DATASETS, ENCODERS, LEARNERS, SELECTORS, load_all
 from ..selectors.base import SelectionContext, check_budget
 from ..utils import atomic_write_json, writable_root
 from .cache import FeatureCache, SelectionCache, indices_digest
@@ -97,10 +99,12 @@ def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: d
     return ENCODERS.create(name, dataset=dataset_name, **overrides)
 
 
-def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu") -> Prepared:
+def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+            loader: DatasetLoader | None = None) -> Prepared:
     """Resolve names and configs and check the input. Raises UserError; writes nothing.
-    A spec without a learner (`select --dataset`) prepares the features and selection stages only."""
-    load_all()
+    A spec without a learner (`select --dataset`) prepares the features and selection stages only.
+    `loader` loads the data set (a memoising one when many specs share data sets)."""
+    loader = loader or DatasetLoader()
     for registry, name in ((DATASETS, spec.dataset), (SELECTORS, spec.selector), (LEARNERS, spec.learner)):
         if name is not None or registry is not LEARNERS:
             registry.get(name)
@@ -118,7 +122,7 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
         raise UserError(f"Seed must be a non-negative integer, got {spec.seed!r}.")
     check_budget(spec.budget, sys.maxsize)  # positive integer, before loading anything
     root = writable_root(results_root)
-    dataset = load_dataset(spec.dataset, data_root=spec.data_root, **spec.dataset_config)
+    dataset = loader(spec.dataset, data_root=spec.data_root, **spec.dataset_config)
     budget = check_budget(spec.budget, dataset.pool_size)
     encoder_name = spec.encoder or dataset.default_encoder
     encoder = make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)
@@ -305,8 +309,6 @@ def class_histogram(dataset: Dataset, indices: np.ndarray) -> list[int]:
 
 
 def read_record(path: Path) -> dict | None:
-    import json
-
     try:
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -345,8 +347,6 @@ def _now() -> str:
 
 
 def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     out = {"uslbench": __version__, "python": platform.python_version()}
     for package in ("numpy", "torch", "torchvision", "faiss-cpu", "scikit-learn"):
         try:

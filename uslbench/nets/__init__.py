@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ...errors import UserError
+from ..errors import UserError
 
 
 def projection_mlp(head_dims: list[int], relu: bool = True) -> nn.Sequential:
@@ -47,7 +47,7 @@ def _resnet(name: str) -> Callable[[int, int], tuple[nn.Module, int]]:
         try:
             from . import resnet
         except ImportError as exc:
-            raise UserError(f"Network {name!r} needs uslbench.learners.nets.resnet, which is not available "
+            raise UserError(f"Network {name!r} needs uslbench.nets.resnet, which is not available "
                             f"in this installation ({exc}). Use arch=wrn28_2 or arch=cnn.") from None
         module = getattr(resnet, name)(num_classes=10)
         if in_channels != 3:
