@@ -2,6 +2,7 @@
 in pyproject.toml)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -24,3 +25,55 @@ def test_import_contracts_hold():
                           timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 broken" in done.stdout
+
+
+# The commands a user runs to look around; they must start without a deep-learning package.
+HEAVY = ("torch", "torchvision", "sklearn", "open_clip")
+_RUNNER = """
+import json, sys
+from uslbench.cli import main
+try:
+    main(sys.argv[1:], prog_name="cli.py")
+    code = 0
+except SystemExit as exc:
+    code = exc.code or 0
+print(json.dumps({"code": code, "heavy": sorted(m for m in %r if m in sys.modules)}))
+""" % (HEAVY,)
+
+
+def _light_commands(tmp: Path) -> dict[str, list[str]]:
+    import numpy as np
+
+    features = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+    np.save(tmp / "features.npy", features)
+    golden = str(REPO / "tests" / "golden" / "records")
+    return {
+        "help": ["--help"],
+        "sweep --help": ["sweep", "--help"],
+        "status": ["status", golden],
+        "leaderboard": ["leaderboard", golden, "--output", str(tmp / "board"), "--no-plots"],
+        "select --features": ["select", "--features", str(tmp / "features.npy"), "--selector", "usl",
+                              "--budget", "5", "--selector-config", "usl.knn_k=5"],
+        "list": ["list"],
+        "describe usl": ["describe", "usl"],
+        "describe pixels": ["describe", "pixels"],
+        "describe linear": ["describe", "linear"],
+        "describe fixmatch": ["describe", "fixmatch"],
+    }
+
+
+@pytest.mark.slow
+def test_light_commands_import_no_deep_learning_package(tmp_path):
+    """`--help`, `list`, `describe`, `status`, `leaderboard` and `select --features` import none of
+    torch, torchvision, scikit-learn or open_clip (a fresh interpreter for each)."""
+    failures = []
+    for name, argv in _light_commands(tmp_path).items():
+        done = subprocess.run([sys.executable, "-c", _RUNNER, *argv], cwd=tmp_path, env=_env(), capture_output=True,
+                              text=True, timeout=300)
+        lines = [line for line in done.stdout.splitlines() if line.startswith('{"code"')]
+        assert lines, f"{name}: no result line\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        result = json.loads(lines[-1])
+        assert result["code"] == 0, f"{name} exited {result['code']}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+        if result["heavy"]:
+            failures.append(f"{name}: {', '.join(result['heavy'])}")
+    assert not failures, "commands that imported a deep-learning package:\n" + "\n".join(failures)

@@ -70,6 +70,11 @@ def test_grid_and_scoped_overrides():
         build_sweep(dataset="digits", selector="usl", learner="linear", budget="10", selector_config=["usel.lam=1"])
     with pytest.raises(UserError, match="needs --learner"):
         build_sweep(dataset="digits", selector="usl", budget="10")
+    scoped = build_sweep(dataset="digits", selector="usl", learner="linear", budget="10", encoder="pixels",
+                         encoder_config=["pixels.max_side=16"]).specs()
+    assert [s.encoder_config for s in scoped] == [{"max_side": "16"}]
+    with pytest.raises(UserError, match="name the encoder with --encoder"):
+        build_sweep(dataset="digits", selector="usl", learner="linear", budget="10", encoder_config=["pixels.x=1"])
 
 
 def test_sweep_file_yaml_json_and_errors(tmp_path):

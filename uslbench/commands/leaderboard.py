@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import click
 
+from .options import RESULTS_ROOT
+
 
 @click.command()
-@click.argument("root", default="results", required=False)
+@click.argument("root", default=RESULTS_ROOT, required=False)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
               show_default=True)
 @click.option("--output", default=None, help="folder for the tables and plots  [default: ROOT/leaderboards]")

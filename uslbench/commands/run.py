@@ -4,24 +4,22 @@ from __future__ import annotations
 import click
 
 from ..devices import resolve_device
-from ..registry import parse_overrides
+from .options import BUDGET, config_overrides, device_option, overrides_for, results_root_option
 
 
 @click.command("run")
 @click.option("--selector", required=True, help="selector name (see `list selectors`), or file:PATH")
 @click.option("--learner", required=True, help="learner name (see `list learners`)")
 @click.option("--dataset", required=True, help="data set name (see `list datasets`)")
-@click.option("--budget", required=True, help="number of images to label (m)")
+@click.option("--budget", required=True, type=BUDGET, help="number of images to label (m), a positive integer")
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--encoder", default=None, help="encoder (default: the data set's default)")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
 @click.option("--data-root", default=None, help="folder holding the data set's files")
 @click.option("--download", is_flag=True, help="download the data set where its library can (cifar, bloodmnist)")
-@click.option("--selector-config", multiple=True, metavar="KEY=VALUE", help="selector config override (repeatable)")
-@click.option("--learner-config", multiple=True, metavar="KEY=VALUE", help="learner config override (repeatable)")
-@click.option("--encoder-config", multiple=True, metavar="KEY=VALUE", help="encoder config override (repeatable)")
-@click.option("--results-root", default="results", show_default=True, help="where caches and records go")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
+@config_overrides("selector", "learner", "encoder")
+@results_root_option()
+@device_option()
 @click.option("--force", is_flag=True, help="recompute the run even if a finished record exists")
 def run(selector, learner, dataset, budget, seed, encoder, encoder_weights, data_root, download, selector_config,
         learner_config, encoder_config, results_root, device, force) -> None:
@@ -36,8 +34,10 @@ def run(selector, learner, dataset, budget, seed, encoder, encoder_weights, data
 
     spec = RunSpec(dataset=dataset, selector=selector, learner=learner, budget=budget, seed=seed,
                    encoder=encoder, encoder_weights=encoder_weights, data_root=data_root,
-                   selector_config=parse_overrides(selector_config), learner_config=parse_overrides(learner_config),
-                   encoder_config=parse_overrides(encoder_config), dataset_config={"download": True} if download else {})
+                   selector_config=overrides_for("selector", selector, selector_config),
+                   learner_config=overrides_for("learner", learner, learner_config),
+                   encoder_config=overrides_for("encoder", encoder, encoder_config),
+                   dataset_config={"download": True} if download else {})
     outcome = run_spec(spec, results_root, device=resolve_device(device),
                        echo=lambda m: click.echo(f"warning: {m}", err=True), force=force)
     record = outcome.record

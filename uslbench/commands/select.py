@@ -8,7 +8,7 @@ import click
 
 from ..devices import resolve_device
 from ..errors import UserError
-from ..registry import parse_overrides
+from .options import BUDGET, config_overrides, device_option, overrides_for, results_root_option
 
 
 def _format_seconds(seconds: dict[str, float]) -> str:
@@ -17,22 +17,22 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 
 @click.command("select")
 @click.option("--selector", required=True, help="selector name (see `list selectors`), or file:PATH")
-@click.option("--budget", required=True, help="number of images to label (m)")
+@click.option("--budget", required=True, type=BUDGET, help="number of images to label (m), a positive integer")
 @click.option("--seed", default=1, show_default=True, type=int)
 @click.option("--features", "features_path", default=None, help="(N, d) float matrix (.npy) to select from")
 @click.option("--dataset", default=None, help="data set name: select through the pipeline's feature cache")
 @click.option("--encoder", default=None, help="with --dataset: encoder (default: the data set's)")
 @click.option("--encoder-weights", default=None, help="with --dataset: weights file for the encoder")
 @click.option("--data-root", default=None, help="with --dataset: folder holding the data set's files")
-@click.option("--selector-config", multiple=True, metavar="KEY=VALUE", help="selector config override (repeatable)")
+@config_overrides("selector")
 @click.option("--preset", "preset_dataset", default=None,
               help="with --features: take the selector's presets for this data set (e.g. cifar10, imagenet)")
 @click.option("--l2-normalise/--no-l2-normalise", "normalise", default=True, show_default=True,
               help="with --features: scale every row to unit length first, as the encoders do (the presets "
                    "assume it); --no-l2-normalise uses the matrix as given")
 @click.option("--export", "export_path", default=None, help="write the indices to FILE (.npy, .json or .csv)")
-@click.option("--results-root", default="results", show_default=True, help="with --dataset: caches go here")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
+@results_root_option("with --dataset: caches go here")
+@device_option()
 def select_command(selector, budget, seed, features_path, dataset, encoder, encoder_weights, data_root,
                    selector_config, preset_dataset, normalise, export_path, results_root, device) -> None:
     """Select m images from your own features or a data set; print per-phase seconds; export.
@@ -50,7 +50,7 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
     if (features_path is None) == (dataset is None):
         raise UserError("Give exactly one of --features FILE.npy (your own embeddings) or --dataset NAME.")
     check_export_path(export_path)
-    overrides = parse_overrides(selector_config)
+    overrides = overrides_for("selector", selector, selector_config)
     if features_path is not None:
         for flag, value in (("--encoder", encoder), ("--encoder-weights", encoder_weights), ("--data-root", data_root)):
             if value is not None:

@@ -7,10 +7,11 @@ import click
 
 from ..errors import UserError
 from ..harness.status import scan_states, summarize
+from .options import RESULTS_ROOT
 
 
 @click.command()
-@click.argument("root", default="results", required=False)
+@click.argument("root", default=RESULTS_ROOT, required=False)
 def status(root: str) -> None:
     """Counts per state (done, failed, crashed, running, new); failed runs with their error and log.
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .options import config_overrides, device_option, results_root_option
 
 EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 
@@ -22,12 +23,10 @@ EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 @click.option("--budget", default=None, help="comma list or ranges, e.g. 10,20,40")
 @click.option("--seeds", default=None, help="comma list or ranges, e.g. 1-5 (default 1)")
 @click.option("--encoder", default=None, help="comma list (default: each data set's default encoder)")
-@click.option("--selector-config", multiple=True, metavar="NAME.KEY=VALUE", help="e.g. usl.lam=1.0 (repeatable)")
-@click.option("--learner-config", multiple=True, metavar="NAME.KEY=VALUE", help="e.g. linear.C=10 (repeatable)")
-@click.option("--encoder-config", multiple=True, metavar="KEY=VALUE", help="encoder config override (repeatable)")
+@config_overrides("selector", "learner", "encoder")
 @click.option("--data-root", default=None, help="folder holding the data sets' files")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
-@click.option("--results-root", default="results", show_default=True)
+@results_root_option()
 @click.option("--executor", type=EXECUTOR_CHOICE, default=None,
               help="inline (this process), local (submitit processes) or slurm  [default: local]")
 @click.option("--max-parallel", default=None, type=int, help="local: jobs at a time  [default: CPU count]")
@@ -44,7 +43,7 @@ EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 @click.option("--qos", default=None, help="slurm quality of service")
 @click.option("--sbatch", "sbatch_options", multiple=True, metavar="KEY=VALUE",
               help="extra sbatch option, e.g. constraint=a100 (repeatable)")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto (resolved inside each job)")
+@device_option("cpu, cuda, cuda:N or auto (resolved inside each job)")
 @click.option("--dry-run", is_flag=True, help="only show what is done / failed / running / new")
 @click.option("--retry-failed", is_flag=True, help="also re-run runs whose record says failed")
 @click.option("--wait/--no-wait", default=None,

@@ -19,7 +19,7 @@ import yaml
 from ..catalog import LEARNERS, SELECTORS
 from ..datasets import DatasetLoader
 from ..errors import UserError, close_matches
-from ..registry import parse_overrides
+from ..registry import parse_scoped_overrides
 from .pipeline import prepare
 from .spec import RunSpec
 
@@ -91,19 +91,6 @@ def parse_name_list(text: str | Iterable[str] | None) -> list[str]:
     return out
 
 
-def parse_scoped_overrides(pairs: Iterable[str], kind: str) -> dict[str, dict[str, str]]:
-    """['usl.lam=1.0', 'usl.k=20'] -> {'usl': {'lam': '1.0', 'k': '20'}}."""
-    scoped: dict[str, dict[str, str]] = {}
-    for pair in pairs:
-        name_key = pair.split("=", 1)[0]
-        if "." not in name_key:
-            raise UserError(f"--{kind}-config {pair!r} must name the {kind}: NAME.KEY=VALUE "
-                            f"(for example usl.lam=1.0).")
-        name, rest = pair.split(".", 1)
-        scoped.setdefault(name.strip(), {}).update(parse_overrides([rest]))
-    return scoped
-
-
 def cpu_selectors(datasets: Iterable[str] = (), budget: int = 10,
                   skipped: list[str] | None = None) -> list[str]:
     """Registered selectors that run on a CPU without extra files, read at run time so selectors
@@ -139,7 +126,8 @@ class Sweep:
     encoders: list[str | None] = field(default_factory=lambda: [None])
     selector_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     learner_config: dict[str, dict[str, Any]] = field(default_factory=dict)
-    encoder_config: dict[str, Any] = field(default_factory=dict)
+    encoder_config: dict[str, Any] = field(default_factory=dict)      # every encoder (sweep files)
+    encoder_configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per encoder name
     dataset_config: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
     encoder_weights: str | None = None
@@ -153,12 +141,15 @@ class Sweep:
                 raise UserError(f"The sweep's {axis} axis is empty; give at least one value "
                                 f"(for example --{axis} {_EXAMPLES[axis]}).")
         for scope, names, what in ((self.selector_config, self.selectors, "selector"),
-                                   (self.learner_config, self.learners, "learner")):
+                                   (self.learner_config, self.learners, "learner"),
+                                   (self.encoder_configs, [e for e in self.encoders if e], "encoder")):
             for name in scope:
                 if name not in names:
                     hint = close_matches(name, names)
-                    raise UserError(f"--{what}-config names {what} {name!r}, which is not in this sweep "
-                                    f"({', '.join(names)})." + (f" Did you mean {hint[0]!r}?" if hint else ""))
+                    listed = (f"({', '.join(names)})" if names else
+                              "(it uses each data set's default encoder; name the encoder with --encoder)")
+                    raise UserError(f"--{what}-config names {what} {name!r}, which is not in this sweep {listed}."
+                                    + (f" Did you mean {hint[0]!r}?" if hint else ""))
 
     def specs(self) -> list[RunSpec]:
         self.check()
@@ -168,7 +159,8 @@ class Sweep:
             out.append(RunSpec(dataset=dataset, selector=selector, learner=learner, budget=budget, seed=seed,
                                encoder=encoder, selector_config=dict(self.selector_config.get(selector, {})),
                                learner_config=dict(self.learner_config.get(learner, {})),
-                               encoder_config=dict(self.encoder_config), dataset_config=dict(self.dataset_config),
+                               encoder_config={**self.encoder_config, **self.encoder_configs.get(encoder, {})},
+                               dataset_config=dict(self.dataset_config),
                                encoder_weights=self.encoder_weights, data_root=self.data_root))
         return out
 
@@ -214,13 +206,13 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
         for name, overrides in scope.items():
             learn_cfg.setdefault(name, {}).update(overrides)
     enc_cfg = dict(values.get("encoder_config") or {})
-    enc_cfg.update(parse_overrides(encoder_config))
+    enc_cfgs = parse_scoped_overrides(encoder_config, "encoder")
     encoders = parse_name_list(values.get("encoder")) or [None]
     sweep = Sweep(datasets=parse_name_list(values["dataset"]), selectors=parse_name_list(values["selector"]),
                   learners=learners,
                   budgets=parse_int_list(values["budget"], "Budget"),
                   seeds=parse_int_list(values.get("seeds", "1"), "Seed"), encoders=encoders,
-                  selector_config=sel_cfg, learner_config=learn_cfg, encoder_config=enc_cfg,
+                  selector_config=sel_cfg, learner_config=learn_cfg, encoder_config=enc_cfg, encoder_configs=enc_cfgs,
                   dataset_config=dict(values.get("dataset_config") or {}),
                   data_root=data_root or values.get("data_root"),
                   encoder_weights=encoder_weights or values.get("encoder_weights"), preset=preset,

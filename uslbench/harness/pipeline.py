@@ -120,7 +120,6 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
                         "as that encoder's documentation says, or run select --features on your own embeddings.")
     if isinstance(spec.seed, bool) or not isinstance(spec.seed, (int, np.integer)) or spec.seed < 0:
         raise UserError(f"Seed must be a non-negative integer, got {spec.seed!r}.")
-    check_budget(spec.budget, sys.maxsize)  # positive integer, before loading anything
     root = writable_root(results_root)
     dataset = loader(spec.dataset, data_root=spec.data_root, **spec.dataset_config)
     budget = check_budget(spec.budget, dataset.pool_size)

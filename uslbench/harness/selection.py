@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from ..catalog import SELECTORS
-from ..encoders.base import l2_normalise
+from .. import selectors  # noqa: F401  (registers the selectors; the whole catalogue would import torch)
 from ..errors import UserError
+from ..registry import SELECTORS
 from ..selectors.base import Selection, SelectionContext
-from ..utils import atomic_save_npy, atomic_write_bytes
+from ..utils import atomic_save_npy, atomic_write_bytes, l2_normalise
 
 EXPORT_SUFFIXES = (".npy", ".json", ".csv")
 
