@@ -14,7 +14,7 @@ from uslbench.harness.pipeline import run_spec
 from uslbench.harness.spec import RunSpec
 from uslbench.cli import main
 from uslbench.datasets.testing import write_cifar, write_image_folder, write_medmnist, write_npz
-from uslbench.encoders.torch_base import ContrastiveNet
+from uslbench.nets.contrastive import ContrastiveNet
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

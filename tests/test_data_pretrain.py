@@ -16,7 +16,7 @@ from uslbench.datasets import load_dataset
 from uslbench.datasets.testing import write_npz
 from uslbench.encoders.checkpoints import load_file, map_state_dict
 from uslbench.encoders.pretrain import PretrainOptions, nt_xent, pretrain_simclr, simclr_augment
-from uslbench.encoders.torch_base import ContrastiveNet
+from uslbench.nets.contrastive import ContrastiveNet
 from uslbench.errors import UserError
 from uslbench.utils import seed_from
 

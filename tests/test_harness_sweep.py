@@ -197,15 +197,15 @@ def test_running_crashed_failed_states(done_root, tmp_path):
     plan = plan_sweep(small_sweep().specs(), root)
     runs = {(r.spec.selector, r.spec.budget, r.spec.seed): r for r in plan.runs}
     host = socket.gethostname()
-    crashed = runs[("random", 10, 1)].prepared.run_dir
+    crashed = runs[("random", 10, 1)].resolved.run_dir
     (crashed / "record.json").unlink()
     (crashed / "running.json").write_text(json.dumps({"pid": _dead_pid(), "host": host, "job_id": None,
                                                        "started": "2020-01-01T00:00:00+00:00"}))
-    running = runs[("random", 10, 2)].prepared.run_dir
+    running = runs[("random", 10, 2)].resolved.run_dir
     (running / "record.json").unlink()
     (running / "running.json").write_text(json.dumps({"pid": os.getpid(), "host": host, "job_id": None,
                                                        "started": "2999-01-01T00:00:00+00:00"}))
-    failed = runs[("random", 20, 1)].prepared.run_dir
+    failed = runs[("random", 20, 1)].resolved.run_dir
     record = json.loads((failed / "record.json").read_text())
     record.update(status="failed", error="RuntimeError: out of luck\nsecond line")
     (failed / "record.json").write_text(json.dumps(record))

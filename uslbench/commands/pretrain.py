@@ -7,6 +7,7 @@ import click
 
 from ..devices import resolve_device
 from ..errors import UserError
+from ..utils import writable_root
 from .options import RESULTS_ROOT, device_option, results_root_option
 
 
@@ -19,7 +20,6 @@ def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, down
     from ..datasets import load_dataset
     from ..encoders.pretrain import PretrainOptions, pretrain_simclr
     from ..encoders.torch_base import default_weights_path
-    from ..utils import writable_root
 
     if encoder != "simclr":
         ENCODERS.get(encoder)  # unknown names get the usual close-match message

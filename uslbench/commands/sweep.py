@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from ..registry import parse_overrides
 from .options import config_overrides, device_option, results_root_option
 
 EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
@@ -63,11 +64,10 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
           --budget 10,20,40 --seeds 1-5 --executor local --max-parallel 2
       python cli.py sweep --file sweep.yaml --executor slurm --partition gpu --gpus 1 --time 4:00:00
     """
-    # lazy: the harness imports the catalogue (torch); `sweep --help` must not
+    # lazy: the harness imports the catalogue (torch), the report pandas; `sweep --help` stays light
     from ..harness.grid import build_sweep, preset_executor
     from ..harness.resources import Resources, parse_time_minutes
     from ..harness.sweep import run_sweep
-    from ..registry import parse_overrides
     from ..report.leaderboard import write_leaderboard
 
     built = build_sweep(preset=preset, sweep_file=sweep_file, dataset=dataset, selector=selector, learner=learner,

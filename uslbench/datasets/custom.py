@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..errors import UserError
 from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
 from .base import Dataset, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_images,
-                    FileLoader, file_list_identity, list_images)
+                    FileLoader, file_list_identity, list_images, to_uint8_images)
 
 
 @dataclass
@@ -122,8 +123,6 @@ class ImageFolderData:
     @staticmethod
     def _refit(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """Bring the test images to the train images' size and channels (a warning says so)."""
-        from PIL import Image
-
         warnings.warn(f"test images ({array.shape[1:]}) resized to the train images' shape {shape}.", stacklevel=3)
         mode = "L" if shape[-1] == 1 else "RGB"
         out = [np.asarray(Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a).convert(mode)
@@ -184,8 +183,6 @@ class NpzData:
 
 
 def _images(array: np.ndarray, what: str) -> np.ndarray:
-    from .files import to_uint8_images
-
     images = to_uint8_images(array, what)
     if len(images) == 0:
         raise UserError(f"{what} holds no images.")

@@ -11,6 +11,7 @@ ship with the package (data/imagenet100_classes.txt).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -76,8 +77,6 @@ class ImageNetSource:
                 raise UserError(f"Data set {self.name!r}: {len(names)} class folder(s) missing under {root / split}: "
                                 f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''}.")
         if len(classes) != self.expected_classes:
-            import warnings
-
             warnings.warn(f"{self.name}: found {len(classes)} class folders under {root / 'train'}, expected "
                           f"{self.expected_classes}.", stacklevel=2)
         splits, identity = {}, {"source": self.name, "classes": len(classes)}

@@ -63,7 +63,7 @@ def _count_finished(runs: list[PlannedRun], since: float) -> int:
     count = 0
     for run in runs:
         try:
-            count += run.prepared.record_path.stat().st_mtime >= since
+            count += run.resolved.record_path.stat().st_mtime >= since
         except FileNotFoundError:
             pass
     return count

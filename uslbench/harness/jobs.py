@@ -74,5 +74,5 @@ class StageJob(submitit.helpers.Checkpointable):
 
 def _write_failed_record(prep: Any, exc: BaseException) -> None:
     atomic_write_json(prep.record_path, {
-        "schema": SCHEMA_VERSION, "key": prep.run_key, "spec": prep.spec.to_dict(), "status": "failed",
+        "schema": SCHEMA_VERSION, "key": prep.resolved.run_key, "spec": prep.spec.to_dict(), "status": "failed",
         "error": f"{type(exc).__name__}: {exc}", "finished": now()})

@@ -35,7 +35,7 @@ def mark_queued(runs: list[Any], executor: str, job_id: str | None, paths: Any =
             marker["pid"] = pid
         if paths is not None:
             marker.update(stdout=str(paths.stdout), stderr=str(paths.stderr))
-        atomic_write_json(run.prepared.run_dir / "job.json", marker)
+        atomic_write_json(run.resolved.run_dir / "job.json", marker)
 
 
 def finish_job_marker(run_dir: Path) -> None:
@@ -50,6 +50,6 @@ def release_markers(runs: list[Any]) -> None:
     """Take back the sweep's own `queued` markers of runs that were never handed to a job (a
     job's marker stays: if that job died, the run shows as crashed)."""
     for run in runs:
-        marker = read_json(run.prepared.run_dir / "job.json")
+        marker = read_json(run.resolved.run_dir / "job.json")
         if marker is not None and marker.get("executor") == "sweep":
-            finish_job_marker(run.prepared.run_dir)
+            finish_job_marker(run.resolved.run_dir)

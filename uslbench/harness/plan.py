@@ -19,7 +19,7 @@ from typing import Any
 from ..catalog import ENCODERS, LEARNERS, SELECTORS
 from ..datasets import DatasetLoader
 from .cache import FeatureCache, SelectionCache
-from .pipeline import Prepared, prepare
+from .pipeline import ResolvedRun, prepare
 from .resources import Resources
 from .spec import RunSpec
 from .status import STATES, Liveness, RunState, run_state
@@ -30,12 +30,12 @@ GPU_TAGS = frozenset({"trains", "gpu_recommended", "gpu_only", "needs_gpu"})
 @dataclass
 class PlannedRun:
     spec: RunSpec
-    prepared: Prepared
+    resolved: ResolvedRun
     state: RunState
 
     @property
     def key(self) -> str:
-        return self.prepared.run_key
+        return self.resolved.run_key
 
 
 @dataclass
@@ -65,12 +65,12 @@ def plan_sweep(specs: list[RunSpec], results_root: str | os.PathLike, retry_fail
     seen: set[str] = set()
     loader = DatasetLoader(memo=True)  # prepare() loads the data set of every spec
     for spec in specs:
-        prepared = prepare(spec, results_root, loader=loader)
-        if prepared.run_key in seen:
+        resolved = prepare(spec, results_root, loader=loader).resolved  # the live objects are not kept
+        if resolved.run_key in seen:
             continue
-        seen.add(prepared.run_key)
-        runs.append(PlannedRun(spec, prepared, run_state(prepared.run_dir, liveness)))
-    root = Path(runs[0].prepared.root) if runs else Path(results_root).absolute()
+        seen.add(resolved.run_key)
+        runs.append(PlannedRun(spec, resolved, run_state(resolved.run_dir, liveness)))
+    root = Path(runs[0].resolved.root) if runs else Path(results_root).absolute()
     return Plan(root, runs, retry_failed)
 
 
@@ -90,7 +90,7 @@ def plan_stages(plan: Plan, resources: Resources) -> list[StageWork]:
     feature_items: dict[str, PlannedRun] = {}
     selection_items: dict[str, PlannedRun] = {}
     for run in runs:
-        prep = run.prepared
+        prep = run.resolved
         if prep.needs_features and prep.feature_key not in feature_items:
             if not FeatureCache(prep.root, prep.spec.dataset, prep.encoder_name, prep.feature_key).meta_path.exists():
                 feature_items[prep.feature_key] = run
@@ -112,7 +112,7 @@ def plan_stages(plan: Plan, resources: Resources) -> list[StageWork]:
     # jobs get whole selection groups (below), so each selection is computed once, by one job,
     # before its runs - without paying one more round of process start-ups for a selection stage.
     if resources.executor != "inline":
-        add("features", [(run.spec, _wants_gpu(ENCODERS, run.prepared.encoder_name, resources), None)
+        add("features", [(run.spec, _wants_gpu(ENCODERS, run.resolved.encoder_name, resources), None)
                          for run in feature_items.values()])
     if resources.executor == "slurm":
         add("selection", [(run.spec, _wants_gpu(SELECTORS, run.spec.selector, resources), None)
@@ -145,7 +145,7 @@ def chunk_specs(item: StageWork, resources: Resources) -> list[list[RunSpec]]:
     groups: dict[str, list[RunSpec]] = {}
     if item.stage == "run" and len(item.runs) == len(specs):
         for run in item.runs:
-            groups.setdefault(run.prepared.selection_key, []).append(run.spec)
+            groups.setdefault(run.resolved.selection_key, []).append(run.spec)
     else:
         groups = {str(i): [spec] for i, spec in enumerate(specs)}
     chunks: list[list[RunSpec]] = [[] for _ in range(n_chunks)]

@@ -74,6 +74,6 @@ def run_sweep(sweep: Sweep, results_root: str | os.PathLike, resources: Resource
     liveness = Liveness()
     counts = {state: 0 for state in STATES}
     for run in plan.runs:
-        counts[run_state(run.prepared.run_dir, liveness).state] += 1
+        counts[run_state(run.resolved.run_dir, liveness).state] += 1
     result.final_counts = counts
     return result

@@ -30,7 +30,7 @@ class LinearProbe(FeatureProbe):
     features; top-1 on the test split's features."""
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # lazy: the probes register without sklearn
 
         x, y = self._labeled(dataset, labeled_indices, features)
         model = LogisticRegression(C=self.config.C, max_iter=self.config.max_iter, random_state=seed)
@@ -50,7 +50,7 @@ class KnnProbe(FeatureProbe):
     """scikit-learn KNeighborsClassifier with k = min(k, labeled set size); distance weighting."""
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
-        from sklearn.neighbors import KNeighborsClassifier
+        from sklearn.neighbors import KNeighborsClassifier  # lazy: as above
 
         x, y = self._labeled(dataset, labeled_indices, features)
         model = KNeighborsClassifier(n_neighbors=min(self.config.k, len(y)), weights=self.config.weights)
@@ -74,7 +74,7 @@ class LabelPropProbe(FeatureProbe):
     distributions (LabelSpreading.predict). k is capped at pool size - 1."""
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
-        from sklearn.semi_supervised import LabelSpreading
+        from sklearn.semi_supervised import LabelSpreading  # lazy: as above
 
         targets = spread_targets(len(features.train), labeled_indices, dataset.train.labels)
         model = LabelSpreading(kernel="knn", n_neighbors=min(self.config.k, len(targets) - 1),
