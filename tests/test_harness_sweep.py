@@ -283,3 +283,29 @@ def test_local_executor_runs_jobs_from_this_checkout(done_root, tmp_path):
     records = [json.loads(p.read_text()) for p in (root / "runs").glob("*/record.json")]
     assert all(r["metrics"]["top1"] > 20 for r in records)
     assert run_sweep(small_sweep(learner="knn"), root, resources).submitted == 0
+
+
+def test_resolved_run_is_a_picklable_value_and_the_loader_is_passed_in(tmp_path):
+    import pickle
+
+    from uslbench.datasets import DatasetLoader
+    from uslbench.harness.pipeline import ResolvedRun, prepare
+    from uslbench.harness.spec import RunSpec
+
+    calls = []
+
+    class CountingLoader(DatasetLoader):
+        def __call__(self, name, data_root=None, **overrides):
+            calls.append(name)
+            return super().__call__(name, data_root=data_root, **overrides)
+
+    loader = CountingLoader(memo=True)
+    specs = [RunSpec(dataset="digits", selector="usl", learner="linear", budget="20", seed=seed) for seed in (1, 2)]
+    first, second = (prepare(spec, tmp_path, loader=loader) for spec in specs)
+    assert calls == ["digits", "digits"] and first.dataset is second.dataset  # loaded once, through the loader
+    resolved = first.resolved
+    assert isinstance(resolved, ResolvedRun) and resolved.budget == 20 and specs[0].budget == 20
+    assert pickle.loads(pickle.dumps(resolved)) == resolved
+    assert set(resolved.features) == {"selection", "learner"}  # usl and the linear probe read the features
+    assert {s.encoder for s in resolved.features.values()} == {resolved.encoder_name}
+    assert resolved.needs_features and resolved.feature_name("selection") == "features"
