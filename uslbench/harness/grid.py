@@ -196,19 +196,23 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
         raise UserError(f"The sweep needs {', '.join('--' + m for m in missing)} (or a sweep file / "
                         "--preset quick). Example: python cli.py sweep --selector usl,random --learner linear "
                         "--dataset digits --budget 10,20,40 --seeds 1-3")
+    def only(names: list) -> str | None:  # the entry an unscoped override meant, for the error's fix
+        return names[0].split(":", 1)[0] if len(names) == 1 and names[0] else None
+
+    selectors = parse_name_list(values["selector"])
     sel_cfg = _scoped(values.get("selector_config"), "selector")
-    for name, overrides in parse_scoped_overrides(selector_config, "selector").items():
+    for name, overrides in parse_scoped_overrides(selector_config, "selector", only(selectors)).items():
         sel_cfg.setdefault(name, {}).update(overrides)
     learners = parse_name_list(values["learner"])
     # the preset's learner overrides apply to its learners that are still in the sweep
     learn_cfg = {k: dict(v) for k, v in preset_values.get("learner_config", {}).items() if k in learners}
-    for scope in (_scoped(values.get("learner_config"), "learner"), parse_scoped_overrides(learner_config, "learner")):
+    for scope in (_scoped(values.get("learner_config"), "learner"), parse_scoped_overrides(learner_config, "learner", only(learners))):
         for name, overrides in scope.items():
             learn_cfg.setdefault(name, {}).update(overrides)
     enc_cfg = dict(values.get("encoder_config") or {})
-    enc_cfgs = parse_scoped_overrides(encoder_config, "encoder")
     encoders = parse_name_list(values.get("encoder")) or [None]
-    sweep = Sweep(datasets=parse_name_list(values["dataset"]), selectors=parse_name_list(values["selector"]),
+    enc_cfgs = parse_scoped_overrides(encoder_config, "encoder", only(encoders))
+    sweep = Sweep(datasets=parse_name_list(values["dataset"]), selectors=selectors,
                   learners=learners,
                   budgets=parse_int_list(values["budget"], "Budget"),
                   seeds=parse_int_list(values.get("seeds", "1"), "Seed"), encoders=encoders,
