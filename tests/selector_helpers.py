@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from uslbench.benchmark.perf import gaussian_mixture
-from uslbench.registry import SELECTORS, load_all
+from uslbench.perf.selectors import gaussian_mixture
+from uslbench.catalog import SELECTORS
 
-load_all()
 
 # fast settings for tests that run every selector many times; defaults stay the paper's
 FAST_OVERRIDES = {"usl_t": {"epochs": 30}}

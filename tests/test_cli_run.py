@@ -33,7 +33,7 @@ def test_run_writes_a_complete_record_then_hits_the_cache(results_root):
     assert len(records) == 1
     record = json.loads(records[0].read_text())
     assert record["status"] == "ok"
-    assert record["spec"]["selector"] == "usl" and record["spec"]["budget"] == "40"
+    assert record["spec"]["selector"] == "usl" and record["spec"]["budget"] == 40  # parsed at the command line
     assert record["resolved"]["budget"] == 40
     assert len(record["selection"]["indices"]) == 40 and len(set(record["selection"]["indices"])) == 40
     assert sum(record["class_histogram"]) == 40 and len(record["class_histogram"]) == 10
@@ -107,9 +107,12 @@ BAD_INPUTS = [
     (["--budget", "many"], "Budget must be a positive integer"),
     (["--budget", "5000"], "exceeds the unlabeled pool of 1347 images"),
     (["--selector", "stratified", "--budget", "5"], "at least the number of classes (10)"),
-    (["--selector-config", "lamb=1"], "Unknown config key 'lamb' for selector 'usl'. Did you mean 'lam'"),
-    (["--learner-config", "CC=3"], "Unknown config key 'CC' for learner 'linear'"),
-    (["--selector-config", "lam"], "not of the form KEY=VALUE"),
+    (["--selector-config", "usl.lamb=1"], "Unknown config key 'lamb' for selector 'usl'. Did you mean 'lam'"),
+    (["--learner-config", "linear.CC=3"], "Unknown config key 'CC' for learner 'linear'"),
+    (["--selector-config", "lam"], "is not NAME.KEY=VALUE"),
+    (["--selector-config", "lam=1.0"], "write for example usl.lam=1.0"),   # the old run syntax: the fix shown
+    (["--selector-config", "random.lam=1.0"], "this command's selector is 'usl'; write usl.KEY=VALUE"),
+    (["--encoder-config", "pixels.x=1"], "--encoder-config needs --encoder NAME"),
     (["--device", "cuda"], "no CUDA GPU"),
 ]
 

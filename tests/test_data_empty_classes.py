@@ -66,8 +66,8 @@ def test_empty_class_folder_without_splits(tmp_path):
 
 def test_oracle_covers_every_class_after_an_empty_folder(tmp_path):
     """Before: the empty folder was a class, and the oracle reported 'classes covered 3/4'."""
-    from uslbench.benchmark.pipeline import run_spec
-    from uslbench.benchmark.spec import RunSpec
+    from uslbench.harness.pipeline import run_spec
+    from uslbench.harness.spec import RunSpec
 
     root = write_image_folder(tmp_path / "imgs", per_class_train=3, per_class_test=1, num_classes=4, size=8)
     empty(root / "train" / "class_3")

@@ -12,11 +12,11 @@ import torch
 from uslbench.datasets import load_dataset
 from uslbench.datasets.testing import write_cifar
 from uslbench.encoders.checkpoints import map_state_dict
-from uslbench.encoders.torch_base import ContrastiveNet, default_weights_path
+from uslbench.encoders.torch_base import default_weights_path
+from uslbench.nets.contrastive import ContrastiveNet
 from uslbench.errors import UserError
-from uslbench.registry import ENCODERS, load_all
+from uslbench.catalog import ENCODERS
 
-load_all()
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -10,11 +10,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from uslbench.benchmark.pipeline import run_spec
-from uslbench.benchmark.spec import RunSpec
+from uslbench.harness.pipeline import run_spec
+from uslbench.harness.spec import RunSpec
 from uslbench.cli import main
 from uslbench.datasets.testing import write_cifar, write_image_folder, write_medmnist, write_npz
-from uslbench.encoders.torch_base import ContrastiveNet
+from uslbench.nets.contrastive import ContrastiveNet
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

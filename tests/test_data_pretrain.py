@@ -9,14 +9,14 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from uslbench.benchmark.pipeline import run_spec
-from uslbench.benchmark.spec import RunSpec
+from uslbench.harness.pipeline import run_spec
+from uslbench.harness.spec import RunSpec
 from uslbench.cli import main
 from uslbench.datasets import load_dataset
 from uslbench.datasets.testing import write_npz
 from uslbench.encoders.checkpoints import load_file, map_state_dict
 from uslbench.encoders.pretrain import PretrainOptions, nt_xent, pretrain_simclr, simclr_augment
-from uslbench.encoders.torch_base import ContrastiveNet
+from uslbench.nets.contrastive import ContrastiveNet
 from uslbench.errors import UserError
 from uslbench.utils import seed_from
 

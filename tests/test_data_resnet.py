@@ -1,7 +1,7 @@
 """ResNet backbones: shapes, feature dimension, head switch, torchvision key names."""
 import torch
 
-from uslbench.learners.nets.resnet import resnet18_cifar, resnet50
+from uslbench.nets.resnet import resnet18_cifar, resnet50
 
 
 def test_resnet18_cifar_features_and_logits():

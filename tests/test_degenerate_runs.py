@@ -9,13 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from uslbench.registry import load_all
+import uslbench.catalog  # noqa: F401  (registers every entry)
 from uslbench.report.records import load_records
 from uslbench.report.tables import aggregate, format_cell, render
 
 THREES = [3, 13, 22, 47, 48]  # the first five train images of the digit 3
 SHARE_OF_THREES = 100.0 * 46 / 450
-load_all()
 
 
 def test_linear_probe_scores_a_single_class_labeled_set(digits_dataset, digits_features):
@@ -38,8 +37,8 @@ def test_other_probes_train_on_one_class_and_predict_it(learner, digits_dataset,
 
 
 def test_a_single_class_selection_gives_an_ok_record(tmp_path):
-    from uslbench.benchmark.pipeline import run_spec
-    from uslbench.benchmark.spec import RunSpec
+    from uslbench.harness.pipeline import run_spec
+    from uslbench.harness.spec import RunSpec
 
     picks = tmp_path / "threes.npy"
     np.save(picks, np.array(THREES))

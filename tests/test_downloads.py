@@ -143,9 +143,8 @@ def _cld_checkpoint() -> bytes:
 def test_encoder_fetches_the_published_checkpoint_only_with_download(tmp_path, monkeypatch):
     from uslbench.datasets import load_dataset
     from uslbench.datasets.testing import write_cifar
-    from uslbench.registry import ENCODERS, load_all
+    from uslbench.catalog import ENCODERS
 
-    load_all()
     server = _Server(_cld_checkpoint())
     try:
         entry = downloads.PublishedWeights("simclr", ("cifar10",), server.url, "cifar10_ckpt_epoch_200.pth", "CLD test")

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uslbench.registry import SELECTORS, load_all
+from uslbench.catalog import SELECTORS
 from uslbench.selectors import probcover as probcover_module
 from uslbench.selectors import typiclust as typiclust_module
 from uslbench.selectors import usl as usl_module
@@ -44,7 +44,6 @@ from uslbench.selectors.typiclust import typiclust_picks
 from uslbench.selectors.usl import (DATASET_PRESETS, PRESETS, cluster_picks, knn_density, regularised_selection,
                                     utility_from_mean_sq)
 
-load_all()
 
 ROOT = Path(os.environ.get("USLBENCH_OFFICIAL_SELECTION")
             or Path(__file__).resolve().parents[2] / "shared" / "reference" / "official_selection")

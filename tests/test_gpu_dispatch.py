@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conftest import gaussian_mixture
 from uslbench.errors import UserError
-from uslbench.registry import SELECTORS, load_all
+from uslbench.catalog import SELECTORS
 from uslbench.selectors import toolkit
 from uslbench.selectors.base import SelectionContext
 from uslbench.selectors.knn_sums import knn_sq_dist_sums
@@ -138,7 +138,6 @@ def test_select_cli_records_the_device(tmp_path):
 # ---------------------------------------------------------------- what the record says
 
 def test_cpu_record_and_label_free_selectors_only():
-    load_all()
     x = gaussian_mixture(400, 8)
     selection = SELECTORS.create("usl").select(x, 8, seed=1, context=SelectionContext(device="cpu"))
     assert {k: selection.info[k] for k in ("selection_device", "faiss_gpu", "gpu_ops")} == \
@@ -158,7 +157,6 @@ def test_compute_device_is_scoped():
 
 
 def _select(name, x, budget, device, **config):
-    load_all()
     return SELECTORS.create(name, **config).select(x, budget, seed=3, context=SelectionContext(device=device))
 
 

@@ -12,9 +12,10 @@ import time
 
 import pytest
 
-from uslbench.benchmark.launch import Resources
-from uslbench.benchmark.status import scan_states, summarize
-from uslbench.benchmark.sweep import build_sweep, run_sweep
+from uslbench.harness.resources import Resources
+from uslbench.harness.status import scan_states, summarize
+from uslbench.harness.grid import build_sweep
+from uslbench.harness.sweep import run_sweep
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 

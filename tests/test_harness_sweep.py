@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from uslbench.benchmark.launch import Resources, chunk_specs, parse_time_minutes, plan_stages
-from uslbench.benchmark.status import scan_states, summarize
-from uslbench.benchmark.sweep import (build_sweep, cpu_selectors, load_sweep_file, parse_int_list, plan_sweep,
-                                      run_sweep)
+from uslbench.harness.plan import chunk_specs, plan_sweep, plan_stages
+from uslbench.harness.resources import Resources, parse_time_minutes
+from uslbench.harness.status import scan_states, summarize
+from uslbench.harness.grid import build_sweep, cpu_selectors, load_sweep_file, parse_int_list
+from uslbench.harness.sweep import run_sweep
 from uslbench.errors import UserError
 from uslbench.registry import SELECTORS
 from uslbench.selectors.random import RandomSelector
@@ -69,6 +70,11 @@ def test_grid_and_scoped_overrides():
         build_sweep(dataset="digits", selector="usl", learner="linear", budget="10", selector_config=["usel.lam=1"])
     with pytest.raises(UserError, match="needs --learner"):
         build_sweep(dataset="digits", selector="usl", budget="10")
+    scoped = build_sweep(dataset="digits", selector="usl", learner="linear", budget="10", encoder="pixels",
+                         encoder_config=["pixels.max_side=16"]).specs()
+    assert [s.encoder_config for s in scoped] == [{"max_side": "16"}]
+    with pytest.raises(UserError, match="name the encoder with --encoder"):
+        build_sweep(dataset="digits", selector="usl", learner="linear", budget="10", encoder_config=["pixels.x=1"])
 
 
 def test_sweep_file_yaml_json_and_errors(tmp_path):
@@ -191,15 +197,15 @@ def test_running_crashed_failed_states(done_root, tmp_path):
     plan = plan_sweep(small_sweep().specs(), root)
     runs = {(r.spec.selector, r.spec.budget, r.spec.seed): r for r in plan.runs}
     host = socket.gethostname()
-    crashed = runs[("random", 10, 1)].prepared.run_dir
+    crashed = runs[("random", 10, 1)].resolved.run_dir
     (crashed / "record.json").unlink()
     (crashed / "running.json").write_text(json.dumps({"pid": _dead_pid(), "host": host, "job_id": None,
                                                        "started": "2020-01-01T00:00:00+00:00"}))
-    running = runs[("random", 10, 2)].prepared.run_dir
+    running = runs[("random", 10, 2)].resolved.run_dir
     (running / "record.json").unlink()
     (running / "running.json").write_text(json.dumps({"pid": os.getpid(), "host": host, "job_id": None,
                                                        "started": "2999-01-01T00:00:00+00:00"}))
-    failed = runs[("random", 20, 1)].prepared.run_dir
+    failed = runs[("random", 20, 1)].resolved.run_dir
     record = json.loads((failed / "record.json").read_text())
     record.update(status="failed", error="RuntimeError: out of luck\nsecond line")
     (failed / "record.json").write_text(json.dumps(record))
@@ -257,7 +263,7 @@ def test_stage_job_requeues_itself():
     skips what is done (records, cached selections) when it starts again."""
     from submitit.helpers import DelayedSubmission
 
-    from uslbench.benchmark.launch import StageJob
+    from uslbench.harness.jobs import StageJob
 
     job = StageJob("run", [{"dataset": "digits"}], "/tmp/x", "cpu")
     resubmission = job.checkpoint()
@@ -277,3 +283,29 @@ def test_local_executor_runs_jobs_from_this_checkout(done_root, tmp_path):
     records = [json.loads(p.read_text()) for p in (root / "runs").glob("*/record.json")]
     assert all(r["metrics"]["top1"] > 20 for r in records)
     assert run_sweep(small_sweep(learner="knn"), root, resources).submitted == 0
+
+
+def test_resolved_run_is_a_picklable_value_and_the_loader_is_passed_in(tmp_path):
+    import pickle
+
+    from uslbench.datasets import DatasetLoader
+    from uslbench.harness.pipeline import ResolvedRun, prepare
+    from uslbench.harness.spec import RunSpec
+
+    calls = []
+
+    class CountingLoader(DatasetLoader):
+        def __call__(self, name, data_root=None, **overrides):
+            calls.append(name)
+            return super().__call__(name, data_root=data_root, **overrides)
+
+    loader = CountingLoader(memo=True)
+    specs = [RunSpec(dataset="digits", selector="usl", learner="linear", budget="20", seed=seed) for seed in (1, 2)]
+    first, second = (prepare(spec, tmp_path, loader=loader) for spec in specs)
+    assert calls == ["digits", "digits"] and first.dataset is second.dataset  # loaded once, through the loader
+    resolved = first.resolved
+    assert isinstance(resolved, ResolvedRun) and resolved.budget == 20 and specs[0].budget == 20
+    assert pickle.loads(pickle.dumps(resolved)) == resolved
+    assert set(resolved.features) == {"selection", "learner"}  # usl and the linear probe read the features
+    assert {s.encoder for s in resolved.features.values()} == {resolved.encoder_name}
+    assert resolved.needs_features and resolved.feature_name("selection") == "features"

@@ -3,7 +3,7 @@ import faiss
 import numpy as np
 import pytest
 
-from uslbench.benchmark.perf import gaussian_mixture
+from uslbench.perf.selectors import gaussian_mixture
 from uslbench.selectors.knn_sums import knn_sq_dist_sums, plan_blocks
 
 

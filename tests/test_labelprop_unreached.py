@@ -9,9 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 
 from uslbench.encoders.base import FeatureSet
-from uslbench.registry import LEARNERS, load_all
+from uslbench.catalog import LEARNERS
 
-load_all()
 
 
 def two_islands():

@@ -6,9 +6,8 @@ import pytest
 
 from uslbench.datasets import load_dataset
 from uslbench.encoders.pixels import PixelsConfig, PixelsEncoder
-from uslbench.registry import LEARNERS, load_all
+from uslbench.catalog import LEARNERS
 
-load_all()
 TINY = {"steps": 4, "labeled_batch": 8, "unlabeled_ratio": 2, "eval_every": 2, "checkpoint_every": 2,
         "queue_size": 48, "pretrain_steps": 3, "pretrain_batch": 16, "distill_steps": 2, "threads": 1}
 

@@ -12,9 +12,8 @@ from uslbench.datasets.base import ImageSplit
 from uslbench.errors import UserError
 from uslbench.learners.augment import POLICIES, augment
 from uslbench.learners.train_loop import IndexStream
-from uslbench.registry import LEARNERS, load_all
+from uslbench.catalog import LEARNERS
 
-load_all()
 IMAGE_LEARNERS = ["supervised", "fixmatch", "mixmatch", "comatch", "simclrv2"]
 TINY = {"steps": 6, "labeled_batch": 8, "unlabeled_ratio": 2, "eval_every": 3, "checkpoint_every": 3,
         "eval_batch": 256}

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from uslbench.errors import UserError
-from uslbench.learners.nets import build_network
+from uslbench.nets import build_network
 
 
 def test_wrn_parameter_counts_match_the_fixmatch_reference():
@@ -30,7 +30,7 @@ def test_unknown_or_misfit_arch_is_a_user_error():
 
 @pytest.mark.parametrize("arch", ["resnet18_cifar", "resnet50"])
 def test_resnets_from_the_resnet_module(arch):
-    pytest.importorskip("uslbench.learners.nets.resnet")
+    pytest.importorskip("uslbench.nets.resnet")
     net = build_network(arch, 10, 3, 32).eval()
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert net.feature_dim == (512 if arch == "resnet18_cifar" else 2048)

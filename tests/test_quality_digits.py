@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from uslbench.benchmark.pipeline import run_spec
-from uslbench.benchmark.spec import RunSpec
+from uslbench.harness.pipeline import run_spec
+from uslbench.harness.spec import RunSpec
 
 
 def mean_top1(selector: str, root, budget: int = 20, seeds=range(1, 6)) -> float:

@@ -3,7 +3,8 @@ from dataclasses import dataclass
 import pytest
 
 from uslbench.errors import UserError
-from uslbench.registry import Registry, coerce, parse_overrides, load_all, REGISTRIES
+from uslbench.registry import Registry, coerce, parse_overrides
+from uslbench.catalog import REGISTRIES
 
 
 @dataclass
@@ -102,7 +103,6 @@ def test_coerce_optional_none():
 
 
 def test_real_registries_are_populated():
-    load_all()
     assert {"random", "stratified", "usl"} <= set(REGISTRIES["selectors"].names())
     assert {"linear", "knn"} <= set(REGISTRIES["learners"].names())
     assert "digits" in REGISTRIES["datasets"].names()

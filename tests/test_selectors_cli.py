@@ -98,7 +98,7 @@ def test_perf_lists_cases_and_rejects_unknown_ones():
 
 
 def test_perf_writes_a_table(tmp_path, monkeypatch):
-    from uslbench.benchmark import perf
+    from uslbench.perf import selectors as perf
 
     small = perf.Case("tiny_usl", "usl", 2_000, 10, 5, {"preset": "cifar10", "knn_k": 20}, 60, 4.0)
     monkeypatch.setattr(perf, "CASES", [small])

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from uslbench.benchmark.pipeline import run_spec, select_spec
-from uslbench.benchmark.spec import RunSpec
+from uslbench.harness.pipeline import run_spec, select_spec
+from uslbench.harness.spec import RunSpec
 from uslbench.encoders.base import Encoder, FeatureSet, l2_normalise
 from uslbench.errors import UserError
 from uslbench.registry import ENCODERS, SELECTORS
@@ -84,7 +84,7 @@ def test_without_a_clip_encoder_the_error_says_what_to_do(tmp_path):
 def test_sweep_selection_job_selects_on_clip_features(stand_in_clip, tmp_path):
     """A sweep's selection job (Slurm/local) must compute the same selection as `run`: on the
     selection encoder's features, cached under the clip_usl selection key."""
-    from uslbench.benchmark.launch import StageJob
+    from uslbench.harness.jobs import StageJob
 
     spec = RunSpec(dataset="digits", selector="clip_usl", learner="linear", budget=10, seed=1)
     summary = StageJob("selection", [spec.to_dict()], str(tmp_path), device="cpu")()

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 
 from uslbench.errors import UserError
-from uslbench.registry import SELECTORS, load_all
+from uslbench.catalog import SELECTORS
 from uslbench.selectors.base import LabelAccessError, SelectionContext
 
-load_all()
 CONTRACT_SELECTORS = [n for n in SELECTORS.names() if SELECTORS.get(n).argument_field is None
                       and "needs_encoder" not in SELECTORS.get(n).tags]
 

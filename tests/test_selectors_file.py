@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from uslbench.commands.select import export_indices
+from uslbench.harness.selection import export_indices
 from uslbench.registry import SELECTORS
 from uslbench.selectors.base import SelectionContext
 

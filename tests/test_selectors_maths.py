@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from uslbench.registry import SELECTORS, load_all
+from uslbench.catalog import SELECTORS
 from uslbench.selectors.probcover import greedy_max_coverage, purity_delta
 from uslbench.selectors.toolkit import (FarthestFirst, KnnParams, kmeans, knn, knn_excluding_self,
                                         nearest_other_group_sq_dist, per_group_argmax, range_graph, row_blocks)
@@ -12,7 +12,6 @@ from uslbench.selectors.typiclust import typicality
 from uslbench.selectors.usl import density_utility, regulariser
 from uslbench.selectors.usl_t import pick_per_cluster
 
-load_all()
 
 # four points: (1,0) (2,0) (4,0) (1,3); squared distances 0-1: 1, 1-2: 4, 0-2: 9, 0-3: 9, 1-3: 10, 2-3: 18
 POINTS = np.array([[1, 0], [2, 0], [4, 0], [1, 3]], dtype=np.float32)

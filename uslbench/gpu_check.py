@@ -59,11 +59,7 @@ SMOKE = Sizes(selection_n=3000, selection_d=16, selection_budget=30, selection_c
 
 
 def _load_all() -> None:
-    try:
-        from .catalog import load_all
-    except ImportError:
-        from .registry import load_all
-    load_all()
+    from . import catalog  # noqa: F401  (importing registers every entry)
 
 
 def cuda_available() -> bool:

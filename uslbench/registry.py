@@ -191,7 +191,7 @@ def coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
-    """["lam=1.0", "k=20"] -> {"lam": "1.0", "k": "20"}."""
+    """["lam=1.0", "k=20"] -> {"lam": "1.0", "k": "20"} (sweep files' scoped maps, --sbatch)."""
     result = {}
     for pair in pairs:
         if "=" not in pair:
@@ -201,13 +201,41 @@ def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
     return result
 
 
+OVERRIDE_SYNTAX = "NAME.KEY=VALUE"
+OVERRIDE_EXAMPLES = {"selector": "usl.lam=1.0", "learner": "fixmatch.steps=100", "encoder": "clip.batch_size=64"}
+
+
+def parse_scoped_overrides(pairs: Iterable[str], kind: str, name_hint: str | None = None) -> dict[str, dict[str, str]]:
+    """Config overrides in the one syntax of every command, NAME.KEY=VALUE:
+    ["usl.lam=1.0", "usl.knn_k=20"] -> {"usl": {"lam": "1.0", "knn_k": "20"}}.
+
+    NAME is the entry's registry name (for ``prefix:ARGUMENT`` entries the prefix, e.g. ``file``);
+    `name_hint` (the command's entry, when it has one) makes the error show the exact fix.
+
+    Raises
+    ------
+    UserError
+        For a pair without ``=`` or without ``NAME.`` before the key, naming the right form.
+    """
+    scoped: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        name_key, has_value, value = pair.partition("=")
+        name, dot, key = name_key.strip().partition(".")
+        if not (has_value and dot and name and key):
+            if has_value and not dot:
+                fix = f"{name_hint or 'NAME'}.{pair.strip()}"
+            else:
+                fix = OVERRIDE_EXAMPLES.get(kind, "name.key=value")
+            raise UserError(f"--{kind}-config {pair!r} is not {OVERRIDE_SYNTAX} (the {kind}'s name, a dot, a config "
+                            f"key, '=', the value); write for example {fix}. `python cli.py describe NAME` lists "
+                            "the keys.")
+        scoped.setdefault(name.strip(), {})[key.strip()] = value.strip()
+    return scoped
+
+
 DATASETS = Registry("dataset")
 ENCODERS = Registry("encoder")
 SELECTORS = Registry("selector")
 LEARNERS = Registry("learner")
 REGISTRIES = {"datasets": DATASETS, "encoders": ENCODERS, "selectors": SELECTORS, "learners": LEARNERS}
 
-
-def load_all() -> None:
-    """Import every module that registers entries (the subpackages' __init__ do the imports)."""
-    from . import datasets, encoders, learners, selectors  # noqa: F401

@@ -5,6 +5,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import numbers
 import os
 import tempfile
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from .errors import UserError
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -42,6 +45,36 @@ def content_key(obj: Any, length: int = 16) -> str:
 def seed_from(*parts: Any) -> int:
     """A 31-bit seed derived from arguments by hashing (never Python's salted hash())."""
     return int(hashlib.sha256(canonical_json(list(parts)).encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
+
+
+def check_budget(budget: Any, pool_size: int) -> int:
+    """The budget m as an int: a positive integer (or its decimal string) of at most `pool_size`.
+
+    Raises
+    ------
+    UserError
+        For anything else, saying what a budget is.
+    """
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
+        if isinstance(budget, str) and budget.strip().lstrip("+").isdigit():
+            budget = int(budget)
+        else:
+            raise UserError(f"Budget must be a positive integer (number of images to label), got {budget!r}.")
+    budget = int(budget)
+    if budget < 1:
+        raise UserError(f"Budget must be a positive integer (number of images to label), got {budget}.")
+    if budget > pool_size:
+        raise UserError(f"Budget {budget} exceeds the unlabeled pool of {pool_size} images; "
+                        f"choose a budget of at most {pool_size}.")
+    return budget
+
+
+def l2_normalise(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit Euclidean length, as float32 (N, d); rows of norm below `eps` are
+    divided by `eps` (a zero row stays zero)."""
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=1, keepdims=True)
+    return (features / np.maximum(norms, eps)).astype(np.float32)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:

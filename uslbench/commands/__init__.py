@@ -1,1 +1,3 @@
-"""CLI commands that live with their subsystem; uslbench/cli.py adds them to the group."""
+"""The CLI commands, one module per command; uslbench/cli.py adds them to the group. A command
+parses its options, calls one library function and prints; it imports that library inside the
+command so that `--help` and the light commands start without torch."""

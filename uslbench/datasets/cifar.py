@@ -49,7 +49,7 @@ CIFAR100 = _Layout("cifar100", "cifar-100-python", ("train",), ("test",), "meta"
 
 def official_md5s(layout: _Layout) -> dict[str, str]:
     """MD5s of the official archive's files, as torchvision lists them (no copy kept here)."""
-    from torchvision.datasets import CIFAR10 as TV10, CIFAR100 as TV100
+    from torchvision.datasets import CIFAR10 as TV10, CIFAR100 as TV100  # lazy: torch, see the class
 
     tv = TV10 if layout is CIFAR10 else TV100
     md5s = {name: md5 for name, md5 in tv.train_list + tv.test_list}
@@ -74,6 +74,7 @@ class CifarSource:
         return [f"{self.layout.folder}/{f}" for f in files if not (self.folder / f).is_file()]
 
     def _download(self) -> None:
+        # lazy: torchvision (and torch) only when downloading; the data sets register without them
         from torchvision.datasets import CIFAR10 as TV10, CIFAR100 as TV100
 
         root = resolve_data_root(self.config.data_root)

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 from ..errors import UserError, name_some, warn_data
 from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
 from .base import Dataset, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_images,
-                    FileLoader, file_list_identity, list_images, visible_dirs)
+                    FileLoader, file_list_identity, list_images, to_uint8_images, visible_dirs)
 
 
 @dataclass
@@ -157,8 +158,6 @@ class ImageFolderData:
     @staticmethod
     def _refit(array: np.ndarray, shape: tuple[int, ...], root: Path) -> np.ndarray:
         """Bring the test images to the train images' size and channels (a warning says so)."""
-        from PIL import Image
-
         warn_data(f"folder:{root} (test): {len(array)} image(s) of shape {tuple(array.shape[1:])} resized to the train "
                   f"images' shape {tuple(shape)}")
         mode = "L" if shape[-1] == 1 else "RGB"
@@ -252,8 +251,6 @@ def _class_ids(y_train: np.ndarray | None, y_test: np.ndarray | None, path: Path
 
 
 def _images(array: np.ndarray, what: str) -> np.ndarray:
-    from .files import to_uint8_images
-
     images = to_uint8_images(array, what)
     if len(images) == 0:
         raise UserError(f"{what} holds no images.")

@@ -28,6 +28,7 @@ class Digits:
         self.config = config
 
     def load(self) -> Dataset:
+        # lazy: scikit-learn; the data sets register (for `list`, `describe`) without it
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
 

@@ -42,7 +42,7 @@ class BloodMNIST:
         self.config = config
 
     def load(self) -> Dataset:
-        import medmnist
+        import medmnist  # lazy: it imports torch; the data sets register without it
 
         size = self.config.size
         if size not in SIZES:

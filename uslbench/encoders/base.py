@@ -7,18 +7,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..datasets.base import Dataset
+from ..utils import l2_normalise  # noqa: F401  (encoders import it from here)
 
 
 @dataclass
 class FeatureSet:
     train: np.ndarray          # (N, d) float32, rows L2-normalised
     test: np.ndarray | None    # (N_test, d) or None when the data set has no test split
-
-
-def l2_normalise(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    features = np.asarray(features, dtype=np.float32)
-    norms = np.linalg.norm(features, axis=1, keepdims=True)
-    return (features / np.maximum(norms, eps)).astype(np.float32)
 
 
 class Encoder:

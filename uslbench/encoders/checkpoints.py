@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 from ..errors import UserError
+from ..nets.contrastive import FORMAT
 
-FORMAT = "uslbench-encoder"
 _WRAPPERS = ("state_dict", "model", "net", "network", "encoder")
 _DROPPED = ("groupDis.", "encoder_k.", "queue", "queue_ptr", "l2norm.", "momentum_encoder.", "predictor.")
 

@@ -8,18 +8,21 @@ downloaded here: without either file the run stops with a message that says how 
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..registry import ENCODERS
-from .extract import Preprocess
-from .torch_base import TorchEncoder
+from .torch_base import TorchEncoder, cached_file_digest
+
+if TYPE_CHECKING:  # torch and open_clip are imported when the network is built (see _build_net)
+    from torch import nn
+
+    from .extract import Preprocess
 
 
 @dataclass
@@ -34,7 +37,7 @@ class ClipConfig:
 
 def cached_pretrained_file(model: str, tag: str) -> Path | None:
     """The file open_clip would load for (model, tag) if it is already on disk, without downloading."""
-    import open_clip
+    import open_clip  # lazy: open_clip imports torch; the encoders register without it
     from open_clip import pretrained as oc_pretrained
 
     cfg = oc_pretrained.get_pretrained_cfg(model, tag)
@@ -104,7 +107,9 @@ class ClipEncoder(TorchEncoder):
         return self._net
 
     def _build_net(self, path: Path | None) -> nn.Module:
+        # lazy: open_clip and torch; `list` / `describe` import this module without them
         import open_clip
+        import torch
 
         torch.manual_seed(0)  # random init (pretrained=none) is then reproducible
         quick_gelu = self.config.pretrained == "openai" and not self.config.weights
@@ -125,18 +130,16 @@ class ClipEncoder(TorchEncoder):
             path = self._weights_file or self.resolve_weights()
         except UserError:
             return None
-        from .torch_base import cached_file_digest
-
         return cached_file_digest(path) if path is not None else None
 
     def build_module(self, device: str = "cpu", output: str | None = None) -> tuple[nn.Module, int]:
         """(image tower, 512): maps CLIP-preprocessed images to (unnormalised) embeddings."""
-        import copy
-
         net = self.net()
         return copy.deepcopy(net).to(device), int(getattr(net, "output_dim", 512))
 
     def preprocess(self, dataset: Dataset) -> Preprocess:
+        from .extract import Preprocess  # lazy: torch (see _build_net)
+
         self.net(dataset)
         return Preprocess((0.0,) * 3, (1.0,) * 3, pil_transform=lambda image: self._preprocess(image.convert("RGB")))
 

@@ -23,7 +23,7 @@ from ..datasets.base import Dataset, ImageSplit
 from ..errors import UserError
 from ..learners.train_loop import nt_xent
 from ..utils import atomic_write_bytes, progress_disabled, seed_from
-from .torch_base import ContrastiveNet
+from ..nets.contrastive import ContrastiveNet
 
 Echo = Callable[[str], None]
 

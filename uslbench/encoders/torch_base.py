@@ -9,25 +9,25 @@ content identity (folder-3f2a...). The pipeline tells the encoder its results ro
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import field
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
 from ..datasets.base import Dataset
 from ..downloads import published_for, published_weights_path, weights_cache_dir
 from ..errors import UserError
-from ..learners.nets import projection_mlp
-from ..learners.nets.resnet import BACKBONES
 from ..utils import content_key, file_sha256
 from .base import Encoder, FeatureSet, l2_normalise
-from .checkpoints import FORMAT, MappedWeights, load_file, load_into, map_state_dict
-from .extract import Preprocess, extract_features
+
+if TYPE_CHECKING:  # torch is imported when a network is built, not when the encoder is registered
+    from torch import nn
+
+    from .extract import Preprocess
 
 NORMALISATIONS = {
     # CLD and the SCAN SimCLR models were trained with these CIFAR statistics (std 0.2023...)
@@ -59,35 +59,6 @@ def default_results_root() -> Path:
 
 def default_weights_path(results_root: str | os.PathLike, dataset: Dataset, encoder: str) -> Path:
     return Path(results_root) / "weights" / dataset_slug(dataset) / f"{encoder}.pt"
-
-
-class ContrastiveNet(nn.Module):
-    """ResNet backbone + projection MLP. `forward` returns the L2-normalised projection (what the
-    USL reference selects on); `backbone` alone gives the pooled features."""
-
-    def __init__(self, arch: str, head_dims: list[int], head_relu: bool = True) -> None:
-        super().__init__()
-        self.arch = arch
-        self.backbone = BACKBONES[arch](num_classes=0)
-        self.projection = projection_mlp(head_dims, head_relu)
-        self.head_dims, self.head_relu = list(head_dims), head_relu
-
-    @property
-    def feature_dim(self) -> int:
-        return self.backbone.feature_dim
-
-    @property
-    def projection_dim(self) -> int:
-        return self.head_dims[-1]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.projection(self.backbone(x)), dim=1)
-
-    def export(self, **extra: Any) -> dict:
-        """Our weights-file format (read back by checkpoints.map_state_dict)."""
-        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        return {"format": FORMAT, "arch": self.arch, "head_dims": self.head_dims, "head_relu": self.head_relu,
-                "state_dict": state, **extra}
 
 
 @dataclasses.dataclass
@@ -181,7 +152,11 @@ class TorchEncoder(Encoder):
             self._weights_file = path
 
     def _build_net(self, path: Path) -> nn.Module:
-        mapped: MappedWeights = map_state_dict(load_file(path))
+        # lazy: torch and torchvision; `list` / `describe` import this module without them
+        from ..nets.contrastive import ContrastiveNet
+        from .checkpoints import load_file, load_into, map_state_dict
+
+        mapped = map_state_dict(load_file(path))
         net = ContrastiveNet(self.arch, mapped.head_dims, mapped.head_relu)
         load_into(net, mapped, f"{self.name}'s {self.arch} backbone", path)
         return net
@@ -202,8 +177,6 @@ class TorchEncoder(Encoder):
         """(module, feature_dim): a fresh trainable copy mapping normalised image tensors (the
         output of `preprocess(dataset)`) to features. output "backbone" (default for fine-tuning)
         gives the pooled ResNet features; "projection" the normalised projection."""
-        import copy
-
         net = self.net()
         output = output or "backbone"
         if output == "backbone":
@@ -217,6 +190,8 @@ class TorchEncoder(Encoder):
     def preprocess(self, dataset: Dataset) -> Preprocess:
         """The eval transform: the data set's (or the configured) normalisation; resize + centre crop
         for file-backed splits (whose images differ in size) or when the encoder fixes its input."""
+        from .extract import Preprocess  # lazy: torch (see _build_net)
+
         name = self.config.normalisation
         if name == "dataset":
             mean, std = dataset.mean, dataset.std
@@ -235,6 +210,8 @@ class TorchEncoder(Encoder):
         return net if self.config.output == "projection" else net.backbone
 
     def encode(self, dataset: Dataset, device: str = "cpu") -> FeatureSet:
+        from .extract import extract_features  # lazy: torch (see _build_net)
+
         module = self.feature_module(dataset)
         preprocess = self.preprocess(dataset)
         run = dict(device=device, batch_size=self.config.batch_size, amp=self.config.amp,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import LEARNERS
-from .nets import projection_mlp
+from ..nets import projection_mlp
 from .presets import image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, TrainData, one_hot, soft_cross_entropy
 

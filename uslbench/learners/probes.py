@@ -32,7 +32,7 @@ class LinearProbe(FeatureProbe):
     say so (`degenerate: single_class`)."""
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression  # lazy: the probes register without sklearn
 
         only = single_class(dataset, labeled_indices)
         if only is not None:
@@ -55,7 +55,7 @@ class KnnProbe(FeatureProbe):
     """scikit-learn KNeighborsClassifier with k = min(k, labeled set size); distance weighting."""
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
-        from sklearn.neighbors import KNeighborsClassifier
+        from sklearn.neighbors import KNeighborsClassifier  # lazy: as above
 
         x, y = self._labeled(dataset, labeled_indices, features)
         model = KNeighborsClassifier(n_neighbors=min(self.config.k, len(y)), weights=self.config.weights)
@@ -91,7 +91,7 @@ class LabelPropProbe(FeatureProbe):
     declared_metrics = ("top1", "per_class_top1", "n_test", "unreached_test", "unreached_pool", "iterations")
 
     def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
-        from sklearn.semi_supervised import LabelSpreading
+        from sklearn.semi_supervised import LabelSpreading  # lazy: as above
 
         targets = spread_targets(len(features.train), labeled_indices, dataset.train.labels)
         model = LabelSpreading(kernel="knn", n_neighbors=min(self.config.k, len(targets) - 1),

@@ -33,7 +33,7 @@ from torch import nn
 from ..errors import UserError
 from ..registry import LEARNERS
 from ..utils import seed_from
-from .nets import Classifier, build_network, projection_mlp
+from ..nets import Classifier, build_network, projection_mlp
 from .presets import image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, cpu_threads, nt_xent, soft_cross_entropy
 

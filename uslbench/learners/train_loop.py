@@ -44,7 +44,7 @@ from ..errors import UserError
 from ..utils import atomic_write_bytes, content_key, progress_disabled, seed_from
 from .augment import AugmentPolicy, augment, policy_for
 from .base import Learner, top1_metrics
-from .nets import build_network, check_arch
+from ..nets import build_network, check_arch
 
 CHECKPOINT_VERSION = 1
 

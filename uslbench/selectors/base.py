@@ -18,14 +18,13 @@ on features (random is the uniform baseline over images, and its cache key holds
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..errors import UserError
-from ..utils import Timer
+from ..utils import Timer, check_budget  # noqa: F401  (selectors import check_budget from here)
 from .toolkit import compute_device
 
 
@@ -71,21 +70,6 @@ class SelectionContext:
             raise UserError("This selector reads the labels of the pool, but the data set has no train labels.")
         self.labels_read = True
         return self._labels
-
-
-def check_budget(budget: Any, pool_size: int) -> int:
-    if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
-        if isinstance(budget, str) and budget.strip().lstrip("+").isdigit():
-            budget = int(budget)
-        else:
-            raise UserError(f"Budget must be a positive integer (number of images to label), got {budget!r}.")
-    budget = int(budget)
-    if budget < 1:
-        raise UserError(f"Budget must be a positive integer (number of images to label), got {budget}.")
-    if budget > pool_size:
-        raise UserError(f"Budget {budget} exceeds the unlabeled pool of {pool_size} images; "
-                        f"choose a budget of at most {pool_size}.")
-    return budget
 
 
 def check_features(features: Any) -> np.ndarray:

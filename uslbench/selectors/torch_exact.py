@@ -20,7 +20,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .toolkit import distance_factors, row_blocks
+from .tiling import distance_factors, row_blocks
 
 # a tile's working set is about this many float32 copies of tile_rows x (tile_rows + k):
 # the distances, their concatenation with the running k smallest, and topk's workspace

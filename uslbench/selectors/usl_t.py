@@ -35,7 +35,7 @@ import numpy as np
 from ..errors import UserError
 from ..registry import SELECTORS
 from .base import Selector
-from .toolkit import KnnParams, knn_excluding_self
+from .toolkit import KnnParams, knn_excluding_self, per_group_argmax
 
 # Reference values (TonyLianLong/UnsupervisedSelectiveLabeling: usl-t_pretraining/configs/*_usl-t_pretrain.yaml
 # and config.py for training, selective_labeling/configs/*_usl-t*.yaml and config.py for the pick).
@@ -111,8 +111,6 @@ def pick_per_cluster(clusters: np.ndarray, confidence: np.ndarray, budget: int) 
     """The most confident member of each non-empty cluster (ties: lowest index). More clusters
     than the budget: keep the picks of the largest clusters. Fewer (empty clusters): fill with
     the most confident unselected samples globally. Returns (picks, number filled)."""
-    from .toolkit import per_group_argmax
-
     _, picks = per_group_argmax(confidence, clusters)
     if len(picks) > budget:
         sizes = np.bincount(clusters)[clusters[picks]]
@@ -155,6 +153,7 @@ class USLTSelector(Selector):
                                 "(--dataset), not a bare feature matrix, or use mode=head.")
 
     def _select(self, features, budget, seed, context, timer):
+        # lazy: torch; the selectors register (and `select --features` with the others runs) without it
         import torch
 
         from .usl_t_train import train_heads

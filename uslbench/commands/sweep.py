@@ -1,5 +1,4 @@
-"""Harness commands: `sweep`, `status`, `leaderboard` (thin wrappers over uslbench.benchmark and
-uslbench.report)."""
+"""`sweep`: expand a grid of runs, skip what is done, run or submit the rest (uslbench.harness.sweep)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import UserError
+from ..registry import parse_overrides
+from .options import config_overrides, device_option, results_root_option
 
 EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 
@@ -24,12 +24,10 @@ EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 @click.option("--budget", default=None, help="comma list or ranges, e.g. 10,20,40")
 @click.option("--seeds", default=None, help="comma list or ranges, e.g. 1-5 (default 1)")
 @click.option("--encoder", default=None, help="comma list (default: each data set's default encoder)")
-@click.option("--selector-config", multiple=True, metavar="NAME.KEY=VALUE", help="e.g. usl.lam=1.0 (repeatable)")
-@click.option("--learner-config", multiple=True, metavar="NAME.KEY=VALUE", help="e.g. linear.C=10 (repeatable)")
-@click.option("--encoder-config", multiple=True, metavar="KEY=VALUE", help="encoder config override (repeatable)")
+@config_overrides("selector", "learner", "encoder")
 @click.option("--data-root", default=None, help="folder holding the data sets' files")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
-@click.option("--results-root", default="results", show_default=True)
+@results_root_option()
 @click.option("--executor", type=EXECUTOR_CHOICE, default=None,
               help="inline (this process), local (submitit processes) or slurm  [default: local]")
 @click.option("--max-parallel", default=None, type=int, help="local: jobs at a time  [default: CPU count]")
@@ -46,7 +44,7 @@ EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 @click.option("--qos", default=None, help="slurm quality of service")
 @click.option("--sbatch", "sbatch_options", multiple=True, metavar="KEY=VALUE",
               help="extra sbatch option, e.g. constraint=a100 (repeatable)")
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda or auto (resolved inside each job)")
+@device_option("cpu, cuda, cuda:N or auto (resolved inside each job)")
 @click.option("--dry-run", is_flag=True, help="only show what is done / failed / running / new")
 @click.option("--retry-failed", is_flag=True, help="also re-run runs whose record says failed")
 @click.option("--wait/--no-wait", default=None,
@@ -66,9 +64,11 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
           --budget 10,20,40 --seeds 1-5 --executor local --max-parallel 2
       python cli.py sweep --file sweep.yaml --executor slurm --partition gpu --gpus 1 --time 4:00:00
     """
-    from ..benchmark.launch import Resources, parse_time_minutes
-    from ..benchmark.sweep import build_sweep, preset_executor, run_sweep
-    from ..registry import parse_overrides
+    # lazy: the harness imports the catalogue (torch), the report pandas; `sweep --help` stays light
+    from ..harness.grid import build_sweep, preset_executor
+    from ..harness.resources import Resources, parse_time_minutes
+    from ..harness.sweep import run_sweep
+    from ..report.leaderboard import write_leaderboard
 
     built = build_sweep(preset=preset, sweep_file=sweep_file, dataset=dataset, selector=selector, learner=learner,
                         budget=budget, seeds=seeds, encoder=encoder, selector_config=selector_config,
@@ -108,8 +108,6 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
     if final.get("failed") or final.get("crashed"):
         click.echo(f"see the failures with: python cli.py status {results_root}")
     if show_leaderboard and final.get("done"):
-        from ..report.leaderboard import write_leaderboard
-
         keys = {run.key for run in plan.runs}
         out_dir = Path(results_root) / built.datasets[0] if built.preset and len(built.datasets) == 1 else None
         board = write_leaderboard(results_root, keys=keys, out_dir=out_dir,
@@ -117,44 +115,3 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
         click.echo("")
         click.echo(board.text)
         click.echo(f"leaderboard: {board.path} (+ {len(board.plots)} plots)")
-
-
-@click.command()
-@click.argument("root", default="results", required=False)
-def status(root: str) -> None:
-    """Counts per state (done, failed, crashed, running, new); failed runs with their error and log.
-
-    \b
-    Example:
-      python cli.py status results
-    """
-    from ..benchmark.status import scan_states, summarize
-
-    if not Path(root).exists():
-        raise UserError(f"Results root {root} does not exist.")
-    states = scan_states(root)
-    if not states:
-        click.echo(f"no runs under {root}")
-        return
-    click.echo(summarize(states))
-
-
-@click.command()
-@click.argument("root", default="results", required=False)
-@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
-              show_default=True)
-@click.option("--output", default=None, help="folder for the tables and plots  [default: ROOT/leaderboards]")
-@click.option("--plots/--no-plots", default=True, show_default=True, help="also write the PNG plots")
-def leaderboard(root: str, fmt: str, output: str | None, plots: bool) -> None:
-    """Paper-style tables of the finished runs (mean ± std (n) and delta over random), and plots.
-
-    \b
-    Example:
-      python cli.py leaderboard results --format markdown > LEADERBOARD.md
-    """
-    from ..report.leaderboard import write_leaderboard
-
-    board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots,
-                              warn=lambda m: click.echo(f"warning: {m}", err=True))
-    click.echo(board.text, nl=not board.text.endswith("\n"))
-    click.echo(f"written: {board.path}" + (f" (+ {len(board.plots)} plots)" if board.plots else ""), err=True)

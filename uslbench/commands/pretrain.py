@@ -5,20 +5,22 @@ from pathlib import Path
 
 import click
 
+from ..devices import resolve_device
 from ..errors import UserError
+from ..utils import writable_root
+from .options import RESULTS_ROOT, device_option, results_root_option
 
 
 def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, download: bool = False,
-             results_root: str = "results", output: str | None = None, device: str = "cpu",
+             results_root: str = RESULTS_ROOT, output: str | None = None, device: str = "cpu",
              resume: bool = False, force: bool = False, echo=print, **option_values):
     """Library entry of the `pretrain` command (tests call it directly). Returns PretrainResult."""
+    # lazy: the catalogue and the training code import torch; `pretrain --help` stays light
+    from ..catalog import ENCODERS
     from ..datasets import load_dataset
     from ..encoders.pretrain import PretrainOptions, pretrain_simclr
     from ..encoders.torch_base import default_weights_path
-    from ..registry import ENCODERS, load_all
-    from ..utils import writable_root
 
-    load_all()
     if encoder != "simclr":
         ENCODERS.get(encoder)  # unknown names get the usual close-match message
         raise UserError(f"pretrain supports --encoder simclr only; {encoder!r} weights come from a checkpoint "
@@ -56,8 +58,8 @@ def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, down
 @click.option("--resume", is_flag=True, help="continue from the checkpoint left by an interrupted run")
 @click.option("--force", is_flag=True, help="train again even if weights exist (overwrites them)")
 @click.option("--output", default=None, help="weights file (default <results-root>/weights/<dataset>/simclr.pt)")
-@click.option("--results-root", default="results", show_default=True)
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
+@results_root_option()
+@device_option()
 def pretrain_command(encoder, dataset_name, data_root, download, epochs, batch_size, lr, temperature, amp,
                      num_workers, seed, resume, force, output, results_root, device) -> None:
     """Train SimCLR weights on a data set's train split; `run` then finds them.
@@ -67,8 +69,6 @@ def pretrain_command(encoder, dataset_name, data_root, download, epochs, batch_s
       python cli.py pretrain --encoder simclr --dataset cifar10 --data-root data --epochs 200
       python cli.py run --selector usl --learner linear --dataset cifar10 --data-root data --budget 40
     """
-    from ..cli import resolve_device
-
     pretrain(encoder, dataset_name, data_root=data_root, download=download, results_root=results_root,
              output=output, device=resolve_device(device), resume=resume, force=force,
              echo=lambda m: click.echo(m, err=True), epochs=epochs, batch_size=batch_size, lr=lr,

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 STATES = ("done", "failed", "crashed", "running", "new")
 _SLURM_ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
                 "SUSPENDED", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED"}
@@ -68,8 +70,6 @@ class Liveness:
         return state in _SLURM_ALIVE
 
     def pid_alive(self, pid: int, started: str | None = None) -> bool:
-        import psutil
-
         try:
             process = psutil.Process(int(pid))
             if process.status() == psutil.STATUS_ZOMBIE:

@@ -1,26 +1,27 @@
-"""Sweep grids: axes from the command line or a YAML/JSON file, presets, and the plan of what to run.
+"""Sweep grids: axes from the command line or a YAML/JSON file, and named presets.
 
 A sweep is the cross product datasets x encoders x selectors x learners x budgets x seeds, with one
-config override set per selector / learner name. Planning resolves and checks every spec (names,
-config keys, budgets) before anything is submitted, then sorts the runs into the states that
-`uslbench.benchmark.status` reads from the results folder: done, failed, crashed, running, new.
+config override set per selector / learner name. `uslbench.harness.plan` then resolves and checks
+every spec before anything is submitted.
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import itertools
 import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
+import yaml
+
+from ..catalog import LEARNERS, SELECTORS
+from ..datasets import DatasetLoader
 from ..errors import UserError, close_matches
-from ..registry import LEARNERS, SELECTORS, load_all, parse_overrides
+from ..registry import parse_scoped_overrides
+from .pipeline import prepare
 from .spec import RunSpec
-from .status import Liveness, RunState, run_state
 
 # Tags that keep a selector out of the CPU `quick` preset (they need a GPU, CLIP weights, or files).
 CPU_EXCLUDED_TAGS = frozenset({"needs_clip", "gpu_only", "needs_gpu", "needs_weights", "needs_file"})
@@ -90,39 +91,22 @@ def parse_name_list(text: str | Iterable[str] | None) -> list[str]:
     return out
 
 
-def parse_scoped_overrides(pairs: Iterable[str], kind: str) -> dict[str, dict[str, str]]:
-    """['usl.lam=1.0', 'usl.k=20'] -> {'usl': {'lam': '1.0', 'k': '20'}}."""
-    scoped: dict[str, dict[str, str]] = {}
-    for pair in pairs:
-        name_key = pair.split("=", 1)[0]
-        if "." not in name_key:
-            raise UserError(f"--{kind}-config {pair!r} must name the {kind}: NAME.KEY=VALUE "
-                            f"(for example usl.lam=1.0).")
-        name, rest = pair.split(".", 1)
-        scoped.setdefault(name.strip(), {}).update(parse_overrides([rest]))
-    return scoped
-
-
 def cpu_selectors(datasets: Iterable[str] = (), budget: int = 10,
                   skipped: list[str] | None = None) -> list[str]:
     """Registered selectors that run on a CPU without extra files, read at run time so selectors
     added later are included. With `datasets`, a selector that refuses one of them (say, one whose
     fixed encoder is not installed) is left out and named in `skipped` with its reason."""
-    from .pipeline import prepare
-    from .spec import RunSpec
-
-    load_all()
     names = []
+    loader = DatasetLoader(memo=True)
     for name in SELECTORS.names():
         entry = SELECTORS.get(name)
         if entry.argument_field or CPU_EXCLUDED_TAGS.intersection(entry.tags) or any(
                 tag.startswith("fixed_encoder:") for tag in entry.tags):
             continue
         try:
-            with dataset_memo():
-                for dataset in datasets:
-                    prepare(RunSpec(dataset=dataset, selector=name, learner="linear", budget=budget),
-                            tempfile.gettempdir())
+            for dataset in datasets:
+                prepare(RunSpec(dataset=dataset, selector=name, learner="linear", budget=budget),
+                        tempfile.gettempdir(), loader=loader)
         except UserError as exc:
             if skipped is not None:
                 skipped.append(f"{name}: {str(exc).splitlines()[0]}")
@@ -142,7 +126,8 @@ class Sweep:
     encoders: list[str | None] = field(default_factory=lambda: [None])
     selector_config: dict[str, dict[str, Any]] = field(default_factory=dict)
     learner_config: dict[str, dict[str, Any]] = field(default_factory=dict)
-    encoder_config: dict[str, Any] = field(default_factory=dict)
+    encoder_config: dict[str, Any] = field(default_factory=dict)      # every encoder (sweep files)
+    encoder_configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # per encoder name
     dataset_config: dict[str, Any] = field(default_factory=dict)
     data_root: str | None = None
     encoder_weights: str | None = None
@@ -156,12 +141,15 @@ class Sweep:
                 raise UserError(f"The sweep's {axis} axis is empty; give at least one value "
                                 f"(for example --{axis} {_EXAMPLES[axis]}).")
         for scope, names, what in ((self.selector_config, self.selectors, "selector"),
-                                   (self.learner_config, self.learners, "learner")):
+                                   (self.learner_config, self.learners, "learner"),
+                                   (self.encoder_configs, [e for e in self.encoders if e], "encoder")):
             for name in scope:
                 if name not in names:
                     hint = close_matches(name, names)
-                    raise UserError(f"--{what}-config names {what} {name!r}, which is not in this sweep "
-                                    f"({', '.join(names)})." + (f" Did you mean {hint[0]!r}?" if hint else ""))
+                    listed = (f"({', '.join(names)})" if names else
+                              "(it uses each data set's default encoder; name the encoder with --encoder)")
+                    raise UserError(f"--{what}-config names {what} {name!r}, which is not in this sweep {listed}."
+                                    + (f" Did you mean {hint[0]!r}?" if hint else ""))
 
     def specs(self) -> list[RunSpec]:
         self.check()
@@ -171,7 +159,8 @@ class Sweep:
             out.append(RunSpec(dataset=dataset, selector=selector, learner=learner, budget=budget, seed=seed,
                                encoder=encoder, selector_config=dict(self.selector_config.get(selector, {})),
                                learner_config=dict(self.learner_config.get(learner, {})),
-                               encoder_config=dict(self.encoder_config), dataset_config=dict(self.dataset_config),
+                               encoder_config={**self.encoder_config, **self.encoder_configs.get(encoder, {})},
+                               dataset_config=dict(self.dataset_config),
                                encoder_weights=self.encoder_weights, data_root=self.data_root))
         return out
 
@@ -207,23 +196,27 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
         raise UserError(f"The sweep needs {', '.join('--' + m for m in missing)} (or a sweep file / "
                         "--preset quick). Example: python cli.py sweep --selector usl,random --learner linear "
                         "--dataset digits --budget 10,20,40 --seeds 1-3")
+    def only(names: list) -> str | None:  # the entry an unscoped override meant, for the error's fix
+        return names[0].split(":", 1)[0] if len(names) == 1 and names[0] else None
+
+    selectors = parse_name_list(values["selector"])
     sel_cfg = _scoped(values.get("selector_config"), "selector")
-    for name, overrides in parse_scoped_overrides(selector_config, "selector").items():
+    for name, overrides in parse_scoped_overrides(selector_config, "selector", only(selectors)).items():
         sel_cfg.setdefault(name, {}).update(overrides)
     learners = parse_name_list(values["learner"])
     # the preset's learner overrides apply to its learners that are still in the sweep
     learn_cfg = {k: dict(v) for k, v in preset_values.get("learner_config", {}).items() if k in learners}
-    for scope in (_scoped(values.get("learner_config"), "learner"), parse_scoped_overrides(learner_config, "learner")):
+    for scope in (_scoped(values.get("learner_config"), "learner"), parse_scoped_overrides(learner_config, "learner", only(learners))):
         for name, overrides in scope.items():
             learn_cfg.setdefault(name, {}).update(overrides)
     enc_cfg = dict(values.get("encoder_config") or {})
-    enc_cfg.update(parse_overrides(encoder_config))
     encoders = parse_name_list(values.get("encoder")) or [None]
-    sweep = Sweep(datasets=parse_name_list(values["dataset"]), selectors=parse_name_list(values["selector"]),
+    enc_cfgs = parse_scoped_overrides(encoder_config, "encoder", only(encoders))
+    sweep = Sweep(datasets=parse_name_list(values["dataset"]), selectors=selectors,
                   learners=learners,
                   budgets=parse_int_list(values["budget"], "Budget"),
                   seeds=parse_int_list(values.get("seeds", "1"), "Seed"), encoders=encoders,
-                  selector_config=sel_cfg, learner_config=learn_cfg, encoder_config=enc_cfg,
+                  selector_config=sel_cfg, learner_config=learn_cfg, encoder_config=enc_cfg, encoder_configs=enc_cfgs,
                   dataset_config=dict(values.get("dataset_config") or {}),
                   data_root=data_root or values.get("data_root"),
                   encoder_weights=encoder_weights or values.get("encoder_weights"), preset=preset,
@@ -244,7 +237,6 @@ def _scoped(value: Any, kind: str) -> dict[str, dict[str, Any]]:
 def resolve_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise UserError(f"Unknown sweep preset {name!r}. Known presets: {', '.join(sorted(PRESETS))}.")
-    load_all()
     preset = {k: v for k, v in PRESETS[name].items() if k in AXES}
     if preset.get("selector") == "@cpu":
         skipped: list[str] = []
@@ -277,8 +269,6 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
         if path.suffix.lower() == ".json":
             data = json.loads(text)
         else:
-            import yaml
-
             data = yaml.safe_load(text)
     except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
         raise UserError(f"Sweep file {path} could not be parsed: {exc}") from None
@@ -307,140 +297,3 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
             elif isinstance(value, int) and not isinstance(value, bool):
                 data[axis] = str(value)
     return data
-
-
-# ---------------------------------------------------------------------------------- planning
-@dataclass
-class PlannedRun:
-    spec: RunSpec
-    prepared: Any            # pipeline.Prepared
-    state: RunState
-
-    @property
-    def key(self) -> str:
-        return self.prepared.run_key
-
-
-@dataclass
-class Plan:
-    root: Path
-    runs: list[PlannedRun]
-    retry_failed: bool = False
-
-    def counts(self) -> dict[str, int]:
-        counts = {state: 0 for state in ("done", "failed", "crashed", "running", "new")}
-        for run in self.runs:
-            counts[run.state.state] += 1
-        return counts
-
-    @property
-    def to_submit(self) -> list[PlannedRun]:
-        """New and crashed runs (a crashed run left no record), plus failed ones on --retry-failed."""
-        wanted = {"new", "crashed"} | ({"failed"} if self.retry_failed else set())
-        return [run for run in self.runs if run.state.state in wanted]
-
-
-@contextlib.contextmanager
-def dataset_memo() -> Iterator[None]:
-    """Load each data set once while planning or inside a job that runs many specs (prepare()
-    loads the data set per spec, which costs ~30 ms for digits and far more for folders)."""
-    from . import pipeline
-
-    original = pipeline.load_dataset
-    memo: dict[str, Any] = {}
-
-    def cached(name: str, data_root: str | None = None, **overrides: Any):
-        key = json.dumps([name, data_root, overrides], sort_keys=True, default=str)
-        if key not in memo:
-            memo[key] = original(name, data_root=data_root, **overrides)
-        return memo[key]
-
-    pipeline.load_dataset = cached
-    try:
-        yield
-    finally:
-        pipeline.load_dataset = original
-
-
-def plan_sweep(specs: list[RunSpec], results_root: str | os.PathLike, retry_failed: bool = False,
-               liveness: Liveness | None = None) -> Plan:
-    """Resolve and check every spec (UserError before anything runs), then read each run's state."""
-    from .pipeline import prepare
-
-    liveness = liveness or Liveness()
-    runs: list[PlannedRun] = []
-    seen: set[str] = set()
-    with dataset_memo():
-        for spec in specs:
-            prepared = prepare(spec, results_root)
-            if prepared.run_key in seen:
-                continue
-            seen.add(prepared.run_key)
-            runs.append(PlannedRun(spec, prepared, run_state(prepared.run_dir, liveness)))
-    root = Path(runs[0].prepared.root) if runs else Path(results_root).absolute()
-    return Plan(root, runs, retry_failed)
-
-
-@contextlib.contextmanager
-def root_lock(root: Path) -> Iterator[None]:
-    """Exclusive lock on the results root while a sweep plans and submits, so two sweeps sharing
-    a root never submit the same run twice (the second one sees the first one's job markers)."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".sweep.lock", "a+") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-# ---------------------------------------------------------------------------------- one sweep
-@dataclass
-class SweepResult:
-    plan: Plan
-    submitted: int = 0                       # runs handed to an executor
-    job_ids: list[str] = field(default_factory=list)
-    waited: bool = False
-    final_counts: dict[str, int] = field(default_factory=dict)
-
-
-def run_sweep(sweep: Sweep, results_root: str | os.PathLike, resources: Any, retry_failed: bool = False,
-              dry_run: bool = False, wait: bool = True, echo=print) -> SweepResult:
-    """Plan under the root lock, then run or submit what is not done. A second identical sweep
-    finds every run done (or running) and submits nothing."""
-    from .launch import execute, mark_queued, release_markers
-    from .status import Liveness, run_state
-
-    resources.check()                         # executor problems before any planning work
-    specs = sweep.specs()
-    root = Path(results_root).absolute()
-    from ..utils import writable_root
-
-    writable_root(root)
-    with root_lock(root):
-        plan = plan_sweep(specs, root, retry_failed)
-        if dry_run or not plan.to_submit:
-            return SweepResult(plan, waited=True, final_counts=plan.counts())
-        if resources.executor == "slurm":    # submitted (and marked) before the lock is released
-            submission = execute(plan, resources, wait=False, echo=echo)
-        else:                                 # claimed by this process until a job takes them
-            mark_queued(plan.to_submit, "sweep", str(os.getpid()), pid=os.getpid())
-    to_submit = plan.to_submit
-    if resources.executor == "slurm":
-        if wait:
-            from .launch import wait_for_slurm
-
-            wait_for_slurm(submission.job_ids, to_submit)
-        result = SweepResult(plan, len(to_submit), submission.job_ids, wait)
-    else:
-        try:
-            submission = execute(plan, resources, wait=True, echo=echo)
-        finally:
-            release_markers(to_submit)
-        result = SweepResult(plan, len(to_submit), submission.job_ids, True)
-    liveness = Liveness()
-    counts = {state: 0 for state in ("done", "failed", "crashed", "running", "new")}
-    for run in plan.runs:
-        counts[run_state(run.prepared.run_dir, liveness).state] += 1
-    result.final_counts = counts
-    return result

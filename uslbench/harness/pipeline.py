@@ -8,6 +8,8 @@ with status "ok" is returned as is; an exception during training leaves a record
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata as md
+import json
 import os
 import platform
 import socket
@@ -22,12 +24,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import SCHEMA_VERSION, __version__
-from ..datasets import load_dataset
+from ..catalog import DATASETS, ENCODERS, LEARNERS, SELECTORS
+from ..datasets import DatasetLoader
 from ..datasets.base import Dataset
 from ..encoders.base import FeatureSet
 from ..errors import UserError
 from ..learners.base import SINGLE_CLASS
-from ..registry import DATASETS, ENCODERS, LEARNERS, SELECTORS, load_all
 from ..selectors.base import SelectionContext, check_budget
 from ..utils import atomic_write_json, writable_root
 from .cache import FeatureCache, SelectionCache, indices_digest
@@ -51,28 +53,31 @@ class RunOutcome:
         return self.record.get("metrics", {}).get("top1")
 
 
-@dataclass
-class Prepared:
-    """Everything resolved and checked for one spec; nothing computed or written yet."""
+@dataclass(frozen=True)
+class FeatureSource:
+    """The features one stage reads: those of the encoder `encoder` (registry name) on the run's
+    data set, cached under the feature key `key`."""
+
+    encoder: str
+    key: str
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """One spec resolved and checked: names, budget, content keys, resolved configs and where each
+    stage's features come from. A plain value (picklable, no data set or model inside): the plan,
+    the job markers and the records read it."""
 
     spec: RunSpec
     root: Path
-    dataset: Dataset
-    encoder_name: str
-    encoder: Any
-    selector: Any
-    learner: Any
     budget: int
+    encoder_name: str                       # the run's encoder: the data set's default or --encoder
     dataset_key: str
-    feature_key: str
+    feature_key: str                        # the run encoder's features
     selection_key: str
-    run_key: str
-    needs_features: bool
-    configs: dict[str, Any]
-    # a selector with a fixed encoder (clip_usl) sees features of its own encoder; None: the run's
-    selection_encoder_name: str | None = None
-    selection_encoder: Any = None
-    selection_feature_key: str | None = None
+    run_key: str                            # "" for a spec without a learner
+    configs: dict[str, Any]                 # resolved configs and identities (record["resolved"])
+    features: dict[str, FeatureSource] = field(default_factory=dict)  # stage ("selection", "learner") -> source
 
     @property
     def run_dir(self) -> Path:
@@ -81,6 +86,55 @@ class Prepared:
     @property
     def record_path(self) -> Path:
         return self.run_dir / "record.json"
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether some stage reads the run encoder's features."""
+        return any(source.encoder == self.encoder_name for source in self.features.values())
+
+    def feature_name(self, stage: str) -> str:
+        """The name of a stage's features in a record's `cached` and `seconds`: "features" for the run
+        encoder's, "<stage>_features" for another encoder's (clip_usl: "selection_features")."""
+        source = self.features[stage]
+        return "features" if source.encoder == self.encoder_name else f"{stage}_features"
+
+
+@dataclass
+class Prepared:
+    """A resolved run and the live objects that compute it (nothing computed or written yet)."""
+
+    resolved: ResolvedRun
+    dataset: Dataset
+    selector: Any
+    learner: Any                            # None for a spec without a learner
+    encoders: dict[str, Any]                # by registry name: the run's encoder and any a stage reads
+
+    # the resolved value's fields that the stages read most
+    @property
+    def spec(self) -> RunSpec:
+        return self.resolved.spec
+
+    @property
+    def root(self) -> Path:
+        return self.resolved.root
+
+    @property
+    def run_dir(self) -> Path:
+        return self.resolved.run_dir
+
+    @property
+    def record_path(self) -> Path:
+        return self.resolved.record_path
+
+    @property
+    def encoder(self) -> Any:
+        """The run's encoder."""
+        return self.encoders[self.resolved.encoder_name]
+
+    def stage_encoder(self, stage: str) -> Any:
+        """The encoder whose features `stage` reads (the run's when the stage reads none)."""
+        source = self.resolved.features.get(stage)
+        return self.encoders[source.encoder if source is not None else self.resolved.encoder_name]
 
 
 def _config_dict(config: Any) -> dict:
@@ -98,10 +152,17 @@ def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: d
     return ENCODERS.create(name, dataset=dataset_name, **overrides)
 
 
-def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu") -> Prepared:
+def fixed_encoder(selector: Any) -> str | None:
+    """The encoder whose features a selector must see whatever the run's encoder (clip_usl: "clip")."""
+    return getattr(selector, "fixed_encoder", None)
+
+
+def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+            loader: DatasetLoader | None = None) -> Prepared:
     """Resolve names and configs and check the input. Raises UserError; writes nothing.
-    A spec without a learner (`select --dataset`) prepares the features and selection stages only."""
-    load_all()
+    A spec without a learner (`select --dataset`) prepares the features and selection stages only.
+    `loader` loads the data set (a memoising one when many specs share data sets)."""
+    loader = loader or DatasetLoader()
     for registry, name in ((DATASETS, spec.dataset), (SELECTORS, spec.selector), (LEARNERS, spec.learner)):
         if name is not None or registry is not LEARNERS:
             registry.get(name)
@@ -109,98 +170,99 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
         ENCODERS.get(spec.encoder)
     selector = SELECTORS.create(spec.selector, dataset=spec.dataset, **spec.selector_config)
     learner = LEARNERS.create(spec.learner, dataset=spec.dataset, **spec.learner_config) if spec.learner else None
-    fixed_encoder = getattr(selector, "fixed_encoder", None)
-    if fixed_encoder and fixed_encoder not in ENCODERS:
-        raise UserError(f"Selector {spec.selector!r} computes its features with the {fixed_encoder!r} encoder, which "
-                        f"is not available in this installation (known encoders: {', '.join(ENCODERS.names())}). "
+    selector_encoder = fixed_encoder(selector)
+    if selector_encoder and selector_encoder not in ENCODERS:
+        raise UserError(f"Selector {spec.selector!r} computes its features with the {selector_encoder!r} encoder, "
+                        f"which is not available in this installation (known encoders: {', '.join(ENCODERS.names())}). "
                         "Install the package with its clip extra (pip install -e '.[clip]') and provide the weights "
                         "as that encoder's documentation says, or run select --features on your own embeddings.")
     if isinstance(spec.seed, bool) or not isinstance(spec.seed, (int, np.integer)) or spec.seed < 0:
         raise UserError(f"Seed must be a non-negative integer, got {spec.seed!r}.")
-    check_budget(spec.budget, sys.maxsize)  # positive integer, before loading anything
     root = writable_root(results_root)
-    dataset = load_dataset(spec.dataset, data_root=spec.data_root, **spec.dataset_config)
+    dataset = loader(spec.dataset, data_root=spec.data_root, **spec.dataset_config)
     budget = check_budget(spec.budget, dataset.pool_size)
     encoder_name = spec.encoder or dataset.default_encoder
-    encoder = make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)
-    encoder.use_results_root(root)  # default weights location: <results-root>/weights/<dataset>/
-    if hasattr(encoder, "allow_download"):  # --download also fetches the authors' published checkpoint
-        encoder.allow_download(bool(spec.dataset_config.get("download")))
-    selection_encoder_name = fixed_encoder if fixed_encoder and fixed_encoder != encoder_name else None
-    selection_encoder = make_encoder(fixed_encoder, spec.dataset, None, {}) if selection_encoder_name else None
-    if selection_encoder is not None:
-        selection_encoder.use_results_root(root)
-    learner_uses_features = learner is not None and learner.uses_features
-    needs_features = learner_uses_features or (selector.uses_features and selection_encoder is None)
-    if needs_features:
-        encoder.check(dataset)
-    if selection_encoder is not None:
-        selection_encoder.check(dataset)
+    encoders = {encoder_name: make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)}
+    # each stage that reads features names its encoder: the run's, or the one its entry fixes
+    stage_encoders: dict[str, str] = {}
+    if selector.uses_features:
+        stage_encoders["selection"] = selector_encoder or encoder_name
+    if learner is not None and learner.uses_features:
+        stage_encoders["learner"] = encoder_name
+    for name in stage_encoders.values():
+        if name not in encoders:
+            encoders[name] = make_encoder(name, spec.dataset, None, {})
+    for encoder in encoders.values():
+        encoder.use_results_root(root)  # default weights location: <results-root>/weights/<dataset>/
+        if hasattr(encoder, "allow_download"):  # --download also fetches the authors' published checkpoint
+            encoder.allow_download(bool(spec.dataset_config.get("download")))
+    for name in dict.fromkeys(stage_encoders.values()):
+        encoders[name].check(dataset)
     labels_allowed = selector.needs_labels
     if labels_allowed and not dataset.has_train_labels:
         raise UserError(f"Selector {spec.selector!r} reads labels, but {dataset.name} has no train labels.")
+    selection_encoder = encoders[stage_encoders.get("selection", encoder_name)]
     selector.validate(dataset.pool_size, budget, SelectionContext(
         pool_size=dataset.pool_size, dataset=dataset, dataset_name=spec.dataset, labels=dataset.train.labels,
-        labels_allowed=labels_allowed, encoder=selection_encoder or encoder))
+        labels_allowed=labels_allowed, encoder=selection_encoder))
     if learner is not None:
         learner.check_dataset(dataset)
         learner.check_device(device)
     d_key = dataset_key(dataset.identity)
-    f_key = feature_key(dataset.identity, encoder.identity())
-    sf_key = feature_key(dataset.identity, selection_encoder.identity()) if selection_encoder is not None else None
+    feature_keys = {name: feature_key(dataset.identity, encoder.identity()) for name, encoder in encoders.items()}
+    sources = {stage: FeatureSource(name, feature_keys[name]) for stage, name in stage_encoders.items()}
     selector_cfg = _config_dict(selector.config)
     key_cfg = selector.key_config() if hasattr(selector, "key_config") else selector_cfg
-    s_key = selection_key((sf_key or f_key) if selector.uses_features else d_key, spec.selector, key_cfg,
+    s_key = selection_key(sources["selection"].key if "selection" in sources else d_key, spec.selector, key_cfg,
                           budget, spec.seed)
     learner_cfg = _config_dict(learner.config) if learner is not None else {}
-    r_key = run_key(s_key, spec.learner, learner_cfg, spec.seed, f_key if learner_uses_features else d_key) \
-        if learner is not None else ""
-    configs = {"dataset": dataset.identity, "encoder": encoder.identity(), "selector": selector_cfg,
+    r_key = run_key(s_key, spec.learner, learner_cfg, spec.seed,
+                    sources["learner"].key if "learner" in sources else d_key) if learner is not None else ""
+    configs = {"dataset": dataset.identity, "encoder": encoders[encoder_name].identity(), "selector": selector_cfg,
                "learner": learner_cfg}
-    if selection_encoder is not None:
-        configs["selection_encoder"] = selection_encoder.identity()
-    return Prepared(spec, root, dataset, encoder_name, encoder, selector, learner, budget, d_key, f_key,
-                    s_key, r_key, needs_features, configs, selection_encoder_name, selection_encoder, sf_key)
+    for stage, source in sources.items():
+        if source.encoder != encoder_name:
+            configs[f"{stage}_encoder"] = encoders[source.encoder].identity()
+    resolved = ResolvedRun(spec, root, budget, encoder_name, d_key, feature_keys[encoder_name], s_key, r_key, configs,
+                           sources)
+    return Prepared(resolved, dataset, selector, learner, encoders)
 
 
-def compute_features(prep: Prepared, device: str = "cpu", echo: Echo = _stderr,
-                     for_selection: bool = False) -> tuple[FeatureSet, bool, float]:
-    """The run encoder's features, or with for_selection=True the selection encoder's (clip_usl)."""
-    separate = for_selection and prep.selection_encoder is not None
-    encoder_name = prep.selection_encoder_name if separate else prep.encoder_name
-    encoder = prep.selection_encoder if separate else prep.encoder
-    key = prep.selection_feature_key if separate else prep.feature_key
-    cache = FeatureCache(prep.root, prep.spec.dataset, encoder_name, key)
+def compute_features(prep: Prepared, source: FeatureSource, device: str = "cpu",
+                     echo: Echo = _stderr) -> tuple[FeatureSet, bool, float]:
+    """The features of `source` through the feature cache: (features, whether cached, seconds)."""
+    cache = FeatureCache(prep.root, prep.spec.dataset, source.encoder, source.key)
     loaded = cache.load(echo)
     if loaded is not None:
         train, test, meta = loaded
         return FeatureSet(train=train, test=test), True, 0.0
+    encoder = prep.encoders[source.encoder]
     start = time.perf_counter()
     features = encoder.encode(prep.dataset, device=device)
     seconds = time.perf_counter() - start
     cache.save(features.train, features.test, {
-        "schema": SCHEMA_VERSION, "key": key, "dataset": prep.spec.dataset,
-        "encoder": encoder_name, "identity": encoder.identity(), "seconds": seconds,
+        "schema": SCHEMA_VERSION, "key": source.key, "dataset": prep.spec.dataset,
+        "encoder": source.encoder, "identity": encoder.identity(), "seconds": seconds,
         "created": _now()})
     return features, False, seconds
 
 
 def compute_selection(prep: Prepared, features: FeatureSet | None, device: str = "cpu",
                       echo: Echo = _stderr) -> tuple[dict, bool]:
-    spec = prep.spec
-    cache = SelectionCache(prep.root, spec.dataset, spec.selector, prep.budget, spec.seed, prep.selection_key)
+    spec, resolved = prep.spec, prep.resolved
+    cache = SelectionCache(prep.root, spec.dataset, spec.selector, resolved.budget, spec.seed, resolved.selection_key)
     loaded = cache.load(echo)
     if loaded is not None:
         return loaded, True
     context = SelectionContext(pool_size=prep.dataset.pool_size, dataset=prep.dataset, dataset_name=spec.dataset,
                                labels=prep.dataset.train.labels if prep.selector.needs_labels else None,
                                labels_allowed=prep.selector.needs_labels,
-                               encoder=prep.selection_encoder or prep.encoder, device=device,
+                               encoder=prep.stage_encoder("selection"), device=device,
                                workdir=prep.root / "cache" / "work")
-    selection = prep.selector.select(features.train if features is not None else None, prep.budget,
+    selection = prep.selector.select(features.train if features is not None else None, resolved.budget,
                                      seed=spec.seed, context=context)
-    data = {"schema": SCHEMA_VERSION, "key": prep.selection_key, "selector": spec.selector,
-            "budget": prep.budget, "seed": spec.seed, "config": _config_dict(prep.selector.config),
+    data = {"schema": SCHEMA_VERSION, "key": resolved.selection_key, "selector": spec.selector,
+            "budget": resolved.budget, "seed": spec.seed, "config": _config_dict(prep.selector.config),
             "indices": selection.indices, "info": selection.info, "seconds": selection.seconds,
             "reads_labels": prep.selector.needs_labels, "created": _now()}
     cache.save(data)
@@ -209,30 +271,37 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
 
 
 def feature_stage(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, cached: dict | None = None,
-                  seconds: dict | None = None, always: bool = False) -> tuple[FeatureSet | None, FeatureSet | None]:
-    """The run encoder's features (when the learner or selector needs them, or `always`) and, for a
-    selector with a fixed encoder (clip_usl), that encoder's features. Returns (run features,
-    selection features); the flags and seconds go into `cached` / `seconds`."""
+                  seconds: dict | None = None, always: bool = False) -> dict[str, FeatureSet]:
+    """The features every stage reads (`ResolvedRun.features`), each source computed or loaded once,
+    plus the run encoder's with `always` (the sweep's features jobs). Returns stage -> FeatureSet,
+    with the run encoder's under "run" when computed; the flags and seconds go into `cached` /
+    `seconds` under `ResolvedRun.feature_name(stage)`."""
     cached = {} if cached is None else cached
     seconds = {} if seconds is None else seconds
-    features = None
-    if prep.needs_features or always:
-        features, cached["features"], seconds["features"] = compute_features(prep, device, echo)
-    selection_features = features
-    if prep.selection_encoder is not None:
-        selection_features, cached["selection_features"], seconds["selection_features"] = \
-            compute_features(prep, device, echo, for_selection=True)
-    return features, selection_features
+    resolved = prep.resolved
+    sources = dict(resolved.features)
+    if always and not resolved.needs_features:
+        sources["run"] = FeatureSource(resolved.encoder_name, resolved.feature_key)
+    by_key: dict[str, FeatureSet] = {}
+    out: dict[str, FeatureSet] = {}
+    for stage, source in sorted(sources.items(), key=lambda item: item[1].encoder != resolved.encoder_name):
+        if source.key not in by_key:
+            name = "features" if source.encoder == resolved.encoder_name else f"{stage}_features"
+            by_key[source.key], cached[name], seconds[name] = compute_features(prep, source, device, echo)
+        out[stage] = by_key[source.key]
+    if resolved.feature_key in by_key:
+        out["run"] = by_key[resolved.feature_key]
+    return out
 
 
 def selection_stage(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, cached: dict | None = None,
-                    seconds: dict | None = None) -> tuple[FeatureSet | None, dict]:
-    """Features, then the selection, through the caches. Returns (run features, selection data)."""
+                    seconds: dict | None = None) -> tuple[dict[str, FeatureSet], dict]:
+    """Features, then the selection, through the caches. Returns (stage -> features, selection data)."""
     cached = {} if cached is None else cached
     seconds = {} if seconds is None else seconds
-    features, selection_features = feature_stage(prep, device, echo, cached, seconds)
+    features = feature_stage(prep, device, echo, cached, seconds)
     t0 = time.perf_counter()
-    selection, cached["selection"] = compute_selection(prep, selection_features, device, echo)
+    selection, cached["selection"] = compute_selection(prep, features.get("selection"), device, echo)
     seconds["selection"] = 0.0 if cached["selection"] else time.perf_counter() - t0
     return features, selection
 
@@ -260,7 +329,7 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
     try:
         features, selection = selection_stage(prep, device, echo, cached, seconds)
         indices = np.asarray(selection["indices"], dtype=np.int64)
-        record["selection"] = {"key": prep.selection_key, "indices": indices.tolist(),
+        record["selection"] = {"key": prep.resolved.selection_key, "indices": indices.tolist(),
                                "indices_sha256": indices_digest(indices), "info": selection.get("info", {}),
                                "seconds": selection.get("seconds", {}), "cached": cached["selection"]}
         record["class_histogram"] = class_histogram(prep.dataset, indices)
@@ -270,7 +339,7 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
         prep.learner.check(prep.dataset, indices)
         t0 = time.perf_counter()
         metrics = prep.learner.fit(prep.dataset, indices, seed=spec.seed, device=device,
-                                   workdir=prep.run_dir, features=features,
+                                   workdir=prep.run_dir, features=features.get("run"),
                                    encoder=prep.encoder)
         seconds["learner"] = time.perf_counter() - t0
         record.update(status="ok", metrics=metrics, seconds=seconds, cached=cached, finished=_now())
@@ -310,8 +379,6 @@ def class_histogram(dataset: Dataset, indices: np.ndarray) -> list[int]:
 
 
 def read_record(path: Path) -> dict | None:
-    import json
-
     try:
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
@@ -319,10 +386,12 @@ def read_record(path: Path) -> dict | None:
 
 
 def _base_record(prep: Prepared) -> dict[str, Any]:
+    resolved = prep.resolved
     return {
-        "schema": SCHEMA_VERSION, "key": prep.run_key, "spec": prep.spec.to_dict(),
-        "resolved": {"encoder_name": prep.encoder_name, "budget": prep.budget, **prep.configs},
-        "keys": {"dataset": prep.dataset_key, "features": prep.feature_key, "selection": prep.selection_key},
+        "schema": SCHEMA_VERSION, "key": resolved.run_key, "spec": prep.spec.to_dict(),
+        "resolved": {"encoder_name": resolved.encoder_name, "budget": resolved.budget, **resolved.configs},
+        "keys": {"dataset": resolved.dataset_key, "features": resolved.feature_key,
+                 "selection": resolved.selection_key},
         "selector_tags": list(SELECTORS.get(prep.spec.selector).tags),
         "learner_tags": list(LEARNERS.get(prep.spec.learner).tags),
         "dataset_summary": {"pool_size": prep.dataset.pool_size, "num_classes": prep.dataset.num_classes,
@@ -350,8 +419,6 @@ def _now() -> str:
 
 
 def versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     out = {"uslbench": __version__, "python": platform.python_version()}
     for package in ("numpy", "torch", "torchvision", "faiss-cpu", "scikit-learn"):
         try:

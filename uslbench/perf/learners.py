@@ -1,7 +1,7 @@
 """Steps per second of an SSL learner on CIFAR-shaped inputs (random 32x32x3 images, 10 classes).
 
-    nice -n 10 python -m uslbench.benchmark.perf_learners --learner fixmatch --steps 4
-    python -m uslbench.benchmark.perf_learners --device cuda --steps 50 --amp
+    nice -n 10 python -m uslbench.perf.learners --learner fixmatch --steps 4
+    python -m uslbench.perf.learners --device cuda --steps 50 --amp
 
 Runs the real training loop (augmentation on the device, one forward/backward per step, EMA) with
 the CIFAR-10 preset (WRN-28-2, batch 64 labeled + 7 x 64 unlabeled unless overridden) and reports
@@ -15,14 +15,14 @@ import json
 import time
 
 import numpy as np
+import torch
+
+from ..catalog import LEARNERS
+from ..datasets.base import Dataset, ImageSplit
 
 
 def measure(learner_name: str = "fixmatch", steps: int = 4, device: str = "cpu", amp: bool = False,
             channels_last: bool = False, threads: int = 0, pool: int = 2048, **overrides) -> dict:
-    from ..datasets.base import Dataset, ImageSplit
-    from ..registry import LEARNERS, load_all
-
-    load_all()
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (pool, 32, 32, 3), dtype=np.uint8)
     labels = np.arange(pool) % 10
@@ -44,7 +44,7 @@ def measure(learner_name: str = "fixmatch", steps: int = 4, device: str = "cpu",
             "labeled_batch": cfg.labeled_batch, "unlabeled_batch": cfg.labeled_batch * cfg.unlabeled_ratio,
             "steps_timed": len(steady), "first_step_seconds": round(float(per_step[0]), 3),
             "seconds_per_step": round(seconds, 3), "steps_per_second": round(1.0 / seconds, 4),
-            "torch_threads": __import__("torch").get_num_threads()}
+            "torch_threads": torch.get_num_threads()}
 
 
 def main() -> None:

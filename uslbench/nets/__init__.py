@@ -13,7 +13,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ...errors import UserError
+from ..errors import UserError
+from .cnn import SmallCNN
+from .wrn import WideResNet
 
 
 def projection_mlp(head_dims: list[int], relu: bool = True) -> nn.Sequential:
@@ -45,9 +47,9 @@ class Classifier(nn.Module):
 def _resnet(name: str) -> Callable[[int, int], tuple[nn.Module, int]]:
     def build(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
         try:
-            from . import resnet
+            from . import resnet  # lazy: torchvision, which only the ResNets need
         except ImportError as exc:
-            raise UserError(f"Network {name!r} needs uslbench.learners.nets.resnet, which is not available "
+            raise UserError(f"Network {name!r} needs uslbench.nets.resnet, which is not available "
                             f"in this installation ({exc}). Use arch=wrn28_2 or arch=cnn.") from None
         module = getattr(resnet, name)(num_classes=10)
         if in_channels != 3:
@@ -61,8 +63,6 @@ def _resnet(name: str) -> Callable[[int, int], tuple[nn.Module, int]]:
 
 def _wrn(widen: int) -> Callable[[int, int], tuple[nn.Module, int]]:
     def build(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
-        from .wrn import WideResNet
-
         net = WideResNet(in_channels, 28, widen)
         return net, net.feature_dim
     return build
@@ -70,8 +70,6 @@ def _wrn(widen: int) -> Callable[[int, int], tuple[nn.Module, int]]:
 
 def _cnn(width: int) -> Callable[[int, int], tuple[nn.Module, int]]:
     def build(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
-        from .cnn import SmallCNN
-
         net = SmallCNN(in_channels, image_size, width)
         return net, net.feature_dim
     return build

@@ -6,19 +6,20 @@ identity, weights digest), so moving data does not invalidate the cache.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .. import SCHEMA_VERSION
-from ..utils import content_key
+from ..utils import check_budget, content_key
 
 
 @dataclass
 class RunSpec:
     dataset: str
     selector: str
-    learner: str
-    budget: Any
+    learner: str | None                        # None: features and selection only (`select --dataset`)
+    budget: int                                # m; checked here (a positive integer), against the pool in prepare
     seed: int = 1
     encoder: str | None = None                 # None: the data set's default encoder
     selector_config: dict[str, Any] = field(default_factory=dict)
@@ -27,6 +28,9 @@ class RunSpec:
     dataset_config: dict[str, Any] = field(default_factory=dict)
     encoder_weights: str | None = None         # a path: never part of a key (its digest is)
     data_root: str | None = None               # a path: never part of a key
+
+    def __post_init__(self) -> None:
+        self.budget = check_budget(self.budget, sys.maxsize)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

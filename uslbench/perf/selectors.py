@@ -3,7 +3,7 @@
     python cli.py perf selectors            # every case, table -> results/perf/selectors.md
     python cli.py perf selectors --quick    # the N = 50,000 cases only
 
-Each case runs in its own subprocess (`python -m uslbench.benchmark.perf --case NAME`), so the
+Each case runs in its own subprocess (`python -m uslbench.perf.selectors --case NAME`), so the
 peak RSS of one case never includes another's; the peak covers the whole child process: the
 Python interpreter and imports, the feature matrix (655 MB at ImageNet scale) and the selector.
 Features: a seeded mixture of isotropic Gaussians around random unit centres, L2-normalised
@@ -24,6 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tabulate import tabulate
+
+from ..catalog import SELECTORS
+from ..errors import UserError, unknown_name_message
+from ..harness.pipeline import git_commit, versions
+from ..utils import atomic_write_bytes
 
 IMAGENET_N = 1_281_167
 
@@ -65,7 +71,7 @@ class Case:
 
 
 # probcover: delta = 0.66 covers about 85% of the 10-cluster mixture with 40 balls (measured
-# with `python -m uslbench.benchmark.perf --calibrate-probcover`).
+# with `python -m uslbench.perf.selectors --calibrate-probcover`).
 PROBCOVER_DELTA_85 = 0.66
 
 CASES: list[Case] = [
@@ -85,8 +91,6 @@ CASES: list[Case] = [
 
 
 def choose_cases(names: tuple[str, ...] | list[str], quick: bool) -> list[Case]:
-    from ..errors import UserError, unknown_name_message
-
     by_name = {case.name: case for case in CASES}
     if names:
         unknown = [name for name in names if name not in by_name]
@@ -98,9 +102,6 @@ def choose_cases(names: tuple[str, ...] | list[str], quick: bool) -> list[Case]:
 
 def run_case(case: Case, seed: int = 1) -> dict[str, Any]:
     """Generate the features, run the selector once, report seconds and peak RSS (this process)."""
-    from ..registry import SELECTORS, load_all
-
-    load_all()
     start = time.perf_counter()
     features = gaussian_mixture(case.n, case.d, case.clusters, seed=0)
     generate_seconds = time.perf_counter() - start
@@ -122,7 +123,7 @@ def run_case_subprocess(case: Case, timeout_seconds: int = 1800) -> dict[str, An
                USLBENCH_QUIET="1")
     load_before = os.getloadavg()[0]
     try:
-        done = subprocess.run([sys.executable, "-m", "uslbench.benchmark.perf", "--case", case.name],
+        done = subprocess.run([sys.executable, "-m", "uslbench.perf.selectors", "--case", case.name],
                               capture_output=True, text=True, timeout=timeout_seconds, env=env, cwd=root)
     except subprocess.TimeoutExpired:
         return {"case": asdict(case), "status": f"timed out after {timeout_seconds} s", "load_before": load_before}
@@ -160,11 +161,6 @@ def _diagnostics(info: dict[str, Any]) -> str:
 
 
 def write_table(results: list[dict[str, Any]], output: str | os.PathLike) -> Path:
-    from tabulate import tabulate
-
-    from ..benchmark.pipeline import git_commit, versions
-    from ..utils import atomic_write_bytes
-
     rows = []
     for r in results:
         case = r["case"]
@@ -207,9 +203,6 @@ def write_table(results: list[dict[str, Any]], output: str | os.PathLike) -> Pat
 
 
 def calibrate_probcover(deltas: list[float], budget: int = 40) -> None:
-    from ..registry import SELECTORS, load_all
-
-    load_all()
     features = gaussian_mixture(50_000, 128, 10, seed=0)
     for delta in deltas:
         selection = SELECTORS.create("probcover", delta=delta).select(features, budget, seed=1)

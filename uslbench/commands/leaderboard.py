@@ -1,0 +1,27 @@
+"""`leaderboard`: paper-style tables and plots of the finished runs under a results root."""
+from __future__ import annotations
+
+import click
+
+from .options import RESULTS_ROOT
+
+
+@click.command()
+@click.argument("root", default=RESULTS_ROOT, required=False)
+@click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
+              show_default=True)
+@click.option("--output", default=None, help="folder for the tables and plots  [default: ROOT/leaderboards]")
+@click.option("--plots/--no-plots", default=True, show_default=True, help="also write the PNG plots")
+def leaderboard(root: str, fmt: str, output: str | None, plots: bool) -> None:
+    """Paper-style tables of the finished runs (mean ± std (n) and delta over random), and plots.
+
+    \b
+    Example:
+      python cli.py leaderboard results --format markdown > LEADERBOARD.md
+    """
+    from ..report.leaderboard import write_leaderboard  # lazy: pandas; `--help` stays light
+
+    board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots,
+                              warn=lambda m: click.echo(f"warning: {m}", err=True))
+    click.echo(board.text, nl=not board.text.endswith("\n"))
+    click.echo(f"written: {board.path}" + (f" (+ {len(board.plots)} plots)" if board.plots else ""), err=True)

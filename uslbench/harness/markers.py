@@ -1,0 +1,55 @@
+"""Job markers: `job.json` in a run folder says which job will compute the run and where its log
+is (`"state": "queued"` until the job has processed the run, then `"finished"`). `status` reads
+them to tell a running run from a crashed one."""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from ..utils import atomic_write_json
+
+
+def now() -> str:
+    """UTC time stamp, ISO 8601, whole seconds."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_json(path: Path) -> dict | None:
+    """The JSON object in `path`, or None when the file is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def mark_queued(runs: list[Any], executor: str, job_id: str | None, paths: Any = None,
+                pid: int | None = None) -> None:
+    """job.json in each run folder (`runs`: PlannedRun): who will compute it, and where its log is."""
+    for run in runs:
+        marker = {"state": "queued", "executor": executor, "job_id": job_id, "host": socket.gethostname(),
+                  "submitted": now(), "spec": run.spec.to_dict()}
+        if pid is not None:
+            marker["pid"] = pid
+        if paths is not None:
+            marker.update(stdout=str(paths.stdout), stderr=str(paths.stderr))
+        atomic_write_json(run.resolved.run_dir / "job.json", marker)
+
+
+def finish_job_marker(run_dir: Path) -> None:
+    """Mark a queued run as processed by its job (whatever the outcome: the record tells)."""
+    path = Path(run_dir) / "job.json"
+    marker = read_json(path)
+    if marker is not None and marker.get("state") == "queued":
+        atomic_write_json(path, dict(marker, state="finished", finished=now()))
+
+
+def release_markers(runs: list[Any]) -> None:
+    """Take back the sweep's own `queued` markers of runs that were never handed to a job (a
+    job's marker stays: if that job died, the run shows as crashed)."""
+    for run in runs:
+        marker = read_json(run.resolved.run_dir / "job.json")
+        if marker is not None and marker.get("executor") == "sweep":
+            finish_job_marker(run.resolved.run_dir)
