@@ -77,3 +77,20 @@ def test_metric_choice(tmp_path):
     assert csv_text.splitlines()[0].split(",")[5] == "metric" and ",median20," in csv_text
     with pytest.raises(UserError, match="Unknown metric"):
         write_leaderboard(root, out_dir=tmp_path / "x", plots=False, metric="last")
+
+
+def test_leaderboard_cli_metric(tmp_path):
+    from click.testing import CliRunner
+
+    from uslbench.cli import main
+
+    root = tmp_path / "results"
+    _write(root, "a", "random", 1, {"top1": 80.0, "best_top1_over_training": 84.0, "median20_top1": 81.0,
+                                    "curve": CURVE})
+    _schema(root)
+    result = CliRunner().invoke(main, ["leaderboard", str(root), "--metric", "best", "--no-plots",
+                                       "--output", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    assert "Best top-1 accuracy (%)" in result.output and "84.0 (1)" in result.output
+    bad = CliRunner().invoke(main, ["leaderboard", str(root), "--metric", "mean"])
+    assert bad.exit_code == 2 and "median20" in bad.output

@@ -5,6 +5,15 @@ import click
 
 from ..errors import UserError, unknown_name_message
 
+FIDELITY_DOC = "docs/fidelity.md"
+FIDELITY_KINDS = ("selector", "learner")  # the registries whose entries have a section in FIDELITY_DOC
+
+
+def fidelity_line(kind: str, name: str) -> str | None:
+    """'fidelity: docs/fidelity.md#NAME' for selectors and learners (their section there compares
+    each mechanism and default with the reference code); None for other entries."""
+    return f"fidelity: {FIDELITY_DOC}#{name}" if kind in FIDELITY_KINDS else None
+
 
 @click.command("describe")
 @click.argument("name")
@@ -21,4 +30,8 @@ def describe(name: str) -> None:
     if not found:
         every = [n for registry in REGISTRIES.values() for n in registry.names()]
         raise UserError(unknown_name_message("entry", name, every))
-    click.echo("\n\n".join(registry.describe(name) for registry in found))
+    parts = []
+    for registry in found:
+        line = fidelity_line(registry.kind, registry.get(name).name)
+        parts.append(registry.describe(name) + (f"\n{line}" if line else ""))
+    click.echo("\n\n".join(parts))
