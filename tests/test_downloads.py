@@ -124,7 +124,7 @@ def test_published_table_and_messages(tmp_path):
 
 def _cld_checkpoint() -> bytes:
     """A random-weight checkpoint in the CLD layout (module. prefix, 512->128 linear head)."""
-    from uslbench.encoders.torch_base import ContrastiveNet
+    from uslbench.nets.contrastive import ContrastiveNet
     import io
 
     net = ContrastiveNet("resnet18_cifar", [512, 128], False)

@@ -116,7 +116,7 @@ def test_select_cli_refuses_cuda_before_any_work(tmp_path, monkeypatch):
     features = tmp_path / "f.npy"
     np.save(features, gaussian_mixture(200, 8))
     ran = []
-    monkeypatch.setattr("uslbench.commands.select.select_features", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr("uslbench.harness.selection.select_features", lambda *a, **k: ran.append(1))
     out = CliRunner().invoke(main, ["select", "--features", str(features), "--selector", "usl", "--budget", "5",
                                     "--device", "cuda", "--export", str(tmp_path / "picks.npy")])
     assert out.exit_code == 2 and "no CUDA GPU is visible" in out.output

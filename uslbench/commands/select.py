@@ -59,7 +59,7 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
             if value is not None:
                 raise UserError(f"{flag} applies to --dataset; with --features your matrix is the features.")
         selection, shape, normalised = select_from_file(features_path, selector, budget, seed, overrides,
-                                                        preset_dataset, normalise, device=resolve_device(device))
+                                                        preset_dataset, normalise, device=device)
         indices, info, seconds = selection.indices, selection.info, selection.seconds
         click.echo(f"{selector} | m={len(indices)} | seed={seed} | {shape[0]} x {shape[1]} features"
                    + (" (rows L2-normalised; --no-l2-normalise uses them as given)" if normalised else " (as given)"))

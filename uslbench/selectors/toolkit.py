@@ -84,7 +84,16 @@ def faiss_gpu_count() -> int:
 
 
 def torch_cuda_count() -> int:
-    """CUDA devices torch can use (0 for a CPU-only torch build or without a visible GPU)."""
+    """CUDA devices torch can use (0 for a CPU-only torch build or without a visible GPU).
+
+    On Linux without any NVIDIA device node (/dev/nvidia0, ...) and with torch not yet imported,
+    the answer is 0 without importing torch: `select --features --device auto` on a CPU machine
+    then never pays torch's start-up (about 3 s and 0.7 GB)."""
+    import sys
+    from pathlib import Path
+
+    if "torch" not in sys.modules and sys.platform.startswith("linux") and not any(Path("/dev").glob("nvidia[0-9]*")):
+        return 0
     try:
         import torch
     except ImportError:
