@@ -17,4 +17,4 @@ def mixture(n: int = 300, d: int = 16, clusters: int = 6, seed: int = 0) -> np.n
 
 
 def label_free_selectors() -> list[str]:
-    return [name for name in SELECTORS.names() if not SELECTORS.get(name).factory.needs_labels]
+    return [name for name in SELECTORS.names() if not SELECTORS.traits(name).needs_labels]

@@ -15,11 +15,12 @@ import pytest
 
 from uslbench.benchmark.launch import Resources, chunk_specs, parse_time_minutes, plan_stages
 from uslbench.benchmark.status import scan_states, summarize
-from uslbench.benchmark.sweep import (build_sweep, cpu_selectors, load_sweep_file, parse_int_list, plan_sweep,
-                                      run_sweep)
+from uslbench.benchmark.sweep import (PRESETS, build_sweep, cpu_selectors, load_sweep_file, parse_int_list,
+                                      plan_sweep, run_sweep)
 from uslbench.errors import UserError
 from uslbench.registry import SELECTORS
 from uslbench.selectors.random import RandomSelector
+from uslbench.traits import SelectorTraits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -108,15 +109,22 @@ def test_quick_preset_reads_the_registry_at_run_time(monkeypatch):
     def refuse(self, *args, **kwargs):
         raise UserError("needs the moon encoder, which is not installed")
 
-    SELECTORS.register("zz_gpu_thing", "test stand-in that needs a GPU", tags=("gpu_only",))(RandomSelector)
-    SELECTORS.register("zz_cpu_thing", "test stand-in that runs on CPU")(type("Z", (RandomSelector,), {}))
-    SELECTORS.register("zz_clip_thing", "stand-in tied to CLIP", tags=("fixed_encoder:clip",))(RandomSelector)
+    def stand_in(**traits):
+        return type("Z", (RandomSelector,), {"traits": SelectorTraits(uses_features=False, **traits)})
+
+    SELECTORS.register("zz_gpu_thing", "test stand-in outside the quick preset")(stand_in(in_quick_preset=False))
+    SELECTORS.register("zz_cpu_thing", "test stand-in that runs on CPU")(stand_in())
+    SELECTORS.register("zz_clip_thing", "stand-in tied to CLIP")(stand_in(fixed_encoder="clip", in_quick_preset=False))
     SELECTORS.register("zz_refuses", "stand-in that refuses digits")(type("R", (RandomSelector,), {"validate": refuse}))
+    monkeypatch.setitem(PRESETS["quick"], "ssl_learner", None)
     try:
         names = cpu_selectors()
         assert "zz_cpu_thing" in names and "zz_gpu_thing" not in names
         assert {"random", "usl", "stratified"} <= set(names)
-        monkeypatch.setenv("USLBENCH_QUICK_SSL_LEARNER", "")
+        # every real selector whose traits say so, and only those
+        real = {n for n in SELECTORS.names() if not n.startswith("zz_")}
+        assert {n for n in names if n in real} == {n for n in real if SELECTORS.traits(n).in_quick_preset}
+        assert not {"file", "clip_usl"} & set(names)
         sweep = build_sweep(preset="quick")
         assert sweep.datasets == ["digits"] and sweep.budgets == [10, 20, 40] and sweep.seeds == [1, 2, 3]
         assert "zz_cpu_thing" in sweep.selectors

@@ -4,6 +4,7 @@ import pytest
 
 from uslbench.errors import UserError
 from uslbench.registry import Registry, coerce, parse_overrides, load_all, REGISTRIES
+from uslbench.traits import SelectorTraits
 
 
 @dataclass
@@ -15,12 +16,14 @@ class ToyConfig:
 
 
 def make_registry():
-    registry = Registry("widget")
+    registry = Registry("widget", SelectorTraits)
 
-    @registry.register("toy", "a toy entry", config=ToyConfig, tags=("cheap",),
+    @registry.register("toy", "a toy entry", config=ToyConfig,
                        presets={"cifar10": {"k": 400}, "default": {"k": 7}})
     class Toy:
         """Toy docstring."""
+
+        traits = SelectorTraits(needs_labels=True)
 
         def __init__(self, config):
             self.config = config
@@ -85,9 +88,10 @@ def test_prefix_argument_goes_into_its_field():
         registry.create("filey:")
 
 
-def test_describe_shows_fields_defaults_tags_presets_and_doc():
+def test_describe_shows_fields_defaults_traits_presets_and_doc():
     text = make_registry().describe("toy")
-    for needle in ("widget toy: a toy entry", "tags: cheap", "k: int = 5", "cifar10: {'k': 400}", "Toy docstring."):
+    for needle in ("widget toy: a toy entry", "traits: needs_labels=True, uses_features=True", "k: int = 5",
+                   "cifar10: {'k': 400}", "Toy docstring."):
         assert needle in text
 
 
@@ -107,4 +111,4 @@ def test_real_registries_are_populated():
     assert {"linear", "knn"} <= set(REGISTRIES["learners"].names())
     assert "digits" in REGISTRIES["datasets"].names()
     assert "pixels" in REGISTRIES["encoders"].names()
-    assert REGISTRIES["selectors"].has_tag("stratified", "needs_labels")
+    assert REGISTRIES["selectors"].traits("stratified").needs_labels

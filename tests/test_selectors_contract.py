@@ -43,7 +43,7 @@ def test_contract(name, tmp_path):
     assert all(isinstance(v, float) and v >= 0 for v in first.seconds.values()) and first.seconds
     again = make(name, tmp_path).select(FEATURES, BUDGET, seed=1, context=context())
     assert np.array_equal(indices, again.indices), "same seed must give the same indices"
-    if getattr(SELECTORS.get(name).factory, "seed_dependent", True):
+    if SELECTORS.traits(name).seed_dependent:
         others = [make(name, tmp_path).select(FEATURES, BUDGET, seed=s, context=context()).indices for s in (2, 3, 4)]
         assert any(not np.array_equal(np.sort(indices), np.sort(o)) for o in others), "seeds 1-4 all gave one set"
 

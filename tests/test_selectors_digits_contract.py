@@ -10,12 +10,11 @@ from uslbench.registry import SELECTORS, load_all
 from uslbench.selectors.base import LabelAccessError, SelectionContext
 
 load_all()
-CONTRACT_SELECTORS = [n for n in SELECTORS.names() if SELECTORS.get(n).argument_field is None
-                      and "needs_encoder" not in SELECTORS.get(n).tags]
+CONTRACT_SELECTORS = [n for n in SELECTORS.names() if SELECTORS.get(n).argument_field is None]
 
 
 def _context(name, dataset):
-    allowed = SELECTORS.has_tag(name, "needs_labels")
+    allowed = SELECTORS.traits(name).needs_labels
     return SelectionContext(pool_size=dataset.pool_size, dataset=dataset, dataset_name="digits",
                             labels=dataset.train.labels, labels_allowed=allowed)
 
@@ -39,9 +38,8 @@ def test_exactly_m_unique_in_range_and_deterministic(name, digits_dataset, digit
 
 @pytest.mark.parametrize("name", CONTRACT_SELECTORS)
 def test_labels_are_read_only_when_declared(name, digits_dataset, digits_features):
-    declared = SELECTORS.has_tag(name, "needs_labels")
+    declared = SELECTORS.traits(name).needs_labels
     selector = SELECTORS.create(name, dataset="digits")
-    assert selector.needs_labels == declared
     context = SelectionContext(pool_size=digits_dataset.pool_size, dataset_name="digits",
                                labels=digits_dataset.train.labels, labels_allowed=False)
     if declared:

@@ -7,6 +7,7 @@ import click
 
 from .errors import UserError
 from .registry import REGISTRIES, load_all, parse_overrides
+from .traits import non_default
 
 
 class Group(click.Group):
@@ -46,18 +47,23 @@ def list_command(kind: str | None) -> None:
         click.echo(f"{name}:")
         for entry_name in registry.names():
             entry = registry.get(entry_name)
-            tags = f"  [{', '.join(entry.tags)}]" if entry.tags else ""
-            click.echo(f"  {entry_name:<14} {entry.description}{tags}")
+            traits = non_default(entry.traits)
+            shown = ", ".join(name if value is True else f"{name}={value}" for name, value in traits.items())
+            click.echo(f"  {entry_name:<14} {entry.description}" + (f"  [{shown}]" if shown else ""))
 
 
 @main.command()
 @click.argument("name")
-def describe(name: str) -> None:
-    """Show an entry's config fields, defaults, presets, tags and documentation.
+@click.option("--dataset", default=None, help="show the config as resolved for this data set (its presets applied)")
+@click.option("--budget", default=None, type=int, help="with --dataset: the budget m, for settings that depend on it")
+def describe(name: str, dataset: str | None, budget: int | None) -> None:
+    """Show an entry's traits, config fields, defaults, presets and documentation.
 
     \b
-    Example:
+    Examples:
       python cli.py describe usl
+      python cli.py describe usl --dataset cifar10
+      python cli.py describe fixmatch --dataset digits
     """
     load_all()
     found = [registry for registry in REGISTRIES.values() if name in registry]
@@ -66,7 +72,14 @@ def describe(name: str) -> None:
 
         every = [n for registry in REGISTRIES.values() for n in registry.names()]
         raise UserError(unknown_name_message("entry", name, every))
-    click.echo("\n\n".join(registry.describe(name) for registry in found))
+    if budget is not None and dataset is None:
+        raise UserError("--budget applies with --dataset (for example: describe usl --dataset digits --budget 40).")
+    pool_size = None
+    if dataset is not None:
+        REGISTRIES["datasets"].get(dataset)  # an unknown data set gets the close matches
+        pool_size = REGISTRIES["datasets"].traits(dataset).pool_size
+    click.echo("\n\n".join(registry.describe(name, dataset, pool_size=pool_size, budget=budget)
+                            for registry in found))
 
 
 def _overrides(values: tuple[str, ...]) -> dict[str, str]:

@@ -36,14 +36,14 @@ from .sweep import Plan, PlannedRun, dataset_memo
 
 EXECUTORS = ("inline", "local", "slurm")
 STAGES = ("features", "selection", "run")
-GPU_TAGS = frozenset({"trains", "gpu_recommended", "gpu_only", "needs_gpu"})
 Echo = Callable[[str], None]
 
 
 @dataclass
 class Resources:
-    """What each job asks for. `gpus` go only to jobs whose entries want a GPU (tags `trains`,
-    `gpu_recommended`); probes and cheap selectors get none."""
+    """What each job asks for. `gpus` go only to jobs whose entry's traits say `gpu_recommended`
+    (the encoder for features, the selector for selections, the learner for runs); probes and
+    cheap selectors get none."""
 
     executor: str = "local"
     max_parallel: int = 2
@@ -239,7 +239,7 @@ def plan_stages(plan: Plan, resources: Resources) -> list[StageWork]:
 
 
 def _wants_gpu(registry: Any, name: str, resources: Resources) -> bool:
-    return resources.gpus > 0 and bool(GPU_TAGS.intersection(registry.get(name).tags))
+    return resources.gpus > 0 and registry.traits(name).gpu_recommended
 
 
 def chunk_specs(item: StageWork, resources: Resources) -> list[list[RunSpec]]:

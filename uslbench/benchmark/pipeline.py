@@ -28,6 +28,7 @@ from ..encoders.base import FeatureSet
 from ..errors import UserError
 from ..registry import DATASETS, ENCODERS, LEARNERS, SELECTORS, load_all
 from ..selectors.base import SelectionContext, check_budget
+from ..traits import as_dict
 from ..utils import atomic_write_json, writable_root
 from .cache import FeatureCache, SelectionCache, indices_digest
 from .spec import RunSpec, dataset_key, feature_key, run_key, selection_key
@@ -108,7 +109,9 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
         ENCODERS.get(spec.encoder)
     selector = SELECTORS.create(spec.selector, dataset=spec.dataset, **spec.selector_config)
     learner = LEARNERS.create(spec.learner, dataset=spec.dataset, **spec.learner_config) if spec.learner else None
-    fixed_encoder = getattr(selector, "fixed_encoder", None)
+    selector_traits = SELECTORS.traits(spec.selector)
+    learner_traits = LEARNERS.traits(spec.learner) if spec.learner else None
+    fixed_encoder = selector_traits.fixed_encoder
     if fixed_encoder and fixed_encoder not in ENCODERS:
         raise UserError(f"Selector {spec.selector!r} computes its features with the {fixed_encoder!r} encoder, which "
                         f"is not available in this installation (known encoders: {', '.join(ENCODERS.names())}). "
@@ -127,13 +130,13 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
     selection_encoder = make_encoder(fixed_encoder, spec.dataset, None, {}) if selection_encoder_name else None
     if selection_encoder is not None:
         selection_encoder.use_results_root(root)
-    learner_uses_features = learner is not None and learner.uses_features
-    needs_features = learner_uses_features or (selector.uses_features and selection_encoder is None)
+    learner_uses_features = learner_traits is not None and learner_traits.uses_features
+    needs_features = learner_uses_features or (selector_traits.uses_features and selection_encoder is None)
     if needs_features:
         encoder.check(dataset)
     if selection_encoder is not None:
         selection_encoder.check(dataset)
-    labels_allowed = selector.needs_labels
+    labels_allowed = selector_traits.needs_labels
     if labels_allowed and not dataset.has_train_labels:
         raise UserError(f"Selector {spec.selector!r} reads labels, but {dataset.name} has no train labels.")
     selector.validate(dataset.pool_size, budget, SelectionContext(
@@ -147,7 +150,7 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
     sf_key = feature_key(dataset.identity, selection_encoder.identity()) if selection_encoder is not None else None
     selector_cfg = _config_dict(selector.config)
     key_cfg = selector.key_config() if hasattr(selector, "key_config") else selector_cfg
-    s_key = selection_key((sf_key or f_key) if selector.uses_features else d_key, spec.selector, key_cfg,
+    s_key = selection_key((sf_key or f_key) if selector_traits.uses_features else d_key, spec.selector, key_cfg,
                           budget, spec.seed)
     learner_cfg = _config_dict(learner.config) if learner is not None else {}
     r_key = run_key(s_key, spec.learner, learner_cfg, spec.seed, f_key if learner_uses_features else d_key) \
@@ -189,9 +192,10 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
     loaded = cache.load(echo)
     if loaded is not None:
         return loaded, True
+    reads_labels = SELECTORS.traits(spec.selector).needs_labels
     context = SelectionContext(pool_size=prep.dataset.pool_size, dataset=prep.dataset, dataset_name=spec.dataset,
-                               labels=prep.dataset.train.labels if prep.selector.needs_labels else None,
-                               labels_allowed=prep.selector.needs_labels,
+                               labels=prep.dataset.train.labels if reads_labels else None,
+                               labels_allowed=reads_labels,
                                encoder=prep.selection_encoder or prep.encoder, device=device,
                                workdir=prep.root / "cache" / "work")
     selection = prep.selector.select(features.train if features is not None else None, prep.budget,
@@ -199,7 +203,7 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
     data = {"schema": SCHEMA_VERSION, "key": prep.selection_key, "selector": spec.selector,
             "budget": prep.budget, "seed": spec.seed, "config": _config_dict(prep.selector.config),
             "indices": selection.indices, "info": selection.info, "seconds": selection.seconds,
-            "reads_labels": prep.selector.needs_labels, "created": _now()}
+            "reads_labels": reads_labels, "created": _now()}
     cache.save(data)
     data["indices"] = selection.indices
     return data, False
@@ -318,8 +322,8 @@ def _base_record(prep: Prepared) -> dict[str, Any]:
         "schema": SCHEMA_VERSION, "key": prep.run_key, "spec": prep.spec.to_dict(),
         "resolved": {"encoder_name": prep.encoder_name, "budget": prep.budget, **prep.configs},
         "keys": {"dataset": prep.dataset_key, "features": prep.feature_key, "selection": prep.selection_key},
-        "selector_tags": list(SELECTORS.get(prep.spec.selector).tags),
-        "learner_tags": list(LEARNERS.get(prep.spec.learner).tags),
+        "selector_traits": as_dict(SELECTORS.traits(prep.spec.selector)),
+        "learner_traits": as_dict(LEARNERS.traits(prep.spec.learner)),
         "dataset_summary": {"pool_size": prep.dataset.pool_size, "num_classes": prep.dataset.num_classes,
                             "test_size": len(prep.dataset.test) if prep.dataset.test is not None else 0},
         "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),

@@ -22,9 +22,6 @@ from ..registry import LEARNERS, SELECTORS, load_all, parse_overrides
 from .spec import RunSpec
 from .status import Liveness, RunState, run_state
 
-# Tags that keep a selector out of the CPU `quick` preset (they need a GPU, CLIP weights, or files).
-CPU_EXCLUDED_TAGS = frozenset({"needs_clip", "gpu_only", "needs_gpu", "needs_weights", "needs_file"})
-
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "every CPU selector x linear, labelprop (+ one fast SSL learner) on digits, "
@@ -105,7 +102,7 @@ def parse_scoped_overrides(pairs: Iterable[str], kind: str) -> dict[str, dict[st
 
 def cpu_selectors(datasets: Iterable[str] = (), budget: int = 10,
                   skipped: list[str] | None = None) -> list[str]:
-    """Registered selectors that run on a CPU without extra files, read at run time so selectors
+    """Registered selectors whose traits say `in_quick_preset`, read at run time so selectors
     added later are included. With `datasets`, a selector that refuses one of them (say, one whose
     fixed encoder is not installed) is left out and named in `skipped` with its reason."""
     from .pipeline import prepare
@@ -114,9 +111,7 @@ def cpu_selectors(datasets: Iterable[str] = (), budget: int = 10,
     load_all()
     names = []
     for name in SELECTORS.names():
-        entry = SELECTORS.get(name)
-        if entry.argument_field or CPU_EXCLUDED_TAGS.intersection(entry.tags) or any(
-                tag.startswith("fixed_encoder:") for tag in entry.tags):
+        if not SELECTORS.traits(name).in_quick_preset:
             continue
         try:
             with dataset_memo():

@@ -7,10 +7,12 @@ leave it None and read files lazily.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
+
+from ..traits import DatasetTraits
 
 
 @dataclass
@@ -71,3 +73,37 @@ class Dataset:
         test = len(self.test) if self.test is not None else 0
         return (f"{self.name}: {len(self.train)} train (pool) / {test} test images, "
                 f"{self.num_classes} classes, {self.image_size}x{self.image_size}x{self.channels}")
+
+
+class DatasetSource:
+    """Base class of a registered data set: the constructor stores the config, `load` reads the data.
+
+    Subclasses declare their `traits` (a ``DatasetTraits``) and implement `load`.
+
+    Parameters
+    ----------
+    config : dataclass instance
+        The entry's resolved config (data root, sizes, ...).
+    """
+
+    traits = DatasetTraits()
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+
+    def load(self) -> Dataset:
+        """Read the data set.
+
+        Returns
+        -------
+        Dataset
+            Train split (the unlabeled pool) and test split; `identity` names the content (never a
+            path), so that moving the files keeps every cache key.
+
+        Raises
+        ------
+        UserError
+            Files missing or malformed; the message names the files expected and the option that
+            points to them (``--data-root``, ``--download``).
+        """
+        raise NotImplementedError

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import UserError
 from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
-from .base import Dataset, ImageSplit
+from .base import Dataset, DatasetSource, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_images,
                     FileLoader, file_list_identity, list_images)
 
@@ -51,15 +51,11 @@ def _class_tree(folder: Path, class_names: Sequence[str] | None = None) -> tuple
 
 
 @DATASETS.register("folder", "your images: an ImageFolder tree (train/ + test/ or one level of class folders) "
-                   "or a flat folder (selection only)", config=FolderConfig, argument_field="path",
-                   tags=("user_data",))
-class ImageFolderData:
+                   "or a flat folder (selection only)", config=FolderConfig, argument_field="path")
+class ImageFolderData(DatasetSource):
     """Images in class sub-folders (ImageFolder layout). With PATH/train and PATH/test (or PATH/val)
     the test split evaluates learners; without them the whole tree is the pool. A flat folder of
     images has no labels and can only be used to choose images to label."""
-
-    def __init__(self, config: FolderConfig) -> None:
-        self.config = config
 
     def load(self) -> Dataset:
         root = Path(self.config.path).expanduser()
@@ -138,14 +134,11 @@ class NpzConfig:
 
 
 @DATASETS.register("npz", "your arrays: an .npz with x_train, optional y_train, optional x_test + y_test",
-                   config=NpzConfig, argument_field="path", tags=("user_data",))
-class NpzData:
+                   config=NpzConfig, argument_field="path")
+class NpzData(DatasetSource):
     """Images as arrays in one .npz file: `x_train` (N, H, W[, C]) or (N, C, H, W), uint8 or floats
     in [0, 1]; `y_train` (N,) integer labels (optional: without them only selection works);
     `x_test` and `y_test` (optional, together) for evaluation."""
-
-    def __init__(self, config: NpzConfig) -> None:
-        self.config = config
 
     def load(self) -> Dataset:
         path = Path(self.config.path).expanduser()

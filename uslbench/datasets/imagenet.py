@@ -20,7 +20,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import DATASETS
-from .base import Dataset, ImageSplit
+from ..traits import DatasetTraits
+from .base import Dataset, DatasetSource, ImageSplit
 from .files import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, FileLoader, file_list_identity, resolve_data_root
 
 
@@ -51,12 +52,9 @@ def scan_class_folders(split_dir: Path, classes: Sequence[str]) -> tuple[list[Pa
     return files, np.asarray(labels, dtype=np.int64), sizes
 
 
-class ImageNetSource:
+class ImageNetSource(DatasetSource):
     name = "imagenet"
     expected_classes: int = 1000
-
-    def __init__(self, config: ImageNetConfig) -> None:
-        self.config = config
 
     def classes(self, train_dir: Path) -> list[str]:
         return sorted(d.name for d in train_dir.iterdir() if d.is_dir())
@@ -94,13 +92,15 @@ class ImageNetSource:
 
 
 @DATASETS.register("imagenet", "ImageNet-1k (ILSVRC-2012): 1.28 M train (pool) / 50,000 val images, 1000 classes, "
-                   "read lazily", config=ImageNetConfig, tags=("needs_files", "large"))
+                   "read lazily", config=ImageNetConfig)
 class ImageNet(ImageNetSource):
     """ILSVRC-2012 in ImageFolder layout under `<data_root>/train` and `<data_root>/val`."""
 
+    traits = DatasetTraits(pool_size=1_281_167)
+
 
 @DATASETS.register("imagenet100", "ImageNet-100 (CMC subset used by the USL paper): ~126,000 train (pool) / "
-                   "5,000 val images, 100 classes", config=ImageNetConfig, tags=("needs_files", "large"))
+                   "5,000 val images, 100 classes", config=ImageNetConfig)
 class ImageNet100(ImageNetSource):
     """The 100 ImageNet classes of CMC / SCAN, read from a full ImageNet tree or from a tree that holds
     only those 100 class folders (`<data_root>/train/<wnid>/`, `<data_root>/val/<wnid>/`). Class

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..datasets.base import Dataset
+from ..traits import EncoderTraits
 
 
 @dataclass
@@ -23,6 +24,8 @@ def l2_normalise(features: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 
 class Encoder:
     """Base class. Subclasses implement `encode`; `identity()` feeds the feature cache key."""
+
+    traits = EncoderTraits()
 
     def __init__(self, config) -> None:
         self.config = config

@@ -18,6 +18,7 @@ from torch import nn
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..registry import ENCODERS
+from ..traits import EncoderTraits
 from .extract import Preprocess
 from .torch_base import TorchEncoder
 
@@ -63,10 +64,12 @@ def cached_pretrained_file(model: str, tag: str) -> Path | None:
 
 
 @ENCODERS.register("clip", "OpenAI CLIP ViT-B/16 image tower via open_clip, 512-d; weights from a local file "
-                   "or open_clip's cache", config=ClipConfig, tags=("needs_weights", "gpu_recommended"))
+                   "or open_clip's cache", config=ClipConfig)
 class ClipEncoder(TorchEncoder):
     """open_clip `ViT-B-16`, image tower only, with open_clip's eval preprocessing (resize 224,
     centre crop, CLIP mean/std). Features are L2-normalised 512-d image embeddings."""
+
+    traits = EncoderTraits(needs_weights=True, gpu_recommended=True)
 
     weights_hint = "an open_clip ViT-B-16 checkpoint"
 

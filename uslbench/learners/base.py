@@ -5,8 +5,9 @@
                           features=feature_set)
 
 `fit` returns a dict whose headline is "top1": the final accuracy (in %) of the evaluated model
-on the test split. Learners that train on frozen features declare `uses_features = True` and get
-the cached FeatureSet; image learners read the data set's images.
+on the test split. Learners that train on frozen features declare
+`traits = LearnerTraits(uses_features=True)` and get the cached FeatureSet; image learners read
+the data set's images.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from ..datasets.base import Dataset
 from ..errors import UserError
+from ..traits import LearnerTraits
 
 
 def top1_metrics(predictions: np.ndarray, targets: np.ndarray, num_classes: int) -> dict[str, Any]:
@@ -32,7 +34,7 @@ def top1_metrics(predictions: np.ndarray, targets: np.ndarray, num_classes: int)
 
 
 class Learner:
-    uses_features = False
+    traits = LearnerTraits()
     declared_metrics: tuple[str, ...] = ("top1", "per_class_top1", "n_test")
 
     def __init__(self, config: Any = None) -> None:

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import LEARNERS
+from ..traits import LearnerTraits
 from .presets import image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig
 
@@ -30,7 +31,7 @@ def fixmatch_unlabeled_loss(logits_weak: torch.Tensor, logits_strong: torch.Tens
 
 
 @LEARNERS.register("fixmatch", "FixMatch: thresholded weak-view pseudo-labels train the strong view",
-                   config=FixMatchConfig, tags=("trains", "ssl", "gpu_recommended"),
+                   config=FixMatchConfig,
                    presets=image_presets(small={"threshold": 0.8, "steps": 300}))
 class FixMatch(ImageLearner):
     """Reference recipe (CIFAR-10): WRN-28-2, SGD 0.03 Nesterov, wd 5e-4, 2^20 steps, batch 64 + 7x64,
@@ -39,6 +40,8 @@ class FixMatch(ImageLearner):
     Small preset (digits, bloodmnist): the fast CPU learner of the suite: 300 steps (digits) and a
     threshold of 0.8, because in a few hundred steps a 0.95 threshold admits too few pseudo-labels
     (digits, 40 random labels, seed 1: 85.8% at 0.9 / 400 steps, 95.1% at 0.8 / 300 steps)."""
+
+    traits = LearnerTraits(gpu_recommended=True)
 
     labeled_views = ("weak",)
     unlabeled_views = ("weak", "strong")

@@ -6,11 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..registry import LEARNERS
+from ..traits import LearnerTraits
 from .base import Learner, top1_metrics
 
 
 class FeatureProbe(Learner):
-    uses_features = True
+    traits = LearnerTraits(uses_features=True)
 
     def _labeled(self, dataset, labeled_indices, features):
         labeled_indices = np.asarray(labeled_indices, dtype=np.int64)
@@ -24,7 +25,7 @@ class LinearConfig:
 
 
 @LEARNERS.register("linear", "logistic regression on the labeled rows of frozen features (probe)",
-                   config=LinearConfig, tags=("probe", "uses_features"))
+                   config=LinearConfig)
 class LinearProbe(FeatureProbe):
     """scikit-learn LogisticRegression (lbfgs, multinomial) on the labeled rows of the cached
     features; top-1 on the test split's features."""
@@ -45,7 +46,7 @@ class KnnConfig:
 
 
 @LEARNERS.register("knn", "k-nearest-neighbour vote among the labeled rows of frozen features (probe)",
-                   config=KnnConfig, tags=("probe", "uses_features"))
+                   config=KnnConfig)
 class KnnProbe(FeatureProbe):
     """scikit-learn KNeighborsClassifier with k = min(k, labeled set size); distance weighting."""
 
@@ -66,7 +67,7 @@ class LabelPropConfig:
 
 
 @LEARNERS.register("labelprop", "label spreading over the k-NN graph of all pool features (probe)",
-                   config=LabelPropConfig, tags=("probe", "uses_features"))
+                   config=LabelPropConfig)
 class LabelPropProbe(FeatureProbe):
     """scikit-learn LabelSpreading (kernel="knn") on the whole pool: the labeled rows carry their
     labels, every other row is unlabeled (-1); labels spread over the symmetric normalised k-NN

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..registry import LEARNERS
+from ..traits import LearnerTraits
 from ..utils import seed_from
 from .nets import Classifier, build_network, projection_mlp
 from .presets import image_presets
@@ -71,7 +72,7 @@ class ProjectionNet(nn.Module):
 
 
 @LEARNERS.register("simclrv2", "SimCLRv2: fine-tune the self-supervised encoder (linear or full), optional distillation",
-                   config=SimCLRv2Config, tags=("trains", "gpu_recommended", "uses_encoder"),
+                   config=SimCLRv2Config,
                    presets=image_presets(
                        cifar10={"arch": "resnet18_cifar", "steps": 0, "labeled_batch": 128, "lr": 0.01,
                                 "weight_decay": 1e-4, "ema": 0.0, "eval_every": 100, "checkpoint_every": 100},
@@ -81,6 +82,8 @@ class ProjectionNet(nn.Module):
                               "repeat": 100, "distill_steps": 0}))
 class SimCLRv2(ImageLearner):
     """Encoder fine-tuning: pretrain (fallback) -> finetune -> distil (optional)."""
+
+    traits = LearnerTraits(gpu_recommended=True)
 
     def check(self, dataset, labeled_indices) -> None:
         super().check(dataset, labeled_indices)

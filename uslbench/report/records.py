@@ -60,6 +60,16 @@ def _encoder_name(record: dict) -> str:
     return str(value) if value else "default"
 
 
+def _trait(record: dict, kind: str, trait: str, tag: str) -> bool:
+    """A trait from the record's `<kind>_traits` dict. Records written before traits were typed
+    (schema 1 as well) list free-string tags under `<kind>_tags` instead: an oracle selector had
+    the tag "oracle", a feature learner the tag "probe"."""
+    traits = record.get(f"{kind}_traits")
+    if isinstance(traits, dict):
+        return bool(traits.get(trait))
+    return tag in (record.get(f"{kind}_tags") or [])
+
+
 def record_row(record: dict) -> dict[str, Any] | None:
     """The table row of one record, or None when a needed field is missing."""
     row = {
@@ -71,8 +81,8 @@ def record_row(record: dict) -> dict[str, Any] | None:
         "budget": _first(record, "resolved.budget", "spec.budget", "budget"),
         "seed": _first(record, "spec.seed", "seed"),
         "top1": _first(record, "metrics.top1", "top1", "accuracy"),
-        "oracle": "oracle" in (record.get("selector_tags") or []),
-        "probe": "probe" in (record.get("learner_tags") or []),
+        "oracle": _trait(record, "selector", "needs_labels", "oracle"),
+        "probe": _trait(record, "learner", "uses_features", "probe"),
         "selection_key": _first(record, "keys.selection", "selection.key"),
         "class_histogram": record.get("class_histogram") or None,
         "num_classes": _first(record, "dataset_summary.num_classes"),

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UserError
+from ..traits import SelectorTraits
 from ..utils import Timer
 
 
@@ -108,17 +109,9 @@ def count_distinct_rows(features: np.ndarray, seed: int = 0) -> int:
 
 
 class Selector:
-    """Base class: subclasses set `uses_features` / `needs_labels` and implement `_select`.
+    """Base class: subclasses declare `traits` and implement `_select`."""
 
-    `fixed_encoder`: the encoder whose features this selector must see (clip_usl: "clip"); the
-    pipeline computes the selection features with it whatever the run's encoder is.
-    `seed_dependent`: False when the seed cannot change the selection (file:PATH).
-    """
-
-    needs_labels = False
-    uses_features = True
-    fixed_encoder: str | None = None
-    seed_dependent = True
+    traits = SelectorTraits()
 
     def __init__(self, config: Any = None) -> None:
         self.config = config
@@ -130,7 +123,7 @@ class Selector:
     def select(self, features: np.ndarray | None, budget: int, seed: int = 0,
                context: SelectionContext | None = None) -> Selection:
         context = context or SelectionContext()
-        if self.uses_features:
+        if self.traits.uses_features:
             if features is None:
                 raise UserError(f"Selector {self.name!r} needs features.")
             features = check_features(features)
@@ -140,7 +133,7 @@ class Selector:
             if pool_size is None:
                 raise ValueError("give features or context.pool_size")
         budget = check_budget(budget, pool_size)
-        if self.uses_features and budget > 1:
+        if self.traits.uses_features and budget > 1:
             distinct = count_distinct_rows(features)
             if budget > distinct:
                 raise UserError(f"Budget {budget} exceeds the {distinct} distinct points among the {pool_size} "

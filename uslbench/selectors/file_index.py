@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import SELECTORS
+from ..traits import SelectorTraits
 from ..utils import file_sha256
 from .base import Selector
 
@@ -131,14 +132,14 @@ def check_indices(values: np.ndarray, pool_size: int, where: str) -> np.ndarray:
 
 
 @SELECTORS.register("file", "a selection read from an index file: file:PATH[#KEY] (.npy, .json, .csv)",
-                    config=FileConfig, argument_field="path", tags=("from_file",))
+                    config=FileConfig, argument_field="path")
 class FileSelector(Selector):
     """Uses the indices stored in a file as the selection, so published index sets can be
     benchmarked. The budget must equal the number of indices in the file. The seed does not
     change the selection. The selection's cache key holds the file's sha256, not its path."""
 
-    uses_features = False
-    seed_dependent = False
+    # the quick preset has no index file to read
+    traits = SelectorTraits(uses_features=False, seed_dependent=False, in_quick_preset=False)
 
     def _load(self, pool_size: int, dataset_name: str | None) -> tuple[np.ndarray, str]:
         values, used_key = read_index_file(self.config.path, self.config.key, dataset_name)

@@ -79,7 +79,7 @@ def greedy_max_coverage(offsets: np.ndarray, targets: np.ndarray, budget: int,
 
 
 @SELECTORS.register("probcover", "ProbCover: greedy max coverage of delta-balls, delta by the purity rule",
-                    config=ProbCoverConfig, tags=("uses_features",))
+                    config=ProbCoverConfig)
 class ProbCoverSelector(Selector):
     """ProbCover, cold start. Graph: edge i -> j when ||f_i - f_j|| < delta (exact, blockwise
     GEMMs over row blocks that include every row, up to knn_exact_max points; a faiss range

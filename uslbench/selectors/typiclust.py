@@ -29,7 +29,7 @@ def typicality(features: np.ndarray, k: int) -> np.ndarray:
 
 
 @SELECTORS.register("typiclust", "TypiClust: K-Means, then the most typical member of each large cluster",
-                    config=TypiClustConfig, tags=("uses_features",))
+                    config=TypiClustConfig)
 class TypiClustSelector(Selector):
     """TypiClust, cold start. K = min(budget, max_clusters) seeded K-Means clusters; clusters with
     at most `min_cluster_size` members are dropped (kept only when the rest cannot fill the

@@ -138,7 +138,7 @@ def inverse_power(d2: np.ndarray, alpha: float, eps: float) -> np.ndarray:
 
 
 @SELECTORS.register("usl", "training-free USL: k-NN density + K-Means (K=m) + regularised picks",
-                    config=USLConfig, tags=("uses_features",),
+                    config=USLConfig,
                     presets={name: {"preset": preset} for name, preset in DATASET_PRESETS.items()})
 class USLSelector(Selector):
     """Unsupervised Selective Labeling, training-free (paper Sec. 2.2, Eq. 4-7).

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import SELECTORS
+from ..traits import SelectorTraits
 from .base import Selector
 from .toolkit import KnnParams, knn_excluding_self
 
@@ -106,13 +107,15 @@ def pick_per_cluster(clusters: np.ndarray, confidence: np.ndarray, budget: int) 
 
 
 @SELECTORS.register("usl_t", "training-based USL-T: clustering heads with global + local losses, confident picks",
-                    config=USLTConfig, tags=("uses_features", "trains", "gpu_recommended"),
+                    config=USLTConfig,
                     presets={name: {"preset": preset} for name, preset in DATASET_PRESETS.items()})
 class USLTSelector(Selector):
     """USL-T (paper Sec. 2.3): see the module documentation for the losses and the two modes.
     `mode=backbone` needs an encoder exposing build_module() -> (torch.nn.Module, feature_dim);
     the module takes float images (B, C, H, W) in [0, 1] at the data set's resolution and does
     its own resizing and normalisation."""
+
+    traits = SelectorTraits(gpu_recommended=True)
 
     def validate(self, pool_size, budget, context):
         cfg = self.config
