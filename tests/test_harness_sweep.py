@@ -151,7 +151,7 @@ def test_quick_preset_shortens_the_ssl_learner(monkeypatch):
         steps: int = 400
 
     LEARNERS.register("zz_ssl", "test stand-in SSL learner", config=_LoopConfig)(type("S", (LinearProbe,), {}))
-    monkeypatch.setenv("USLBENCH_QUICK_SSL_LEARNER", "zz_ssl")
+    monkeypatch.setitem(PRESETS["quick"], "ssl_learner", "zz_ssl")
     try:
         sweep = build_sweep(preset="quick")
         assert sweep.learners[-1] == "zz_ssl" and sweep.learner_config == {"zz_ssl": {"steps": 100}}

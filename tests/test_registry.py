@@ -112,3 +112,25 @@ def test_real_registries_are_populated():
     assert "digits" in REGISTRIES["datasets"].names()
     assert "pixels" in REGISTRIES["encoders"].names()
     assert REGISTRIES["selectors"].traits("stratified").needs_labels
+
+
+def test_presets_overlay_only_fields_they_change():
+    """No data-set preset restates a field's dataclass default (one default per field), and the
+    image learners' table names only registered learners and data sets."""
+    import dataclasses
+
+    from uslbench.learners.presets import LEARNER_ROWS, SHARED
+
+    load_all()
+    for registry in REGISTRIES.values():
+        for name in registry.names():
+            entry = registry.get(name)
+            defaults = {f.name: f.default for f in entry.config_fields()}
+            for dataset, preset in entry.presets.items():
+                restated = {k: v for k, v in preset.items() if defaults.get(k, dataclasses.MISSING) == v}
+                assert not restated, f"{registry.kind} {name!r}, preset {dataset!r} restates defaults {restated}"
+    for learner, datasets, _ in LEARNER_ROWS:
+        assert learner in REGISTRIES["learners"], learner
+        assert set(datasets) <= set(SHARED) and set(datasets) <= set(REGISTRIES["datasets"].names())
+    simclrv2 = REGISTRIES["learners"].get("simclrv2").presets
+    assert simclrv2["cifar100"] == {"arch": "resnet18_cifar", "augment": "cifar"}  # its own steps, lr, wd stay

@@ -5,6 +5,7 @@ import sys
 
 import click
 
+from . import DEFAULT_SEED, RESULTS_ROOT
 from .errors import UserError
 from .registry import REGISTRIES, load_all, parse_overrides
 from .traits import non_default
@@ -91,7 +92,7 @@ def _overrides(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--learner", required=True, help="learner name (see `list learners`)")
 @click.option("--dataset", required=True, help="data set name (see `list datasets`)")
 @click.option("--budget", required=True, help="number of images to label (m)")
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int)
 @click.option("--encoder", default=None, help="encoder (default: the data set's default)")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
 @click.option("--data-root", default=None, help="folder holding the data set's files")
@@ -99,7 +100,7 @@ def _overrides(values: tuple[str, ...]) -> dict[str, str]:
 @click.option("--selector-config", multiple=True, metavar="KEY=VALUE", help="selector config override (repeatable)")
 @click.option("--learner-config", multiple=True, metavar="KEY=VALUE", help="learner config override (repeatable)")
 @click.option("--encoder-config", multiple=True, metavar="KEY=VALUE", help="encoder config override (repeatable)")
-@click.option("--results-root", default="results", show_default=True, help="where caches and records go")
+@click.option("--results-root", default=RESULTS_ROOT, show_default=True, help="where caches and records go")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
 @click.option("--force", is_flag=True, help="recompute the run even if a finished record exists")
 def run(selector, learner, dataset, budget, seed, encoder, encoder_weights, data_root, download, selector_config,

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import SCHEMA_VERSION, __version__
+from .. import RESULTS_ROOT, SCHEMA_VERSION, __version__
 from ..datasets import load_dataset
 from ..datasets.base import Dataset
 from ..encoders.base import FeatureSet
@@ -98,7 +98,7 @@ def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: d
     return ENCODERS.create(name, dataset=dataset_name, **overrides)
 
 
-def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu") -> Prepared:
+def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, device: str = "cpu") -> Prepared:
     """Resolve names and configs and check the input. Raises UserError; writes nothing.
     A spec without a learner (`select --dataset`) prepares the features and selection stages only."""
     load_all()
@@ -238,7 +238,7 @@ def selection_stage(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, c
     return features, selection
 
 
-def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+def run_spec(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, device: str = "cpu",
              echo: Echo = _stderr, force: bool = False) -> RunOutcome:
     return run_prepared(prepare(spec, results_root, device), device, echo, force)
 
@@ -287,7 +287,7 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
     return RunOutcome(record, prep.record_path, cached)
 
 
-def select_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+def select_spec(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, device: str = "cpu",
                 echo: Echo = _stderr) -> tuple[dict, dict[str, bool], dict[str, float]]:
     """The features and selection stages of a spec without a learner (spec.learner None),
     through the same caches as run_spec. Returns (selection data, cached flags, seconds)."""

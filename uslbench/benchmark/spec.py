@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import SCHEMA_VERSION
+from .. import DEFAULT_SEED, SCHEMA_VERSION
 from ..utils import content_key
 
 
@@ -19,7 +19,7 @@ class RunSpec:
     selector: str
     learner: str
     budget: Any
-    seed: int = 1
+    seed: int = DEFAULT_SEED
     encoder: str | None = None                 # None: the data set's default encoder
     selector_config: dict[str, Any] = field(default_factory=dict)
     learner_config: dict[str, Any] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from .. import DEFAULT_SEED
 from ..errors import UserError, close_matches
 from ..registry import LEARNERS, SELECTORS, load_all, parse_overrides
 from .spec import RunSpec
@@ -29,7 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset": ["digits"],
         "selector": "@cpu",        # resolved from the registry at run time
         "learner": ["linear", "labelprop"],
-        "ssl_learner": "fixmatch",  # added when registered; override with --learner
+        "ssl_learner": "fixmatch",  # added when registered; --learner replaces the learner list
         # a CPU-sized run of the SSL learner (its digits preset trains 400 steps with 4 unlabeled
         # batches per labeled one, ~45 s a run on this 2-core machine; this is ~6x cheaper). A short
         # run needs a short EMA: with 0.99 the averaged model still holds much of its random start
@@ -217,7 +218,7 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
     sweep = Sweep(datasets=parse_name_list(values["dataset"]), selectors=parse_name_list(values["selector"]),
                   learners=learners,
                   budgets=parse_int_list(values["budget"], "Budget"),
-                  seeds=parse_int_list(values.get("seeds", "1"), "Seed"), encoders=encoders,
+                  seeds=parse_int_list(values.get("seeds", DEFAULT_SEED), "Seed"), encoders=encoders,
                   selector_config=sel_cfg, learner_config=learn_cfg, encoder_config=enc_cfg,
                   dataset_config=dict(values.get("dataset_config") or {}),
                   data_root=data_root or values.get("data_root"),
@@ -246,8 +247,8 @@ def resolve_preset(name: str) -> dict[str, Any]:
         preset["selector"] = cpu_selectors(preset["dataset"], min(preset["budget"]), skipped)
         preset["notes"] = [f"preset {name}: left out selector {line}" for line in skipped]
     learners = [learner for learner in preset["learner"] if learner in LEARNERS]
-    # the SSL learner is configurable (USLBENCH_QUICK_SSL_LEARNER=mixmatch, or empty for none)
-    ssl = os.environ.get("USLBENCH_QUICK_SSL_LEARNER", PRESETS[name].get("ssl_learner"))
+    # another SSL learner: --learner linear,labelprop,mixmatch (and --learner-config mixmatch.steps=100 ...)
+    ssl = PRESETS[name].get("ssl_learner")
     if ssl and ssl in LEARNERS and ssl not in learners:
         learners.append(ssl)
         fields = {f.name for f in LEARNERS.get(ssl).config_fields()}

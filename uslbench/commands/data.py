@@ -5,11 +5,12 @@ from pathlib import Path
 
 import click
 
+from .. import DEFAULT_SEED, RESULTS_ROOT
 from ..errors import UserError
 
 
 def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, download: bool = False,
-             results_root: str = "results", output: str | None = None, device: str = "cpu",
+             results_root: str = RESULTS_ROOT, output: str | None = None, device: str = "cpu",
              resume: bool = False, force: bool = False, echo=print, **option_values):
     """Library entry of the `pretrain` command (tests call it directly). Returns PretrainResult."""
     from ..datasets import load_dataset
@@ -52,11 +53,11 @@ def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, down
 @click.option("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.1)")
 @click.option("--amp/--no-amp", default=None, help="float16 autocast on GPU (default on)")
 @click.option("--num-workers", type=int, default=None, help="data-loading workers (default: automatic)")
-@click.option("--seed", type=int, default=None, help="seed of initialisation, shuffling and augmentation")
+@click.option("--seed", type=int, default=None, help=f"seed of initialisation, shuffling and augmentation (default {DEFAULT_SEED})")
 @click.option("--resume", is_flag=True, help="continue from the checkpoint left by an interrupted run")
 @click.option("--force", is_flag=True, help="train again even if weights exist (overwrites them)")
 @click.option("--output", default=None, help="weights file (default <results-root>/weights/<dataset>/simclr.pt)")
-@click.option("--results-root", default="results", show_default=True)
+@click.option("--results-root", default=RESULTS_ROOT, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
 def pretrain_command(encoder, dataset_name, data_root, download, epochs, batch_size, lr, temperature, amp,
                      num_workers, seed, resume, force, output, results_root, device) -> None:

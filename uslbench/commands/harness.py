@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .. import DEFAULT_SEED, RESULTS_ROOT
 from ..errors import UserError
 
 EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
@@ -22,14 +23,14 @@ EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 @click.option("--selector", default=None, help="comma list, e.g. usl,random")
 @click.option("--learner", default=None, help="comma list, e.g. linear,knn")
 @click.option("--budget", default=None, help="comma list or ranges, e.g. 10,20,40")
-@click.option("--seeds", default=None, help="comma list or ranges, e.g. 1-5 (default 1)")
+@click.option("--seeds", default=None, help=f"comma list or ranges, e.g. 1-5 (default {DEFAULT_SEED})")
 @click.option("--encoder", default=None, help="comma list (default: each data set's default encoder)")
 @click.option("--selector-config", multiple=True, metavar="NAME.KEY=VALUE", help="e.g. usl.lam=1.0 (repeatable)")
 @click.option("--learner-config", multiple=True, metavar="NAME.KEY=VALUE", help="e.g. linear.C=10 (repeatable)")
 @click.option("--encoder-config", multiple=True, metavar="KEY=VALUE", help="encoder config override (repeatable)")
 @click.option("--data-root", default=None, help="folder holding the data sets' files")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
-@click.option("--results-root", default="results", show_default=True)
+@click.option("--results-root", default=RESULTS_ROOT, show_default=True)
 @click.option("--executor", type=EXECUTOR_CHOICE, default=None,
               help="inline (this process), local (submitit processes) or slurm  [default: local]")
 @click.option("--max-parallel", default=None, type=int, help="local: jobs at a time  [default: CPU count]")
@@ -120,7 +121,7 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
 
 
 @click.command()
-@click.argument("root", default="results", required=False)
+@click.argument("root", default=RESULTS_ROOT, required=False)
 def status(root: str) -> None:
     """Counts per state (done, failed, crashed, running, new); failed runs with their error and log.
 
@@ -140,7 +141,7 @@ def status(root: str) -> None:
 
 
 @click.command()
-@click.argument("root", default="results", required=False)
+@click.argument("root", default=RESULTS_ROOT, required=False)
 @click.option("--format", "fmt", type=click.Choice(["markdown", "csv", "latex"]), default="markdown",
               show_default=True)
 @click.option("--output", default=None, help="folder for the tables and plots  [default: ROOT/leaderboards]")

@@ -9,6 +9,7 @@ from typing import Any
 import click
 import numpy as np
 
+from .. import DEFAULT_SEED, RESULTS_ROOT
 from ..encoders.base import l2_normalise
 from ..errors import UserError
 from ..registry import SELECTORS, load_all, parse_overrides
@@ -58,7 +59,7 @@ def export_indices(indices: np.ndarray, path: str | Path) -> Path:
     return path
 
 
-def select_features(features: np.ndarray, selector: str, budget: Any, seed: int = 1,
+def select_features(features: np.ndarray, selector: str, budget: Any, seed: int = DEFAULT_SEED,
                     overrides: dict[str, Any] | None = None, dataset_name: str | None = None):
     """Run a label-free selector on a bare (N, d) matrix; returns the Selection."""
     from ..selectors.base import SelectionContext
@@ -80,7 +81,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.command("select")
 @click.option("--selector", required=True, help="selector name (see `list selectors`), or file:PATH")
 @click.option("--budget", required=True, help="number of images to label (m)")
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int)
 @click.option("--features", "features_path", default=None, help="(N, d) float matrix (.npy) to select from")
 @click.option("--dataset", default=None, help="data set name: select through the pipeline's feature cache")
 @click.option("--encoder", default=None, help="with --dataset: encoder (default: the data set's)")
@@ -93,7 +94,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
               help="with --features: scale every row to unit length first, as the encoders do (the presets "
                    "assume it); --no-l2-normalise uses the matrix as given")
 @click.option("--export", "export_path", default=None, help="write the indices to FILE (.npy, .json or .csv)")
-@click.option("--results-root", default="results", show_default=True, help="with --dataset: caches go here")
+@click.option("--results-root", default=RESULTS_ROOT, show_default=True, help="with --dataset: caches go here")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
 def select_command(selector, budget, seed, features_path, dataset, encoder, encoder_weights, data_root,
                    selector_config, preset_dataset, normalise, export_path, results_root, device) -> None:

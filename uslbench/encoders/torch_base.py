@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import RESULTS_ROOT
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..learners.nets import projection_mlp
@@ -53,7 +54,7 @@ def dataset_slug(dataset: Dataset) -> str:
 
 
 def default_results_root() -> Path:
-    return Path(os.environ.get("USLBENCH_RESULTS", "results"))
+    return Path(os.environ.get("USLBENCH_RESULTS", RESULTS_ROOT))
 
 
 def default_weights_path(results_root: str | os.PathLike, dataset: Dataset, encoder: str) -> Path:

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import DEFAULT_SEED
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..traits import LearnerTraits
@@ -69,7 +70,7 @@ class Learner:
             raise UserError("The labeled set holds a single class; a classifier needs at least two. "
                             "Raise the budget or use another selector.")
 
-    def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = 0, device: str = "cpu",
+    def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = DEFAULT_SEED, device: str = "cpu",
             workdir: str | Path | None = None, features: Any = None, encoder: Any = None) -> dict[str, Any]:
         """Train on the labeled indices (plus the pool as unlabeled data for SSL learners) and
         evaluate on the test split. `features`: the cached FeatureSet (for `uses_features`

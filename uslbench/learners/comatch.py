@@ -84,7 +84,7 @@ def graph_contrastive_loss(embeddings_a: torch.Tensor, embeddings_b: torch.Tenso
 
 @LEARNERS.register("comatch", "CoMatch: FixMatch + memory-smoothed pseudo-labels + graph contrastive loss",
                    config=CoMatchConfig,
-                   presets=image_presets(small={"queue_size": 640}))
+                   presets=image_presets("comatch", CoMatchConfig))
 class CoMatch(ImageLearner):
     """Reference (CIFAR): threshold 0.95, contrast threshold 0.8, alpha 0.9, T 0.2, queue 2,560 at batch 64
     and mu 7, 64-d embeddings, lambda_u = lambda_c = 1, distribution alignment over 32 batches."""

@@ -51,9 +51,7 @@ def rampup(step: int, total_steps: int, fraction: float) -> float:
 
 @LEARNERS.register("mixmatch", "MixMatch: sharpened K=2 label guesses, MixUp, MSE unlabeled loss",
                    config=MixMatchConfig,
-                   presets=image_presets(cifar10={"unlabeled_ratio": 1}, cifar100={"unlabeled_ratio": 1,
-                                                                                   "lambda_u": 150.0},
-                                         small={"unlabeled_ratio": 2, "lambda_u": 30.0, "rampup_fraction": 0.25}))
+                   presets=image_presets("mixmatch", MixMatchConfig))
 class MixMatch(ImageLearner):
     """Reference: T = 0.5, K = 2, alpha 0.75, lambda_u 75 (CIFAR-10; 150 for CIFAR-100), EMA 0.999."""
 

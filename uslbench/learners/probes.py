@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import DEFAULT_SEED
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
 from .base import Learner, top1_metrics
@@ -30,7 +31,7 @@ class LinearProbe(FeatureProbe):
     """scikit-learn LogisticRegression (lbfgs, multinomial) on the labeled rows of the cached
     features; top-1 on the test split's features."""
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+    def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.linear_model import LogisticRegression
 
         x, y = self._labeled(dataset, labeled_indices, features)
@@ -50,7 +51,7 @@ class KnnConfig:
 class KnnProbe(FeatureProbe):
     """scikit-learn KNeighborsClassifier with k = min(k, labeled set size); distance weighting."""
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+    def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.neighbors import KNeighborsClassifier
 
         x, y = self._labeled(dataset, labeled_indices, features)
@@ -74,7 +75,7 @@ class LabelPropProbe(FeatureProbe):
     graph. Test images are classified by their k nearest pool neighbours' spread label
     distributions (LabelSpreading.predict). k is capped at pool size - 1."""
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+    def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.semi_supervised import LabelSpreading
 
         targets = spread_targets(len(features.train), labeled_indices, dataset.train.labels)

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import DEFAULT_SEED
 from ..errors import UserError
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
@@ -73,13 +74,7 @@ class ProjectionNet(nn.Module):
 
 @LEARNERS.register("simclrv2", "SimCLRv2: fine-tune the self-supervised encoder (linear or full), optional distillation",
                    config=SimCLRv2Config,
-                   presets=image_presets(
-                       cifar10={"arch": "resnet18_cifar", "steps": 0, "labeled_batch": 128, "lr": 0.01,
-                                "weight_decay": 1e-4, "ema": 0.0, "eval_every": 100, "checkpoint_every": 100},
-                       cifar100={"arch": "resnet18_cifar", "steps": 0, "labeled_batch": 128, "lr": 0.01,
-                                 "weight_decay": 1e-4, "ema": 0.0, "eval_every": 100, "checkpoint_every": 100},
-                       small={"steps": 0, "labeled_batch": 64, "lr": 0.05, "ema": 0.0, "epochs": 5.0,
-                              "repeat": 100, "distill_steps": 0}))
+                   presets=image_presets("simclrv2", SimCLRv2Config))
 class SimCLRv2(ImageLearner):
     """Encoder fine-tuning: pretrain (fallback) -> finetune -> distil (optional)."""
 
@@ -146,7 +141,7 @@ class SimCLRv2(ImageLearner):
                              evaluate=False)
         return net.backbone, backbone.feature_dim, done["train_seconds"]
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+    def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
         data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
         config = self.config
         with cpu_threads(config.threads):

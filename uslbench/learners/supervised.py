@@ -22,7 +22,7 @@ class SupervisedConfig(LoopConfig):
 
 @LEARNERS.register("supervised", "the SSL network trained on the labeled images only (reference)",
                    config=SupervisedConfig,
-                   presets=image_presets())
+                   presets=image_presets("supervised", SupervisedConfig))
 class Supervised(ImageLearner):
     """Cross-entropy on weakly augmented labeled batches; the unlabeled pool is never read."""
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import DEFAULT_SEED
 from ..errors import UserError
 from ..traits import SelectorTraits
 from ..utils import Timer
@@ -120,7 +121,7 @@ class Selector:
     def name(self) -> str:
         return getattr(type(self), "registry_name", type(self).__name__)
 
-    def select(self, features: np.ndarray | None, budget: int, seed: int = 0,
+    def select(self, features: np.ndarray | None, budget: int, seed: int = DEFAULT_SEED,
                context: SelectionContext | None = None) -> Selection:
         context = context or SelectionContext()
         if self.traits.uses_features:
