@@ -8,9 +8,6 @@ from uslbench.registry import SELECTORS, load_all
 
 load_all()
 
-# fast settings for tests that run every selector many times; defaults stay the paper's
-FAST_OVERRIDES = {"usl_t": {"epochs": 30}}
-
 
 def mixture(n: int = 300, d: int = 16, clusters: int = 6, seed: int = 0) -> np.ndarray:
     return gaussian_mixture(n, d, clusters, seed=seed)

@@ -29,9 +29,9 @@ from .errors import UserError, close_matches, unknown_name_message
 from .traits import DatasetTraits, EncoderTraits, LearnerTraits, SelectorTraits, as_dict, trait_names
 
 #: Config overrides that make an entry small and fast enough for the contract tests: a dict, or a
-#: callable ``(workdir: Path, **context) -> dict`` for entries that need a file written first
-#: (file:PATH, encoders with weights, data sets on disk); ``context`` holds ``pool_size`` and
-#: ``budget`` where the test knows them.
+#: callable ``(workdir: Path, *, factory, **context) -> dict`` for entries that need a file written
+#: first (file:PATH, encoders with weights, data sets on disk); ``factory`` is the registered class,
+#: ``context`` holds ``pool_size`` and ``budget`` where the test knows them.
 TestConfig = Union[dict, Callable[..., dict], None]
 
 
@@ -79,7 +79,7 @@ class Entry:
     def test_overrides(self, workdir: str | Path, **context: Any) -> dict[str, Any]:
         """The contract tests' config overrides for this entry (files it needs go under `workdir`)."""
         if callable(self.test_config):
-            return dict(self.test_config(Path(workdir), **context))
+            return dict(self.test_config(Path(workdir), factory=self.factory, **context))
         return dict(self.test_config or {})
 
 

@@ -20,6 +20,7 @@ from ..registry import DATASETS
 from ..traits import DatasetTraits
 from .base import Dataset, DatasetSource, ImageSplit
 from .files import missing_files_error, resolve_data_root
+from .testing import cifar_test_config
 
 
 @dataclass
@@ -153,7 +154,7 @@ class CifarSource(DatasetSource):
 
 
 @DATASETS.register("cifar10", "CIFAR-10: 50,000 train (pool) / 10,000 test 32x32 colour images, 10 classes",
-                   config=CifarConfig)
+                   config=CifarConfig, test_config=cifar_test_config)
 class Cifar10(CifarSource):
     """CIFAR-10 from torchvision's python-pickle folder `<data_root>/cifar-10-batches-py/`
     (data_batch_1..5, test_batch, batches.meta). `--download` fetches it where the network allows."""
@@ -164,7 +165,7 @@ class Cifar10(CifarSource):
 
 
 @DATASETS.register("cifar100", "CIFAR-100: 50,000 train (pool) / 10,000 test 32x32 colour images, 100 classes",
-                   config=CifarConfig)
+                   config=CifarConfig, test_config=cifar_test_config)
 class Cifar100(CifarSource):
     """CIFAR-100 (fine labels) from torchvision's folder `<data_root>/cifar-100-python/` (train, test,
     meta). `--download` fetches it where the network allows."""

@@ -24,6 +24,7 @@ from ..utils import array_digest, file_sha256
 from .base import Dataset, DatasetSource, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_images,
                     FileLoader, file_list_identity, list_images)
+from .testing import folder_test_config, npz_test_config
 
 
 @dataclass
@@ -51,7 +52,8 @@ def _class_tree(folder: Path, class_names: Sequence[str] | None = None) -> tuple
 
 
 @DATASETS.register("folder", "your images: an ImageFolder tree (train/ + test/ or one level of class folders) "
-                   "or a flat folder (selection only)", config=FolderConfig, argument_field="path")
+                   "or a flat folder (selection only)", config=FolderConfig, argument_field="path",
+                   test_config=folder_test_config)
 class ImageFolderData(DatasetSource):
     """Images in class sub-folders (ImageFolder layout). With PATH/train and PATH/test (or PATH/val)
     the test split evaluates learners; without them the whole tree is the pool. A flat folder of
@@ -134,7 +136,7 @@ class NpzConfig:
 
 
 @DATASETS.register("npz", "your arrays: an .npz with x_train, optional y_train, optional x_test + y_test",
-                   config=NpzConfig, argument_field="path")
+                   config=NpzConfig, argument_field="path", test_config=npz_test_config)
 class NpzData(DatasetSource):
     """Images as arrays in one .npz file: `x_train` (N, H, W[, C]) or (N, C, H, W), uint8 or floats
     in [0, 1]; `y_train` (N,) integer labels (optional: without them only selection works);

@@ -23,6 +23,7 @@ from ..registry import DATASETS
 from ..traits import DatasetTraits
 from .base import Dataset, DatasetSource, ImageSplit
 from .files import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, FileLoader, file_list_identity, resolve_data_root
+from .testing import imagenet_test_config
 
 
 @dataclass
@@ -92,7 +93,7 @@ class ImageNetSource(DatasetSource):
 
 
 @DATASETS.register("imagenet", "ImageNet-1k (ILSVRC-2012): 1.28 M train (pool) / 50,000 val images, 1000 classes, "
-                   "read lazily", config=ImageNetConfig)
+                   "read lazily", config=ImageNetConfig, test_config=imagenet_test_config)
 class ImageNet(ImageNetSource):
     """ILSVRC-2012 in ImageFolder layout under `<data_root>/train` and `<data_root>/val`."""
 
@@ -100,7 +101,7 @@ class ImageNet(ImageNetSource):
 
 
 @DATASETS.register("imagenet100", "ImageNet-100 (CMC subset used by the USL paper): ~126,000 train (pool) / "
-                   "5,000 val images, 100 classes", config=ImageNetConfig)
+                   "5,000 val images, 100 classes", config=ImageNetConfig, test_config=imagenet_test_config)
 class ImageNet100(ImageNetSource):
     """The 100 ImageNet classes of CMC / SCAN, read from a full ImageNet tree or from a tree that holds
     only those 100 class folders (`<data_root>/train/<wnid>/`, `<data_root>/val/<wnid>/`). Class

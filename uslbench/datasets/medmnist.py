@@ -16,6 +16,7 @@ from ..traits import DatasetTraits
 from ..utils import file_sha256
 from .base import Dataset, DatasetSource, ImageSplit
 from .files import channel_stats, missing_files_error, resolve_data_root
+from .testing import medmnist_test_config
 
 SIZES = (28, 64, 128, 224)
 
@@ -32,7 +33,7 @@ def npz_name(flag: str, size: int) -> str:
 
 
 @DATASETS.register("bloodmnist", "BloodMNIST (MedMNIST v2): 11,959 train (pool) / 3,421 test blood-cell images, "
-                   "8 classes", config=MedMNISTConfig)
+                   "8 classes", config=MedMNISTConfig, test_config=medmnist_test_config)
 class BloodMNIST(DatasetSource):
     """Blood-cell microscopy images in 8 classes, read with `medmnist.BloodMNIST` from
     `<data_root>/bloodmnist.npz` (28x28) or `bloodmnist_<size>.npz` (size 64, 128, 224)."""

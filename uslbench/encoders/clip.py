@@ -64,7 +64,8 @@ def cached_pretrained_file(model: str, tag: str) -> Path | None:
 
 
 @ENCODERS.register("clip", "OpenAI CLIP ViT-B/16 image tower via open_clip, 512-d; weights from a local file "
-                   "or open_clip's cache", config=ClipConfig)
+                   "or open_clip's cache", config=ClipConfig,
+                   test_config={"pretrained": "none"})  # random initialisation: the tests need no weights
 class ClipEncoder(TorchEncoder):
     """open_clip `ViT-B-16`, image tower only, with open_clip's eval preprocessing (resize 224,
     centre crop, CLIP mean/std). Features are L2-normalised 512-d image embeddings."""

@@ -100,6 +100,17 @@ class ContrastiveConfig:
     num_workers: int = field(default=-1, metadata={"help": "DataLoader workers for file-backed data sets (-1: automatic)"})
 
 
+def contract_test_weights(workdir: Path, *, factory: type, **_: Any) -> dict[str, str]:
+    """The contract tests' setting of a ContrastiveNet encoder: randomly initialised weights (seed 0)
+    of its `arch` and `head_dims`, written in our format under `workdir`."""
+    path = Path(workdir) / f"{factory.__name__}-random.pt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(ContrastiveNet(factory.arch, list(factory.head_dims)).export(), path)
+    return {"weights": str(path)}
+
+
 # fields that change speed, never the features: kept out of the cache key
 _RUNTIME_FIELDS = ("batch_size", "num_workers")
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
-from .presets import image_presets
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig
 
 
@@ -32,7 +32,8 @@ def fixmatch_unlabeled_loss(logits_weak: torch.Tensor, logits_strong: torch.Tens
 
 @LEARNERS.register("fixmatch", "FixMatch: thresholded weak-view pseudo-labels train the strong view",
                    config=FixMatchConfig,
-                   presets=image_presets("fixmatch", FixMatchConfig))
+                   presets=image_presets("fixmatch", FixMatchConfig),
+                   test_config=CONTRACT_TEST_LOOP)
 class FixMatch(ImageLearner):
     """Reference recipe (CIFAR-10): WRN-28-2, SGD 0.03 Nesterov, wd 5e-4, 2^20 steps, batch 64 + 7x64,
     EMA 0.999, threshold 0.95, lambda_u 1.

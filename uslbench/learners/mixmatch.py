@@ -15,7 +15,7 @@ import torch
 
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
-from .presets import image_presets
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, one_hot, soft_cross_entropy
 
 
@@ -51,7 +51,8 @@ def rampup(step: int, total_steps: int, fraction: float) -> float:
 
 @LEARNERS.register("mixmatch", "MixMatch: sharpened K=2 label guesses, MixUp, MSE unlabeled loss",
                    config=MixMatchConfig,
-                   presets=image_presets("mixmatch", MixMatchConfig))
+                   presets=image_presets("mixmatch", MixMatchConfig),
+                   test_config=CONTRACT_TEST_LOOP)
 class MixMatch(ImageLearner):
     """Reference: T = 0.5, K = 2, alpha 0.75, lambda_u 75 (CIFAR-10; 150 for CIFAR-100), EMA 0.999."""
 

@@ -60,6 +60,11 @@ LEARNER_ROWS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
+#: The contract tests' schedule for every image learner (a few steps, tiny batches, one thread).
+CONTRACT_TEST_LOOP: dict[str, Any] = dict(steps=4, labeled_batch=8, unlabeled_ratio=2, eval_every=2,
+                                          checkpoint_every=2, threads=1)
+
+
 def _rows(learner: str) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, datasets, values in LEARNER_ROWS:

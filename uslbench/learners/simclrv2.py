@@ -36,7 +36,7 @@ from ..registry import LEARNERS
 from ..traits import LearnerTraits
 from ..utils import seed_from
 from .nets import Classifier, build_network, projection_mlp
-from .presets import image_presets
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, cpu_threads, nt_xent, soft_cross_entropy
 
 
@@ -74,7 +74,8 @@ class ProjectionNet(nn.Module):
 
 @LEARNERS.register("simclrv2", "SimCLRv2: fine-tune the self-supervised encoder (linear or full), optional distillation",
                    config=SimCLRv2Config,
-                   presets=image_presets("simclrv2", SimCLRv2Config))
+                   presets=image_presets("simclrv2", SimCLRv2Config),
+                   test_config={**CONTRACT_TEST_LOOP, "pretrain_steps": 3, "pretrain_batch": 16, "distill_steps": 2})
 class SimCLRv2(ImageLearner):
     """Encoder fine-tuning: pretrain (fallback) -> finetune -> distil (optional)."""
 

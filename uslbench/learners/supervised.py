@@ -11,7 +11,7 @@ import torch
 
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
-from .presets import image_presets
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig
 
 
@@ -22,7 +22,8 @@ class SupervisedConfig(LoopConfig):
 
 @LEARNERS.register("supervised", "the SSL network trained on the labeled images only (reference)",
                    config=SupervisedConfig,
-                   presets=image_presets("supervised", SupervisedConfig))
+                   presets=image_presets("supervised", SupervisedConfig),
+                   test_config=CONTRACT_TEST_LOOP)
 class Supervised(ImageLearner):
     """Cross-entropy on weakly augmented labeled batches; the unlabeled pool is never read."""
 

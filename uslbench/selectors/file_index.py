@@ -131,8 +131,15 @@ def check_indices(values: np.ndarray, pool_size: int, where: str) -> np.ndarray:
     return out
 
 
+def contract_test_file(workdir: Path, *, pool_size: int, budget: int, **_: Any) -> dict[str, str]:
+    """The contract tests' setting: an index file of `budget` distinct indices spread over the pool."""
+    path = Path(workdir) / "picks.npy"
+    np.save(path, np.arange(budget, dtype=np.int64) * (pool_size // budget))
+    return {"path": str(path)}
+
+
 @SELECTORS.register("file", "a selection read from an index file: file:PATH[#KEY] (.npy, .json, .csv)",
-                    config=FileConfig, argument_field="path")
+                    config=FileConfig, argument_field="path", test_config=contract_test_file)
 class FileSelector(Selector):
     """Uses the indices stored in a file as the selection, so published index sets can be
     benchmarked. The budget must equal the number of indices in the file. The seed does not

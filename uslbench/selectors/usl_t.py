@@ -112,7 +112,7 @@ def pick_per_cluster(clusters: np.ndarray, confidence: np.ndarray, budget: int) 
 
 
 @SELECTORS.register("usl_t", "training-based USL-T: clustering heads with global + local losses, confident picks",
-                    config=USLTConfig,
+                    config=USLTConfig, test_config={"epochs": 30},
                     presets={name: {"preset": preset} for name, preset in DATASET_PRESETS.items()})
 class USLTSelector(Selector):
     """USL-T (paper Sec. 2.3): see the module documentation for the losses and the two modes.
