@@ -174,7 +174,7 @@ class Registry:
         return traits
 
     def unregister(self, name: str) -> None:
-        """Remove an entry (tests register stand-ins and clean them up)."""
+        """Remove an entry if present (tests register stand-ins and clean them up)."""
         self._entries.pop(name, None)
 
     # lookup -------------------------------------------------------------------------------
@@ -184,6 +184,7 @@ class Registry:
         return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
     def __contains__(self, name: str) -> bool:
+        """Whether `name` (or ``prefix:ARGUMENT``) resolves to an entry."""
         try:
             self.get(name)
         except UserError:
@@ -359,7 +360,27 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
-    """Convert CLI strings ("0.5", "true", "none") to the field's declared type."""
+    """Convert a CLI string ("0.5", "true", "none") to a config field's declared type.
+
+    Parameters
+    ----------
+    value : Any
+        The override; non-strings pass through unchanged.
+    annotation : type or None
+        The field's type hint (``int``, ``float | None``, ``bool``, ``str``).
+    key, where : str
+        Field and entry, for the message.
+
+    Returns
+    -------
+    Any
+        The converted value ("none" / "null" -> None for optional fields).
+
+    Raises
+    ------
+    UserError
+        The string does not parse as the field's type.
+    """
     if not isinstance(value, str) or annotation is None:
         return value
     args = typing.get_args(annotation)
@@ -385,7 +406,14 @@ def coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:
-    """["lam=1.0", "k=20"] -> {"lam": "1.0", "k": "20"}."""
+    """``["lam=1.0", "k=20"]`` -> ``{"lam": "1.0", "k": "20"}`` (values stay strings; `coerce`
+    converts them once the entry is known).
+
+    Raises
+    ------
+    UserError
+        A pair without ``=``.
+    """
     result = {}
     for pair in pairs:
         if "=" not in pair:

@@ -17,9 +17,25 @@ from ..traits import DatasetTraits
 
 @dataclass
 class ImageSplit:
+    """One split of a data set: images with optional labels.
+
+    Attributes
+    ----------
+    labels : np.ndarray of int64, shape (N,), or None
+        Class ids in [0, C); None for unlabeled data (selection only).
+    array : np.ndarray of uint8, shape (N, H, W, C), optional
+        The images, when held in memory.
+    loader : callable, optional
+        ``loader(i) -> PIL.Image`` for splits read lazily from files (then `length` is N).
+    length : int, optional
+        N, for lazy splits.
+    paths : sequence of str, optional
+        The image files of a lazy split, in order.
+    """
+
     labels: np.ndarray | None
-    array: np.ndarray | None = None             # uint8 (N, H, W, C) when held in memory
-    loader: Callable[[int], Image.Image] | None = None  # lazy per-index loader otherwise
+    array: np.ndarray | None = None
+    loader: Callable[[int], Image.Image] | None = None
     length: int | None = None
     paths: Sequence[str] | None = None
 
@@ -36,6 +52,7 @@ class ImageSplit:
         return self.length
 
     def image(self, index: int) -> Image.Image:
+        """Image `index` as a PIL image (mode "L" for one channel, else "RGB")."""
         if self.array is not None:
             pixels = self.array[index]
             if pixels.shape[-1] == 1:
@@ -47,7 +64,33 @@ class ImageSplit:
 
 @dataclass
 class Dataset:
-    """A loaded data set. `identity` goes into cache keys: it names the content, never a path."""
+    """A loaded data set: the unlabeled pool (train split) and the test split.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``folder:PATH`` style for the user's own data).
+    train : ImageSplit
+        The pool that selectors choose from; its labels are read only for the selected images
+        (and by oracle selectors).
+    test : ImageSplit or None
+        Evaluation only; None for data without a test split (selection only).
+    num_classes : int
+        C.
+    image_size : int
+        Side in pixels of the images held in memory (the resize side of lazy splits).
+    channels : int
+        1 (grey) or 3 (RGB).
+    mean, std : tuple of float
+        Per-channel statistics in [0, 1] units, for normalisation.
+    default_encoder : str
+        The encoder a run uses when none is named.
+    class_names : list of str
+        Names of the C classes.
+    identity : dict
+        Goes into every cache key: it names the content (source, split, file digests), never a
+        path, so moving the files keeps the caches.
+    """
 
     name: str
     train: ImageSplit

@@ -22,23 +22,60 @@ from ..utils import Timer
 
 
 class LabelAccessError(RuntimeError):
-    """A selector that did not declare `needs_labels` tried to read the labels."""
+    """A selector whose traits do not declare `needs_labels` tried to read the labels."""
 
 
 @dataclass
 class Selection:
-    indices: np.ndarray                     # int64, exactly m unique train indices
-    info: dict[str, Any] = field(default_factory=dict)     # label-free diagnostics
-    seconds: dict[str, float] = field(default_factory=dict)  # per phase
+    """What `Selector.select` returns.
+
+    Attributes
+    ----------
+    indices : np.ndarray of int64, shape (m,)
+        Exactly m = budget unique pool (train-split) indices, each in [0, N).
+    info : dict
+        Label-free diagnostics (cluster counts, radii, ...), JSON-serialisable; stored with the
+        cached selection and the run record.
+    seconds : dict of str to float
+        Wall-clock seconds per named phase (``knn_density``, ``kmeans``, ...).
+    """
+
+    indices: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_seconds(self) -> float:
+        """Sum of the phase durations, in seconds."""
         return float(sum(self.seconds.values()))
 
 
 class SelectionContext:
-    """Optional extras for a selector. Labels are handed out only to selectors declaring
-    `needs_labels`; any other access raises LabelAccessError (the contract tests rely on it)."""
+    """Optional extras for a selector.
+
+    Labels are handed out only when `labels_allowed` (the pipeline sets it from the selector's
+    `needs_labels` trait); any other access raises `LabelAccessError`, and `labels_read` records
+    whether they were read (the contract tests check both).
+
+    Parameters
+    ----------
+    pool_size : int, optional
+        N, for selectors that need no features (random, stratified, file:PATH).
+    dataset : Dataset, optional
+        The loaded data set (images: usl_t in backbone mode trains on them).
+    dataset_name : str, optional
+        The registry name of the data set (default: ``dataset.name``).
+    labels : np.ndarray of int64, shape (N,), optional
+        The pool's labels, for selectors that declare `needs_labels` (an oracle).
+    encoder : Encoder, optional
+        The encoder of the selection features (usl_t backbone mode fine-tunes its network).
+    device : str, default "cpu"
+        Torch device for selectors that train ("cpu", "cuda", "cuda:N").
+    labels_allowed : bool, default False
+        Whether `labels` may be read.
+    workdir : path-like, optional
+        A folder for the selector's scratch files.
+    """
 
     def __init__(self, *, pool_size: int | None = None, dataset: Any = None, dataset_name: str | None = None,
                  labels: np.ndarray | None = None, encoder: Any = None, device: str = "cpu",
@@ -64,6 +101,24 @@ class SelectionContext:
 
 
 def check_budget(budget: Any, pool_size: int) -> int:
+    """The budget m as an int, checked against the pool.
+
+    Parameters
+    ----------
+    budget : int or str of digits
+        Number of images to label.
+    pool_size : int
+        N, the number of pool images.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    UserError
+        Not a positive integer, or larger than the pool.
+    """
     if isinstance(budget, bool) or not isinstance(budget, numbers.Integral):
         if isinstance(budget, str) and budget.strip().lstrip("+").isdigit():
             budget = int(budget)
@@ -79,6 +134,23 @@ def check_budget(budget: Any, pool_size: int) -> int:
 
 
 def check_features(features: Any) -> np.ndarray:
+    """Validate a feature matrix before any work.
+
+    Parameters
+    ----------
+    features : np.ndarray of shape (n_samples, n_features), floating point
+        One row per pool image (the encoders' rows are L2-normalised).
+
+    Returns
+    -------
+    np.ndarray of float32, shape (n_samples, n_features), C-contiguous
+
+    Raises
+    ------
+    UserError
+        Not a 2-D floating numpy array, empty, NaN / infinite values, or all-zero rows; the
+        message names the first offending rows.
+    """
     if not isinstance(features, np.ndarray):
         raise UserError(f"Features must be a numpy array of shape (N, d), got {type(features).__name__}.")
     if features.ndim != 2:
@@ -110,7 +182,24 @@ def count_distinct_rows(features: np.ndarray, seed: int = 0) -> int:
 
 
 class Selector:
-    """Base class: subclasses declare `traits` and implement `_select`."""
+    """Base class of the selectors: which m of the N pool images should be labeled?
+
+    The problem setting is the USL paper's (Wang, Lian & Yu, "Unsupervised Selective Labeling for
+    More Effective Semi-Supervised Learning", ECCV 2022): one shot, no labels, a fixed budget.
+    Subclasses are registered with ``@SELECTORS.register(name, description, config=...)``,
+    declare their `traits` and implement `_select` (and, if needed, `validate`); `select` does
+    the checks and the timing that every selector shares. Constructors only store the config.
+
+    Parameters
+    ----------
+    config : dataclass instance, optional
+        The resolved config (defaults, data-set preset, overrides); see ``describe NAME``.
+
+    Attributes
+    ----------
+    traits : SelectorTraits
+        Declared once on the class: reads labels, uses features, fixed encoder, ... .
+    """
 
     traits = SelectorTraits()
 
@@ -119,10 +208,39 @@ class Selector:
 
     @property
     def name(self) -> str:
+        """The registry name (the class name for an unregistered subclass)."""
         return getattr(type(self), "registry_name", type(self).__name__)
 
     def select(self, features: np.ndarray | None, budget: int, seed: int = DEFAULT_SEED,
                context: SelectionContext | None = None) -> Selection:
+        """Choose `budget` pool images to label.
+
+        Parameters
+        ----------
+        features : np.ndarray of shape (N, d), floating point, or None
+            One L2-normalised row per pool image (the encoder's features). None for selectors
+            whose traits say ``uses_features=False`` (then `context.pool_size` gives N).
+        budget : int
+            m, the number of images to label; 1 <= m <= N (and <= the distinct rows).
+        seed : int, default 1
+            Every random choice derives from it: same features + seed = same indices.
+        context : SelectionContext, optional
+            Labels (only for label readers), images, encoder, device.
+
+        Returns
+        -------
+        Selection
+            m unique int64 indices, diagnostics, and seconds per phase.
+
+        Raises
+        ------
+        UserError
+            Bad features or budget (before any work starts), or what `validate` refuses.
+        LabelAccessError
+            The selector read `context.labels` without being allowed to.
+        AssertionError
+            The subclass broke the output contract (a bug in the selector, not the user's input).
+        """
         context = context or SelectionContext()
         if self.traits.uses_features:
             if features is None:
@@ -150,12 +268,57 @@ class Selector:
         return Selection(indices=indices, info=dict(info), seconds=dict(timer.seconds))
 
     def key_config(self) -> dict:
-        """What of the config enters the selection cache key (never a path: see file:PATH)."""
+        """What of the config enters the selection cache key.
+
+        Returns
+        -------
+        dict
+            JSON-serialisable; never a path (file:PATH puts the file's sha256 instead).
+        """
         return dataclasses.asdict(self.config) if self.config is not None else {}
 
     def validate(self, pool_size: int, budget: int, context: SelectionContext) -> None:
-        """Extra checks that must fail before work starts (e.g. stratified: budget >= classes)."""
+        """Extra checks that must fail before work starts (stratified: budget >= classes).
+
+        The pipeline calls it while preparing a run, before any features are computed.
+
+        Parameters
+        ----------
+        pool_size : int
+            N.
+        budget : int
+            m, already checked to lie in [1, N].
+        context : SelectionContext
+            As for `select`.
+
+        Raises
+        ------
+        UserError
+            The settings cannot work on this pool; say what to change.
+        """
 
     def _select(self, features: np.ndarray | None, budget: int, seed: int,
                 context: SelectionContext, timer: Timer) -> tuple[np.ndarray, dict]:
+        """The method itself (implemented by each selector).
+
+        Parameters
+        ----------
+        features : np.ndarray of float32, shape (N, d), or None
+            Checked and C-contiguous (None for ``uses_features=False``).
+        budget : int
+            m, checked.
+        seed : int
+            Seed of every random choice (numpy Generator, faiss, torch).
+        context : SelectionContext
+            Labels only for label readers.
+        timer : Timer
+            ``with timer("phase"): ...`` records seconds per phase.
+
+        Returns
+        -------
+        indices : array-like of int, shape (m,)
+            Unique pool indices (checked by `select`).
+        info : dict
+            Label-free diagnostics, JSON-serialisable.
+        """
         raise NotImplementedError
