@@ -7,13 +7,10 @@ from uslbench.perf.selectors import gaussian_mixture
 from uslbench.catalog import SELECTORS
 
 
-# fast settings for tests that run every selector many times; defaults stay the paper's
-FAST_OVERRIDES = {"usl_t": {"epochs": 30}}
-
 
 def mixture(n: int = 300, d: int = 16, clusters: int = 6, seed: int = 0) -> np.ndarray:
     return gaussian_mixture(n, d, clusters, seed=seed)
 
 
 def label_free_selectors() -> list[str]:
-    return [name for name in SELECTORS.names() if not SELECTORS.get(name).factory.needs_labels]
+    return [name for name in SELECTORS.names() if not SELECTORS.traits(name).needs_labels]

@@ -158,6 +158,23 @@ def test_list_and_describe():
     assert "knn_k" in described.output and "imagenet_moco" in described.output
     unknown = CliRunner().invoke(main, ["describe", "uslt"])
     assert unknown.exit_code == 2 and "Did you mean" in unknown.output
+    assert "stratified     ORACLE" in listing.output and "[needs_labels, uses_features=False]" in listing.output
+
+
+def test_describe_for_a_dataset_shows_the_resolved_numbers():
+    assert "  lam: float | None = None" in invoke("describe", "usl").output
+    cifar10 = invoke("describe", "usl", "--dataset", "cifar10").output
+    assert "config for data set cifar10" in cifar10
+    assert "  preset: str = 'cifar10'" in cifar10 and "  knn_k: int | None = 400" in cifar10
+    assert "  lam: float | None = 0.5" in cifar10 and "= None" not in cifar10.split("knn_k")[1].split("n_clusters")[0]
+    digits = invoke("describe", "usl", "--dataset", "digits", "--budget", "40").output
+    assert "  preset: str = 'small'" in digits and "  knn_k: int | None = 16" in digits  # 1,347 // (2 * 40)
+    assert "knn_k becomes max(3" in invoke("describe", "usl", "--dataset", "digits").output
+    simclrv2 = invoke("describe", "simclrv2", "--dataset", "cifar100").output
+    assert "  arch: str = 'resnet18_cifar'" in simclrv2 and "  weight_decay: float = 0.0001" in simclrv2
+    assert "  steps: int = 0" in simclrv2
+    unknown = CliRunner().invoke(main, ["describe", "usl", "--dataset", "cifar1O"])
+    assert unknown.exit_code == 2 and "cifar10" in unknown.output
 
 
 def test_help_shows_an_example():

@@ -27,12 +27,13 @@ def test_golden_markdown_is_exact(tmp_path):
     expected = (GOLDEN / "LEADERBOARD.md").read_text()
     assert board.text == expected
     assert (tmp_path / "LEADERBOARD.md").read_text() == expected
-    # 11 ok records of the current schema + 1 old one read; 1 unusable old one left out; the failed
-    # one (usl, linear, m = 20, seed 2) is not averaged but marks its cell "n=2/3" with a note
-    assert board.n_records == 12
+    # 11 ok records of the current schema (g010 with typed traits, g011 with the tags that records
+    # held before traits were typed: both mark stratified as the oracle); 1 of another schema left
+    # out; the failed one (usl, linear, m = 20, seed 2) is not averaged but marks its cell "n=2/3"
+    assert board.n_records == 11
     assert "usl / linear / m = 20: seed 2 failed (no error message recorded)" in board.text
-    assert any("read 1 record(s) of an older schema" in m for m in messages)
-    assert any("skipped 1 record(s)" in m and "g101" in m for m in messages)
+    assert any("skipped 1 record(s) of another schema" in m and "g100" in m for m in messages)
+    assert "stratified † | 68.0 ± 2.8 [42.6, 93.4] (2) (+16.0)" in board.text
 
 
 def test_aggregate_by_hand():
@@ -89,7 +90,8 @@ def test_newer_schema_is_skipped(tmp_path):
     path.write_text(json.dumps(record))
     messages: list[str] = []
     df = load_records(tmp_path / "r", warn=_collect(messages))
-    assert len(df) == 11 and "g001" not in set(df["key"])
+    assert len(df) == 10 and "g001" not in set(df["key"])
+    assert any("skipped 2 record(s) of another schema" in m for m in messages)
 
 
 def test_plots_are_written(tmp_path):

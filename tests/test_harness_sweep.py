@@ -16,11 +16,12 @@ import pytest
 from uslbench.harness.plan import chunk_specs, plan_sweep, plan_stages
 from uslbench.harness.resources import Resources, parse_time_minutes
 from uslbench.harness.status import scan_states, summarize
-from uslbench.harness.grid import build_sweep, cpu_selectors, load_sweep_file, parse_int_list
+from uslbench.harness.grid import PRESETS, build_sweep, cpu_selectors, load_sweep_file, parse_int_list
 from uslbench.harness.sweep import run_sweep
 from uslbench.errors import UserError
 from uslbench.registry import SELECTORS
 from uslbench.selectors.random import RandomSelector
+from uslbench.traits import SelectorTraits
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -114,15 +115,22 @@ def test_quick_preset_reads_the_registry_at_run_time(monkeypatch):
     def refuse(self, *args, **kwargs):
         raise UserError("needs the moon encoder, which is not installed")
 
-    SELECTORS.register("zz_gpu_thing", "test stand-in that needs a GPU", tags=("gpu_only",))(RandomSelector)
-    SELECTORS.register("zz_cpu_thing", "test stand-in that runs on CPU")(type("Z", (RandomSelector,), {}))
-    SELECTORS.register("zz_clip_thing", "stand-in tied to CLIP", tags=("fixed_encoder:clip",))(RandomSelector)
+    def stand_in(**traits):
+        return type("Z", (RandomSelector,), {"traits": SelectorTraits(uses_features=False, **traits)})
+
+    SELECTORS.register("zz_gpu_thing", "test stand-in outside the quick preset")(stand_in(in_quick_preset=False))
+    SELECTORS.register("zz_cpu_thing", "test stand-in that runs on CPU")(stand_in())
+    SELECTORS.register("zz_clip_thing", "stand-in tied to CLIP")(stand_in(fixed_encoder="clip", in_quick_preset=False))
     SELECTORS.register("zz_refuses", "stand-in that refuses digits")(type("R", (RandomSelector,), {"validate": refuse}))
+    monkeypatch.setitem(PRESETS["quick"], "ssl_learner", None)
     try:
         names = cpu_selectors()
         assert "zz_cpu_thing" in names and "zz_gpu_thing" not in names
         assert {"random", "usl", "stratified"} <= set(names)
-        monkeypatch.setenv("USLBENCH_QUICK_SSL_LEARNER", "")
+        # every real selector whose traits say so, and only those
+        real = {n for n in SELECTORS.names() if not n.startswith("zz_")}
+        assert {n for n in names if n in real} == {n for n in real if SELECTORS.traits(n).in_quick_preset}
+        assert not {"file", "clip_usl"} & set(names)
         sweep = build_sweep(preset="quick")
         assert sweep.datasets == ["digits"] and sweep.budgets == [10, 20, 40] and sweep.seeds == [1, 2, 3]
         assert "zz_cpu_thing" in sweep.selectors
@@ -149,7 +157,7 @@ def test_quick_preset_shortens_the_ssl_learner(monkeypatch):
         steps: int = 400
 
     LEARNERS.register("zz_ssl", "test stand-in SSL learner", config=_LoopConfig)(type("S", (LinearProbe,), {}))
-    monkeypatch.setenv("USLBENCH_QUICK_SSL_LEARNER", "zz_ssl")
+    monkeypatch.setitem(PRESETS["quick"], "ssl_learner", "zz_ssl")
     try:
         sweep = build_sweep(preset="quick")
         assert sweep.learners[-1] == "zz_ssl" and sweep.learner_config == {"zz_ssl": {"steps": 100}}

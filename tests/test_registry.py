@@ -5,6 +5,7 @@ import pytest
 from uslbench.errors import UserError
 from uslbench.registry import Registry, coerce, parse_overrides
 from uslbench.catalog import REGISTRIES
+from uslbench.traits import SelectorTraits
 
 
 @dataclass
@@ -16,12 +17,14 @@ class ToyConfig:
 
 
 def make_registry():
-    registry = Registry("widget")
+    registry = Registry("widget", SelectorTraits)
 
-    @registry.register("toy", "a toy entry", config=ToyConfig, tags=("cheap",),
+    @registry.register("toy", "a toy entry", config=ToyConfig,
                        presets={"cifar10": {"k": 400}, "default": {"k": 7}})
     class Toy:
         """Toy docstring."""
+
+        traits = SelectorTraits(needs_labels=True)
 
         def __init__(self, config):
             self.config = config
@@ -86,9 +89,10 @@ def test_prefix_argument_goes_into_its_field():
         registry.create("filey:")
 
 
-def test_describe_shows_fields_defaults_tags_presets_and_doc():
+def test_describe_shows_fields_defaults_traits_presets_and_doc():
     text = make_registry().describe("toy")
-    for needle in ("widget toy: a toy entry", "tags: cheap", "k: int = 5", "cifar10: {'k': 400}", "Toy docstring."):
+    for needle in ("widget toy: a toy entry", "traits: needs_labels=True, uses_features=True", "k: int = 5",
+                   "cifar10: {'k': 400}", "Toy docstring."):
         assert needle in text
 
 
@@ -107,4 +111,25 @@ def test_real_registries_are_populated():
     assert {"linear", "knn"} <= set(REGISTRIES["learners"].names())
     assert "digits" in REGISTRIES["datasets"].names()
     assert "pixels" in REGISTRIES["encoders"].names()
-    assert REGISTRIES["selectors"].has_tag("stratified", "needs_labels")
+    assert REGISTRIES["selectors"].traits("stratified").needs_labels
+
+
+def test_presets_overlay_only_fields_they_change():
+    """No data-set preset restates a field's dataclass default (one default per field), and the
+    image learners' table names only registered learners and data sets."""
+    import dataclasses
+
+    from uslbench.learners.presets import LEARNER_ROWS, SHARED
+
+    for registry in REGISTRIES.values():
+        for name in registry.names():
+            entry = registry.get(name)
+            defaults = {f.name: f.default for f in entry.config_fields()}
+            for dataset, preset in entry.presets.items():
+                restated = {k: v for k, v in preset.items() if defaults.get(k, dataclasses.MISSING) == v}
+                assert not restated, f"{registry.kind} {name!r}, preset {dataset!r} restates defaults {restated}"
+    for learner, datasets, _ in LEARNER_ROWS:
+        assert learner in REGISTRIES["learners"], learner
+        assert set(datasets) <= set(SHARED) and set(datasets) <= set(REGISTRIES["datasets"].names())
+    simclrv2 = REGISTRIES["learners"].get("simclrv2").presets
+    assert simclrv2["cifar100"] == {"arch": "resnet18_cifar", "augment": "cifar"}  # its own steps, lr, wd stay

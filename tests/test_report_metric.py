@@ -20,7 +20,7 @@ def _write(root: Path, key: str, selector: str, seed: int, metrics: dict, tags=(
     record = {"schema": 1, "key": key, "status": "ok", "learner_tags": list(tags),
               "spec": {"dataset": "digits", "encoder": "pixels", "selector": selector, "learner": "fixmatch",
                        "budget": 10, "seed": seed},
-              "metrics": metrics}
+              "resolved": {"budget": 10}, "metrics": metrics}
     path = root / "runs" / key / "record.json"
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(record))

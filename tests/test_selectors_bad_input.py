@@ -12,7 +12,7 @@ from uslbench.registry import SELECTORS
 from uslbench.selectors.base import SelectionContext
 
 FEATURES = mixture(60, 8, 3)
-FEATURE_SELECTORS = [n for n in label_free_selectors() if SELECTORS.get(n).factory.uses_features]
+FEATURE_SELECTORS = [n for n in label_free_selectors() if SELECTORS.traits(n).uses_features]
 
 
 class NoWork:

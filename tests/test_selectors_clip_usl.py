@@ -48,7 +48,7 @@ def stand_in_clip():
 
 def test_clip_usl_is_usl_with_the_clip_preset():
     selector = SELECTORS.create("clip_usl")
-    assert selector.fixed_encoder == "clip" and isinstance(selector, type(SELECTORS.create("usl")))
+    assert SELECTORS.traits("clip_usl").fixed_encoder == "clip" and isinstance(selector, type(SELECTORS.create("usl")))
     features = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
     a = selector.select(features, 10, seed=1)
     b = SELECTORS.create("usl", preset="imagenet_clip").select(features, 10, seed=1)

@@ -98,16 +98,19 @@ def test_usl_picks_one_per_cluster_and_fills_empty_clusters():
 
 
 def test_usl_presets_resolve_from_dataset_and_scale():
-    assert resolve_preset(USLConfig(), 50_000, 40, "cifar10").knn_k == 400
-    cifar100 = resolve_preset(USLConfig(), 50_000, 400, "cifar100")
+    cifar10 = SELECTORS.resolve_config("usl", "cifar10")  # the data set names the row ...
+    assert cifar10.preset == "cifar10" and resolve_preset(cifar10, 50_000, 400).knn_k == 400
+    cifar100 = resolve_preset(SELECTORS.resolve_config("usl", "cifar100"), 50_000, 40)
     assert (cifar100.lam, cifar100.horizon, cifar100.alpha) == (1.0, 1.0, 1.0)
-    imagenet = resolve_preset(USLConfig(), 1_281_167, 2911, None)
+    assert resolve_preset(USLConfig(), 50_000, 40).preset == "cifar10"  # ... else "auto" goes by scale
+    assert resolve_preset(USLConfig(), 50_000, 400).preset == "cifar100"
+    imagenet = resolve_preset(USLConfig(), 1_281_167, 2911)
     assert (imagenet.preset, imagenet.knn_k, imagenet.reg_nearest, imagenet.iters) == ("imagenet_moco", 20, 128, 2)
-    small = resolve_preset(USLConfig(), 1347, 20, "digits")
-    assert small.preset == "small" and small.knn_k < 1347 / 20
-    assert resolve_preset(USLConfig(lam=2.0), 50_000, 40, "cifar10").lam == 2.0  # overrides win
+    small = resolve_preset(SELECTORS.resolve_config("usl", "digits"), 1347, 40)
+    assert small.preset == "small" and small.knn_k == 16 == 1347 // (2 * 40)  # scaled below 20,000 points
+    assert resolve_preset(USLConfig(preset="cifar10", lam=2.0), 50_000, 40).lam == 2.0  # overrides win
     with pytest.raises(UserError, match="preset"):
-        resolve_preset(USLConfig(preset="cifar1000"), 100, 5, None)
+        resolve_preset(USLConfig(preset="cifar1000"), 100, 5)
     assert SELECTORS.create("usl", dataset="cifar100").config.preset == "cifar100"
 
 

@@ -9,6 +9,10 @@ _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 __version__ = "0.1.0"
 SCHEMA_VERSION = 1
 
+# Defaults that every layer shares, declared once (each import site uses these names).
+DEFAULT_SEED = 1            # the run seed when none is given: CLI, RunSpec, Selector.select, Learner.fit
+RESULTS_ROOT = "results"    # the default results root (caches, runs, leaderboards, weights)
+
 from .errors import install_warning_format as _install_warning_format  # noqa: E402
 
 _install_warning_format()  # the package's data warnings print as one clean line each

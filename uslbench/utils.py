@@ -135,10 +135,6 @@ class Timer:
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
-    @property
-    def total(self) -> float:
-        return sum(self.seconds.values())
-
 
 def progress_disabled() -> bool:
     """Progress bars are quiet under CI=true or USLBENCH_QUIET=1."""

@@ -1,4 +1,5 @@
-"""`describe`: one entry's config fields, defaults, presets, tags and documentation."""
+"""`describe`: one entry's traits, config fields, defaults, presets and documentation, optionally
+resolved for a data set (its presets applied)."""
 from __future__ import annotations
 
 import click
@@ -17,12 +18,16 @@ def fidelity_line(kind: str, name: str) -> str | None:
 
 @click.command("describe")
 @click.argument("name")
-def describe(name: str) -> None:
-    """Show an entry's config fields, defaults, presets, tags and documentation.
+@click.option("--dataset", default=None, help="show the config as resolved for this data set (its presets applied)")
+@click.option("--budget", default=None, type=int, help="with --dataset: the budget m, for settings that depend on it")
+def describe(name: str, dataset: str | None, budget: int | None) -> None:
+    """Show an entry's traits, config fields, defaults, presets and documentation.
 
     \b
-    Example:
+    Examples:
       python cli.py describe usl
+      python cli.py describe usl --dataset cifar10
+      python cli.py describe fixmatch --dataset digits
     """
     from ..catalog import REGISTRIES  # lazy: importing the catalogue registers every entry
 
@@ -30,8 +35,15 @@ def describe(name: str) -> None:
     if not found:
         every = [n for registry in REGISTRIES.values() for n in registry.names()]
         raise UserError(unknown_name_message("entry", name, every))
+    if budget is not None and dataset is None:
+        raise UserError("--budget applies with --dataset (for example: describe usl --dataset digits --budget 40).")
+    pool_size = None
+    if dataset is not None:
+        REGISTRIES["datasets"].get(dataset)  # an unknown data set gets the close matches
+        pool_size = REGISTRIES["datasets"].traits(dataset).pool_size
     parts = []
     for registry in found:
         line = fidelity_line(registry.kind, registry.get(name).name)
-        parts.append(registry.describe(name) + (f"\n{line}" if line else ""))
+        text = registry.describe(name, dataset, pool_size=pool_size, budget=budget)
+        parts.append(text + (f"\n{line}" if line else ""))
     click.echo("\n\n".join(parts))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from ..registry import REGISTRIES
+from ..traits import non_default
 
 
 @click.command("list")
@@ -23,5 +24,6 @@ def list_command(kind: str | None) -> None:
         click.echo(f"{name}:")
         for entry_name in registry.names():
             entry = registry.get(entry_name)
-            tags = f"  [{', '.join(entry.tags)}]" if entry.tags else ""
-            click.echo(f"  {entry_name:<14} {entry.description}{tags}")
+            traits = non_default(entry.traits)
+            shown = ", ".join(name if value is True else f"{name}={value}" for name, value in traits.items())
+            click.echo(f"  {entry_name:<14} {entry.description}" + (f"  [{shown}]" if shown else ""))

@@ -7,11 +7,10 @@ from typing import Any, Callable, Iterable
 
 import click
 
+from .. import RESULTS_ROOT  # noqa: F401  (the default results root of every command, declared once)
 from ..errors import UserError
 from ..registry import OVERRIDE_EXAMPLES, OVERRIDE_SYNTAX, parse_scoped_overrides
 from ..utils import check_budget
-
-RESULTS_ROOT = "results"  # the default results root of every command
 
 
 def config_overrides(*kinds: str) -> Callable:

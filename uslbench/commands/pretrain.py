@@ -5,6 +5,7 @@ from pathlib import Path
 
 import click
 
+from .. import DEFAULT_SEED
 from ..devices import resolve_device
 from ..errors import UserError
 from ..utils import writable_root
@@ -54,7 +55,7 @@ def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, down
 @click.option("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.1)")
 @click.option("--amp/--no-amp", default=None, help="float16 autocast on GPU (default on)")
 @click.option("--num-workers", type=int, default=None, help="data-loading workers (default: automatic)")
-@click.option("--seed", type=int, default=None, help="seed of initialisation, shuffling and augmentation")
+@click.option("--seed", type=int, default=None, help=f"seed of initialisation, shuffling and augmentation (default {DEFAULT_SEED})")
 @click.option("--resume", is_flag=True, help="continue from the checkpoint left by an interrupted run")
 @click.option("--force", is_flag=True, help="train again even if weights exist (overwrites them)")
 @click.option("--output", default=None, help="weights file (default <results-root>/weights/<dataset>/simclr.pt)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .. import DEFAULT_SEED
 from ..devices import resolve_device
 from .options import BUDGET, config_overrides, device_option, overrides_for, results_root_option
 
@@ -12,7 +13,7 @@ from .options import BUDGET, config_overrides, device_option, overrides_for, res
 @click.option("--learner", required=True, help="learner name (see `list learners`)")
 @click.option("--dataset", required=True, help="data set name (see `list datasets`)")
 @click.option("--budget", required=True, type=BUDGET, help="number of images to label (m), a positive integer")
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int)
 @click.option("--encoder", default=None, help="encoder (default: the data set's default)")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
 @click.option("--data-root", default=None, help="folder holding the data set's files")

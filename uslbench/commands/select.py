@@ -6,6 +6,7 @@ import json
 
 import click
 
+from .. import DEFAULT_SEED
 from ..devices import resolve_device
 from ..errors import UserError
 from .options import BUDGET, config_overrides, device_option, overrides_for, results_root_option
@@ -18,7 +19,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.command("select")
 @click.option("--selector", required=True, help="selector name (see `list selectors`), or file:PATH")
 @click.option("--budget", required=True, type=BUDGET, help="number of images to label (m), a positive integer")
-@click.option("--seed", default=1, show_default=True, type=int)
+@click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int)
 @click.option("--features", "features_path", default=None, help="(N, d) float matrix (.npy) to select from")
 @click.option("--dataset", default=None, help="data set name: select through the pipeline's feature cache")
 @click.option("--encoder", default=None, help="with --dataset: encoder (default: the data set's)")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from .. import DEFAULT_SEED
 from ..registry import parse_overrides
 from .options import config_overrides, device_option, results_root_option
 
@@ -22,7 +23,7 @@ EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 @click.option("--selector", default=None, help="comma list, e.g. usl,random")
 @click.option("--learner", default=None, help="comma list, e.g. linear,knn")
 @click.option("--budget", default=None, help="comma list or ranges, e.g. 10,20,40")
-@click.option("--seeds", default=None, help="comma list or ranges, e.g. 1-5 (default 1)")
+@click.option("--seeds", default=None, help=f"comma list or ranges, e.g. 1-5 (default {DEFAULT_SEED})")
 @click.option("--encoder", default=None, help="comma list (default: each data set's default encoder)")
 @config_overrides("selector", "learner", "encoder")
 @click.option("--data-root", default=None, help="folder holding the data sets' files")

@@ -12,11 +12,12 @@ refused, naming the values), and a warning for declared classes without any trai
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
+from ..traits import DatasetTraits
 from ..errors import UserError
 
 
@@ -69,9 +70,25 @@ def validate_labels(dataset: "Dataset") -> None:
 
 @dataclass
 class ImageSplit:
+    """One split of a data set: images with optional labels.
+
+    Attributes
+    ----------
+    labels : np.ndarray of int64, shape (N,), or None
+        Class ids in [0, C); None for unlabeled data (selection only).
+    array : np.ndarray of uint8, shape (N, H, W, C), optional
+        The images, when held in memory.
+    loader : callable, optional
+        ``loader(i) -> PIL.Image`` for splits read lazily from files (then `length` is N).
+    length : int, optional
+        N, for lazy splits.
+    paths : sequence of str, optional
+        The image files of a lazy split, in order.
+    """
+
     labels: np.ndarray | None
-    array: np.ndarray | None = None             # uint8 (N, H, W, C) when held in memory
-    loader: Callable[[int], Image.Image] | None = None  # lazy per-index loader otherwise
+    array: np.ndarray | None = None
+    loader: Callable[[int], Image.Image] | None = None
     length: int | None = None
     paths: Sequence[str] | None = None
 
@@ -88,6 +105,7 @@ class ImageSplit:
         return self.length
 
     def image(self, index: int) -> Image.Image:
+        """Image `index` as a PIL image (mode "L" for one channel, else "RGB")."""
         if self.array is not None:
             pixels = self.array[index]
             if pixels.shape[-1] == 1:
@@ -99,7 +117,33 @@ class ImageSplit:
 
 @dataclass
 class Dataset:
-    """A loaded data set. `identity` goes into cache keys: it names the content, never a path."""
+    """A loaded data set: the unlabeled pool (train split) and the test split.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (``folder:PATH`` style for the user's own data).
+    train : ImageSplit
+        The pool that selectors choose from; its labels are read only for the selected images
+        (and by oracle selectors).
+    test : ImageSplit or None
+        Evaluation only; None for data without a test split (selection only).
+    num_classes : int
+        C.
+    image_size : int
+        Side in pixels of the images held in memory (the resize side of lazy splits).
+    channels : int
+        1 (grey) or 3 (RGB).
+    mean, std : tuple of float
+        Per-channel statistics in [0, 1] units, for normalisation.
+    default_encoder : str
+        The encoder a run uses when none is named.
+    class_names : list of str
+        Names of the C classes.
+    identity : dict
+        Goes into every cache key: it names the content (source, split, file digests), never a
+        path, so moving the files keeps the caches.
+    """
 
     name: str
     train: ImageSplit
@@ -128,3 +172,37 @@ class Dataset:
         test = len(self.test) if self.test is not None else 0
         return (f"{self.name}: {len(self.train)} train (pool) / {test} test images, "
                 f"{self.num_classes} classes, {self.image_size}x{self.image_size}x{self.channels}")
+
+
+class DatasetSource:
+    """Base class of a registered data set: the constructor stores the config, `load` reads the data.
+
+    Subclasses declare their `traits` (a ``DatasetTraits``) and implement `load`.
+
+    Parameters
+    ----------
+    config : dataclass instance
+        The entry's resolved config (data root, sizes, ...).
+    """
+
+    traits = DatasetTraits()
+
+    def __init__(self, config: Any = None) -> None:
+        self.config = config
+
+    def load(self) -> Dataset:
+        """Read the data set.
+
+        Returns
+        -------
+        Dataset
+            Train split (the unlabeled pool) and test split; `identity` names the content (never a
+            path), so that moving the files keeps every cache key.
+
+        Raises
+        ------
+        UserError
+            Files missing or malformed; the message names the files expected and the option that
+            points to them (``--data-root``, ``--download``).
+        """
+        raise NotImplementedError

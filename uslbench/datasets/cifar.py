@@ -16,8 +16,10 @@ import numpy as np
 
 from ..errors import UserError, name_some, warn_data
 from ..registry import DATASETS
-from .base import Dataset, ImageSplit
+from ..traits import DatasetTraits
+from .base import Dataset, DatasetSource, ImageSplit
 from .files import missing_files_error, resolve_data_root
+from .testing import cifar_test_config
 
 
 @dataclass
@@ -57,13 +59,10 @@ def official_md5s(layout: _Layout) -> dict[str, str]:
     return md5s
 
 
-class CifarSource:
+class CifarSource(DatasetSource):
     """Loads one CIFAR layout from `<data_root>/<folder>/`."""
 
     layout: _Layout
-
-    def __init__(self, config: CifarConfig) -> None:
-        self.config = config
 
     @property
     def folder(self) -> Path:
@@ -151,18 +150,22 @@ class CifarSource:
 
 
 @DATASETS.register("cifar10", "CIFAR-10: 50,000 train (pool) / 10,000 test 32x32 colour images, 10 classes",
-                   config=CifarConfig, tags=("needs_files",))
+                   config=CifarConfig, test_config=cifar_test_config)
 class Cifar10(CifarSource):
     """CIFAR-10 from torchvision's python-pickle folder `<data_root>/cifar-10-batches-py/`
     (data_batch_1..5, test_batch, batches.meta). `--download` fetches it where the network allows."""
+
+    traits = DatasetTraits(pool_size=50_000)
 
     layout = CIFAR10
 
 
 @DATASETS.register("cifar100", "CIFAR-100: 50,000 train (pool) / 10,000 test 32x32 colour images, 100 classes",
-                   config=CifarConfig, tags=("needs_files",))
+                   config=CifarConfig, test_config=cifar_test_config)
 class Cifar100(CifarSource):
     """CIFAR-100 (fine labels) from torchvision's folder `<data_root>/cifar-100-python/` (train, test,
     meta). `--download` fetches it where the network allows."""
+
+    traits = DatasetTraits(pool_size=50_000)
 
     layout = CIFAR100

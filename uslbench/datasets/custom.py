@@ -27,9 +27,10 @@ from PIL import Image
 from ..errors import UserError, name_some, warn_data
 from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
-from .base import Dataset, ImageSplit
+from .base import Dataset, DatasetSource, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_images,
                     FileLoader, file_list_identity, list_images, to_uint8_images, visible_dirs)
+from .testing import folder_test_config, npz_test_config
 
 
 @dataclass
@@ -82,14 +83,11 @@ def _leave_out_empty_classes(root: Path, train: _Tree, test: _Tree | None, class
 
 @DATASETS.register("folder", "your images: an ImageFolder tree (train/ + test/ or one level of class folders) "
                    "or a flat folder (selection only)", config=FolderConfig, argument_field="path",
-                   tags=("user_data",))
-class ImageFolderData:
+                   test_config=folder_test_config)
+class ImageFolderData(DatasetSource):
     """Images in class sub-folders (ImageFolder layout). With PATH/train and PATH/test (or PATH/val)
     the test split evaluates learners; without them the whole tree is the pool. A flat folder of
     images has no labels and can only be used to choose images to label."""
-
-    def __init__(self, config: FolderConfig) -> None:
-        self.config = config
 
     def load(self) -> Dataset:
         root = Path(self.config.path).expanduser()
@@ -173,8 +171,8 @@ class NpzConfig:
 
 
 @DATASETS.register("npz", "your arrays: an .npz with x_train, optional y_train, optional x_test + y_test",
-                   config=NpzConfig, argument_field="path", tags=("user_data",))
-class NpzData:
+                   config=NpzConfig, argument_field="path", test_config=npz_test_config)
+class NpzData(DatasetSource):
     """Images as arrays in one .npz file: `x_train` (N, H, W[, C]) or (N, C, H, W), uint8 or floats
     in [0, 1]; `y_train` (N,) integer labels (optional: without them only selection works);
     `x_test` and `y_test` (optional, together) for evaluation.
@@ -182,9 +180,6 @@ class NpzData:
     The classes are the distinct values of y_train. Labels 1..C (or with gaps) are remapped to
     0..C-1 in sorted order with a warning, never padded with an empty class 0; the class names
     keep the original ids. A y_test value absent from y_train is refused, naming it."""
-
-    def __init__(self, config: NpzConfig) -> None:
-        self.config = config
 
     def load(self) -> Dataset:
         path = Path(self.config.path).expanduser()

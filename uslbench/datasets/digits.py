@@ -6,7 +6,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..registry import DATASETS
-from .base import Dataset, ImageSplit
+from ..traits import DatasetTraits
+from .base import Dataset, DatasetSource, ImageSplit
 
 
 @dataclass
@@ -16,16 +17,15 @@ class DigitsConfig:
 
 
 @DATASETS.register("digits", "scikit-learn's 8x8 handwritten digits (1,797 images, 10 classes), embedded",
-                   config=DigitsConfig, tags=("embedded", "small"))
-class Digits:
+                   config=DigitsConfig)
+class Digits(DatasetSource):
     """1,797 grey 8x8 images of the digits 0-9 (UCI, shipped inside scikit-learn).
 
     A fixed stratified split: 1,347 train images form the unlabeled pool, 450 test images are used
     only for evaluation. Pixel values 0..16 are scaled to 0..255 and kept as uint8 images.
     """
 
-    def __init__(self, config: DigitsConfig) -> None:
-        self.config = config
+    traits = DatasetTraits(needs_files=False, pool_size=1_347)
 
     def load(self) -> Dataset:
         # lazy: scikit-learn; the data sets register (for `list`, `describe`) without it

@@ -14,15 +14,17 @@ import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from ..errors import UserError, warn_data
 from ..registry import DATASETS
-from .base import Dataset, ImageSplit
+from ..traits import DatasetTraits
+from .base import Dataset, DatasetSource, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, FileLoader, file_list_identity, is_hidden,
                     resolve_data_root, visible_dirs)
+from .testing import write_image_folder
 
 
 @dataclass
@@ -53,12 +55,9 @@ def scan_class_folders(split_dir: Path, classes: Sequence[str]) -> tuple[list[Pa
     return files, np.asarray(labels, dtype=np.int64), sizes
 
 
-class ImageNetSource:
+class ImageNetSource(DatasetSource):
     name = "imagenet"
     expected_classes: int = 1000
-
-    def __init__(self, config: ImageNetConfig) -> None:
-        self.config = config
 
     def classes(self, train_dir: Path) -> list[str]:
         return [d.name for d in visible_dirs(train_dir)]
@@ -93,14 +92,26 @@ class ImageNetSource:
                        default_encoder="mocov2", class_names=classes, identity=identity)
 
 
+def imagenet_test_config(workdir: Path, *, factory: type, **_: Any) -> dict[str, str]:
+    """imagenet / imagenet100: train/ and val/ class folders named by WordNet id (imagenet100: its
+    100 classes; imagenet: 3, which the loader accepts with a warning about the expected 1,000)."""
+    classes = imagenet100_classes() if factory.expected_classes == 100 else [f"n0000000{c}" for c in range(3)]
+    root = write_image_folder(Path(workdir) / factory.name, per_class_train=2, per_class_test=1,
+                              class_names=classes, test_split="val", extension=".JPEG")
+    return {"data_root": str(root)}
+
+
+
 @DATASETS.register("imagenet", "ImageNet-1k (ILSVRC-2012): 1.28 M train (pool) / 50,000 val images, 1000 classes, "
-                   "read lazily", config=ImageNetConfig, tags=("needs_files", "large"))
+                   "read lazily", config=ImageNetConfig, test_config=imagenet_test_config)
 class ImageNet(ImageNetSource):
     """ILSVRC-2012 in ImageFolder layout under `<data_root>/train` and `<data_root>/val`."""
 
+    traits = DatasetTraits(pool_size=1_281_167)
+
 
 @DATASETS.register("imagenet100", "ImageNet-100 (CMC subset used by the USL paper): ~126,000 train (pool) / "
-                   "5,000 val images, 100 classes", config=ImageNetConfig, tags=("needs_files", "large"))
+                   "5,000 val images, 100 classes", config=ImageNetConfig, test_config=imagenet_test_config)
 class ImageNet100(ImageNetSource):
     """The 100 ImageNet classes of CMC / SCAN, read from a full ImageNet tree or from a tree that holds
     only those 100 class folders (`<data_root>/train/<wnid>/`, `<data_root>/val/<wnid>/`). Class

@@ -12,9 +12,11 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import DATASETS
+from ..traits import DatasetTraits
 from ..utils import file_sha256
-from .base import Dataset, ImageSplit
+from .base import Dataset, DatasetSource, ImageSplit
 from .files import channel_stats, missing_files_error, resolve_data_root
+from .testing import medmnist_test_config
 
 SIZES = (28, 64, 128, 224)
 
@@ -31,15 +33,14 @@ def npz_name(flag: str, size: int) -> str:
 
 
 @DATASETS.register("bloodmnist", "BloodMNIST (MedMNIST v2): 11,959 train (pool) / 3,421 test blood-cell images, "
-                   "8 classes", config=MedMNISTConfig, tags=("needs_files",))
-class BloodMNIST:
+                   "8 classes", config=MedMNISTConfig, test_config=medmnist_test_config)
+class BloodMNIST(DatasetSource):
     """Blood-cell microscopy images in 8 classes, read with `medmnist.BloodMNIST` from
     `<data_root>/bloodmnist.npz` (28x28) or `bloodmnist_<size>.npz` (size 64, 128, 224)."""
 
-    flag = "bloodmnist"
+    traits = DatasetTraits(pool_size=11_959)
 
-    def __init__(self, config: MedMNISTConfig) -> None:
-        self.config = config
+    flag = "bloodmnist"
 
     def load(self) -> Dataset:
         import medmnist  # lazy: it imports torch; the data sets register without it

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from typing import Any, Sequence
 
 import numpy as np
 from PIL import Image
@@ -74,15 +75,17 @@ def write_medmnist(root: str | Path, flag: str = "bloodmnist", size: int = 28, p
 
 
 def write_image_folder(root: str | Path, per_class_train: int = 5, per_class_test: int = 2, num_classes: int = 3,
-                       size: int = 16, seed: int = 0, splits: bool = True, extension: str = ".png") -> Path:
-    """ImageFolder tree: root/train/<class>/*.png and root/test/<class>/*.png (or root/<class>/ when
-    splits=False)."""
+                       size: int = 16, seed: int = 0, splits: bool = True, extension: str = ".png",
+                       class_names: Sequence[str] | None = None, test_split: str = "test") -> Path:
+    """ImageFolder tree: root/train/<class>/*.png and root/<test_split>/<class>/*.png (or
+    root/<class>/ when splits=False). Class folders are `class_<c>` unless `class_names` are given."""
     root = Path(root)
-    parts = (("train", per_class_train, 0), ("test", per_class_test, 1)) if splits else (("", per_class_train, 0),)
+    names = list(class_names) if class_names is not None else [f"class_{c}" for c in range(num_classes)]
+    parts = (("train", per_class_train, 0), (test_split, per_class_test, 1)) if splits else (("", per_class_train, 0),)
     for split, per_class, offset in parts:
-        x, y = class_images(per_class, num_classes, size=size, seed=seed + offset)
+        x, y = class_images(per_class, len(names), size=size, seed=seed + offset)
         for i, (image, label) in enumerate(zip(x, y)):
-            folder = root / split / f"class_{label}" if split else root / f"class_{label}"
+            folder = root / split / names[label] if split else root / names[label]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(image).save(folder / f"{i:04d}{extension}")
     return root
@@ -100,3 +103,28 @@ def write_npz(path: str | Path, per_class_train: int = 5, per_class_test: int = 
     arrays.update(overrides)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return path
+
+
+# ------------------------------------------------------------------------------------------------
+# Contract-test settings (`test_config=` of the registrations): each writes a tiny copy of the data
+# set in its real format under `workdir` and returns the config overrides that point to it.
+
+def cifar_test_config(workdir: Path, *, factory: type, **_: Any) -> dict[str, str]:
+    """cifar10 / cifar100: a few images per class in torchvision's pickle folder."""
+    variant = factory.layout.name
+    return {"data_root": str(write_cifar(Path(workdir) / variant, variant, per_class_train=2, per_class_test=1))}
+
+
+def medmnist_test_config(workdir: Path, *, factory: type, **_: Any) -> dict[str, str]:
+    """bloodmnist: MedMNIST's .npz with a few images per class."""
+    return {"data_root": str(write_medmnist(Path(workdir) / factory.flag, factory.flag))}
+
+
+def folder_test_config(workdir: Path, **_: Any) -> dict[str, str]:
+    """folder:PATH: an ImageFolder tree with train/ and test/."""
+    return {"path": str(write_image_folder(Path(workdir) / "folder"))}
+
+
+def npz_test_config(workdir: Path, **_: Any) -> dict[str, str]:
+    """npz:PATH: x_train, y_train, x_test, y_test."""
+    return {"path": str(write_npz(Path(workdir) / "arrays.npz"))}

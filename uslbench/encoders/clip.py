@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..registry import ENCODERS
+from ..traits import EncoderTraits
 from .torch_base import TorchEncoder, cached_file_digest
 
 if TYPE_CHECKING:  # torch and open_clip are imported when the network is built (see _build_net)
@@ -66,10 +67,13 @@ def cached_pretrained_file(model: str, tag: str) -> Path | None:
 
 
 @ENCODERS.register("clip", "OpenAI CLIP ViT-B/16 image tower via open_clip, 512-d; weights from a local file "
-                   "or open_clip's cache", config=ClipConfig, tags=("needs_weights", "gpu_recommended"))
+                   "or open_clip's cache", config=ClipConfig,
+                   test_config={"pretrained": "none"})  # random initialisation: the tests need no weights
 class ClipEncoder(TorchEncoder):
     """open_clip `ViT-B-16`, image tower only, with open_clip's eval preprocessing (resize 224,
     centre crop, CLIP mean/std). Features are L2-normalised 512-d image embeddings."""
+
+    traits = EncoderTraits(needs_weights=True, gpu_recommended=True)
 
     weights_hint = "an open_clip ViT-B-16 checkpoint"
 

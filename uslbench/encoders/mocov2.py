@@ -6,15 +6,18 @@ Weights from `--encoder-weights PATH`: the official MoCo v2 / EMAN checkpoints
 from __future__ import annotations
 
 from ..registry import ENCODERS
-from .torch_base import ContrastiveConfig, TorchEncoder
+from ..traits import EncoderTraits
+from .torch_base import ContrastiveConfig, TorchEncoder, contract_test_weights
 
 
 @ENCODERS.register("mocov2", "MoCo v2 ResNet-50, 128-d normalised projection (2048-2048-128 MLP); weights from "
-                   "--encoder-weights", config=ContrastiveConfig, tags=("needs_weights", "gpu_recommended"),
-                   presets={"default": {"normalisation": "imagenet"}})
+                   "--encoder-weights", config=ContrastiveConfig,
+                   presets={"default": {"normalisation": "imagenet"}}, test_config=contract_test_weights)
 class MoCoV2Encoder(TorchEncoder):
     """ImageNet preprocessing: resize the shorter side to 256, centre crop 224, ImageNet mean/std.
     Selection uses the normalised 128-d projection, as the USL reference on ImageNet."""
+
+    traits = EncoderTraits(needs_weights=True, gpu_recommended=True)
 
     arch = "resnet50"
     head_dims = [2048, 2048, 128]

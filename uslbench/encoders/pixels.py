@@ -29,7 +29,7 @@ def _pixel_matrix(split: ImageSplit, max_side: int) -> np.ndarray:
 
 
 @ENCODERS.register("pixels", "per-feature standardised pixels (fit on train), L2-normalised",
-                   config=PixelsConfig, tags=("no_weights",))
+                   config=PixelsConfig)
 class PixelsEncoder(Encoder):
     """Flatten the pixels, standardise each feature with the train split's mean and standard
     deviation (constant features keep std 1), then L2-normalise each row."""

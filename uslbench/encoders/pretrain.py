@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import DEFAULT_SEED
 from ..datasets.base import Dataset, ImageSplit
 from ..errors import UserError
 from ..learners.train_loop import nt_xent
@@ -36,7 +37,7 @@ class PretrainOptions:
     weight_decay: float = 1e-4
     temperature: float = 0.1
     amp: bool = True                # float16 autocast + gradient scaling on GPU
-    seed: int = 0
+    seed: int = DEFAULT_SEED
     num_workers: int = -1           # -1: min(4, cores - 1)
     max_steps: int | None = None    # stop early after this many steps in total (smoke tests)
     crop_scale: tuple[float, float] = field(default=(0.2, 1.0))

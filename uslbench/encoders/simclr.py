@@ -8,20 +8,22 @@ written by `python cli.py pretrain --encoder simclr --dataset <dataset>`.
 from __future__ import annotations
 
 from ..registry import ENCODERS
-from .torch_base import ContrastiveConfig, TorchEncoder
+from ..traits import EncoderTraits
+from .torch_base import ContrastiveConfig, TorchEncoder, contract_test_weights
 
 CIFAR_PRESET = {"normalisation": "cld"}
 
 
 @ENCODERS.register("simclr", "SimCLR ResNet-18 (CIFAR stem), 128-d normalised projection; weights from "
                    "`pretrain` or --encoder-weights (CLD / SimCLR checkpoints)", config=ContrastiveConfig,
-                   tags=("needs_weights", "gpu_recommended"),
-                   presets={"cifar10": CIFAR_PRESET, "cifar100": CIFAR_PRESET})
+                   presets={"cifar10": CIFAR_PRESET, "cifar100": CIFAR_PRESET}, test_config=contract_test_weights)
 class SimCLREncoder(TorchEncoder):
     """ResNet-18 with a 3x3 stride-1 stem and no max-pool (for 32x32-scale images), projection MLP
     512-512-128 (a CLD checkpoint brings its single 512->128 linear projection instead). On CIFAR
     the inputs are normalised with the CLD statistics the official checkpoints were trained with;
     elsewhere with the data set's own statistics."""
+
+    traits = EncoderTraits(needs_weights=True, gpu_recommended=True)
 
     arch = "resnet18_cifar"
     head_dims = [512, 512, 128]

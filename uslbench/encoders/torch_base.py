@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .. import RESULTS_ROOT
 from ..datasets.base import Dataset
 from ..downloads import published_for, published_weights_path, weights_cache_dir
 from ..errors import UserError
@@ -54,7 +55,7 @@ def dataset_slug(dataset: Dataset) -> str:
 
 
 def default_results_root() -> Path:
-    return Path(os.environ.get("USLBENCH_RESULTS", "results"))
+    return Path(os.environ.get("USLBENCH_RESULTS", RESULTS_ROOT))
 
 
 def default_weights_path(results_root: str | os.PathLike, dataset: Dataset, encoder: str) -> Path:
@@ -69,6 +70,21 @@ class ContrastiveConfig:
     batch_size: int = 256
     amp: bool = field(default=True, metadata={"help": "float16 autocast on GPU"})
     num_workers: int = field(default=-1, metadata={"help": "DataLoader workers for file-backed data sets (-1: automatic)"})
+
+
+def contract_test_weights(workdir: Path, *, factory: type, **_: Any) -> dict[str, str]:
+    """The contract tests' setting of a ContrastiveNet encoder: randomly initialised weights (seed 0)
+    of its `arch` and `head_dims`, written in our format under `workdir`."""
+    import torch  # lazy: encoders register without torch
+
+    from ..nets.contrastive import ContrastiveNet
+
+    path = Path(workdir) / f"{factory.__name__}-random.pt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(0)
+        torch.save(ContrastiveNet(factory.arch, list(factory.head_dims)).export(), path)
+    return {"weights": str(path)}
 
 
 # fields that change speed, never the features: kept out of the cache key

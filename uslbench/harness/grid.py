@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from .. import DEFAULT_SEED
 import yaml
 
 from ..catalog import LEARNERS, SELECTORS
@@ -23,9 +24,6 @@ from ..registry import parse_scoped_overrides
 from .pipeline import prepare
 from .spec import RunSpec
 
-# Tags that keep a selector out of the CPU `quick` preset (they need a GPU, CLIP weights, or files).
-CPU_EXCLUDED_TAGS = frozenset({"needs_clip", "gpu_only", "needs_gpu", "needs_weights", "needs_file"})
-
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "description": "every CPU selector x linear, labelprop (+ one fast SSL learner) on digits, "
@@ -33,7 +31,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "dataset": ["digits"],
         "selector": "@cpu",        # resolved from the registry at run time
         "learner": ["linear", "labelprop"],
-        "ssl_learner": "fixmatch",  # added when registered; override with --learner
+        "ssl_learner": "fixmatch",  # added when registered; --learner replaces the learner list
         # a CPU-sized run of the SSL learner (its digits preset trains 400 steps with 4 unlabeled
         # batches per labeled one, ~45 s a run on this 2-core machine; this is ~6x cheaper). A short
         # run needs a short EMA: with 0.99 the averaged model still holds much of its random start
@@ -93,15 +91,13 @@ def parse_name_list(text: str | Iterable[str] | None) -> list[str]:
 
 def cpu_selectors(datasets: Iterable[str] = (), budget: int = 10,
                   skipped: list[str] | None = None) -> list[str]:
-    """Registered selectors that run on a CPU without extra files, read at run time so selectors
+    """Registered selectors whose traits say `in_quick_preset`, read at run time so selectors
     added later are included. With `datasets`, a selector that refuses one of them (say, one whose
     fixed encoder is not installed) is left out and named in `skipped` with its reason."""
     names = []
     loader = DatasetLoader(memo=True)
     for name in SELECTORS.names():
-        entry = SELECTORS.get(name)
-        if entry.argument_field or CPU_EXCLUDED_TAGS.intersection(entry.tags) or any(
-                tag.startswith("fixed_encoder:") for tag in entry.tags):
+        if not SELECTORS.traits(name).in_quick_preset:
             continue
         try:
             for dataset in datasets:
@@ -215,7 +211,7 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
     sweep = Sweep(datasets=parse_name_list(values["dataset"]), selectors=selectors,
                   learners=learners,
                   budgets=parse_int_list(values["budget"], "Budget"),
-                  seeds=parse_int_list(values.get("seeds", "1"), "Seed"), encoders=encoders,
+                  seeds=parse_int_list(values.get("seeds", str(DEFAULT_SEED)), "Seed"), encoders=encoders,
                   selector_config=sel_cfg, learner_config=learn_cfg, encoder_config=enc_cfg, encoder_configs=enc_cfgs,
                   dataset_config=dict(values.get("dataset_config") or {}),
                   data_root=data_root or values.get("data_root"),
@@ -243,8 +239,8 @@ def resolve_preset(name: str) -> dict[str, Any]:
         preset["selector"] = cpu_selectors(preset["dataset"], min(preset["budget"]), skipped)
         preset["notes"] = [f"preset {name}: left out selector {line}" for line in skipped]
     learners = [learner for learner in preset["learner"] if learner in LEARNERS]
-    # the SSL learner is configurable (USLBENCH_QUICK_SSL_LEARNER=mixmatch, or empty for none)
-    ssl = os.environ.get("USLBENCH_QUICK_SSL_LEARNER", PRESETS[name].get("ssl_learner"))
+    # another SSL learner: --learner linear,labelprop,mixmatch (and --learner-config mixmatch.steps=100 ...)
+    ssl = PRESETS[name].get("ssl_learner")
     if ssl and ssl in LEARNERS and ssl not in learners:
         learners.append(ssl)
         fields = {f.name for f in LEARNERS.get(ssl).config_fields()}

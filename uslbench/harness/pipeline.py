@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import SCHEMA_VERSION, __version__
+from .. import RESULTS_ROOT, SCHEMA_VERSION, __version__
 from ..catalog import DATASETS, ENCODERS, LEARNERS, SELECTORS
 from ..datasets import DatasetLoader
 from ..datasets.base import Dataset
@@ -31,6 +31,7 @@ from ..encoders.base import FeatureSet
 from ..errors import UserError
 from ..learners.base import SINGLE_CLASS
 from ..selectors.base import SelectionContext, check_budget
+from ..traits import as_dict
 from ..utils import atomic_write_json, writable_root
 from .cache import FeatureCache, SelectionCache, indices_digest
 from .spec import RunSpec, dataset_key, feature_key, run_key, selection_key
@@ -154,10 +155,10 @@ def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: d
 
 def fixed_encoder(selector: Any) -> str | None:
     """The encoder whose features a selector must see whatever the run's encoder (clip_usl: "clip")."""
-    return getattr(selector, "fixed_encoder", None)
+    return selector.traits.fixed_encoder
 
 
-def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, device: str = "cpu",
             loader: DatasetLoader | None = None) -> Prepared:
     """Resolve names and configs and check the input. Raises UserError; writes nothing.
     A spec without a learner (`select --dataset`) prepares the features and selection stages only.
@@ -185,9 +186,9 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
     encoders = {encoder_name: make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)}
     # each stage that reads features names its encoder: the run's, or the one its entry fixes
     stage_encoders: dict[str, str] = {}
-    if selector.uses_features:
+    if selector.traits.uses_features:
         stage_encoders["selection"] = selector_encoder or encoder_name
-    if learner is not None and learner.uses_features:
+    if learner is not None and learner.traits.uses_features:
         stage_encoders["learner"] = encoder_name
     for name in stage_encoders.values():
         if name not in encoders:
@@ -198,7 +199,7 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
             encoder.allow_download(bool(spec.dataset_config.get("download")))
     for name in dict.fromkeys(stage_encoders.values()):
         encoders[name].check(dataset)
-    labels_allowed = selector.needs_labels
+    labels_allowed = selector.traits.needs_labels
     if labels_allowed and not dataset.has_train_labels:
         raise UserError(f"Selector {spec.selector!r} reads labels, but {dataset.name} has no train labels.")
     selection_encoder = encoders[stage_encoders.get("selection", encoder_name)]
@@ -254,9 +255,10 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
     loaded = cache.load(echo)
     if loaded is not None:
         return loaded, True
+    reads_labels = SELECTORS.traits(spec.selector).needs_labels
     context = SelectionContext(pool_size=prep.dataset.pool_size, dataset=prep.dataset, dataset_name=spec.dataset,
-                               labels=prep.dataset.train.labels if prep.selector.needs_labels else None,
-                               labels_allowed=prep.selector.needs_labels,
+                               labels=prep.dataset.train.labels if prep.selector.traits.needs_labels else None,
+                               labels_allowed=prep.selector.traits.needs_labels,
                                encoder=prep.stage_encoder("selection"), device=device,
                                workdir=prep.root / "cache" / "work")
     selection = prep.selector.select(features.train if features is not None else None, resolved.budget,
@@ -264,7 +266,7 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
     data = {"schema": SCHEMA_VERSION, "key": resolved.selection_key, "selector": spec.selector,
             "budget": resolved.budget, "seed": spec.seed, "config": _config_dict(prep.selector.config),
             "indices": selection.indices, "info": selection.info, "seconds": selection.seconds,
-            "reads_labels": prep.selector.needs_labels, "created": _now()}
+            "reads_labels": reads_labels, "created": _now()}
     cache.save(data)
     data["indices"] = selection.indices
     return data, False
@@ -306,7 +308,7 @@ def selection_stage(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, c
     return features, selection
 
 
-def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+def run_spec(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, device: str = "cpu",
              echo: Echo = _stderr, force: bool = False) -> RunOutcome:
     return run_prepared(prepare(spec, results_root, device), device, echo, force)
 
@@ -357,7 +359,7 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
     return RunOutcome(record, prep.record_path, cached)
 
 
-def select_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device: str = "cpu",
+def select_spec(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, device: str = "cpu",
                 echo: Echo = _stderr) -> tuple[dict, dict[str, bool], dict[str, float]]:
     """The features and selection stages of a spec without a learner (spec.learner None),
     through the same caches as run_spec. Returns (selection data, cached flags, seconds)."""
@@ -392,8 +394,8 @@ def _base_record(prep: Prepared) -> dict[str, Any]:
         "resolved": {"encoder_name": resolved.encoder_name, "budget": resolved.budget, **resolved.configs},
         "keys": {"dataset": resolved.dataset_key, "features": resolved.feature_key,
                  "selection": resolved.selection_key},
-        "selector_tags": list(SELECTORS.get(prep.spec.selector).tags),
-        "learner_tags": list(LEARNERS.get(prep.spec.learner).tags),
+        "selector_traits": as_dict(SELECTORS.traits(prep.spec.selector)),
+        "learner_traits": as_dict(LEARNERS.traits(prep.spec.learner)),
         "dataset_summary": {"pool_size": prep.dataset.pool_size, "num_classes": prep.dataset.num_classes,
                             "test_size": len(prep.dataset.test) if prep.dataset.test is not None else 0},
         "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),

@@ -24,7 +24,6 @@ from .resources import Resources
 from .spec import RunSpec
 from .status import STATES, Liveness, RunState, run_state
 
-GPU_TAGS = frozenset({"trains", "gpu_recommended", "gpu_only", "needs_gpu"})
 
 
 @dataclass
@@ -122,7 +121,7 @@ def plan_stages(plan: Plan, resources: Resources) -> list[StageWork]:
 
 
 def _wants_gpu(registry: Any, name: str, resources: Resources) -> bool:
-    return resources.gpus > 0 and bool(GPU_TAGS.intersection(registry.get(name).tags))
+    return resources.gpus > 0 and registry.traits(name).gpu_recommended
 
 
 def chunk_specs(item: StageWork, resources: Resources) -> list[list[RunSpec]]:

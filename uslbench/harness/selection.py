@@ -64,7 +64,7 @@ def select_features(features: np.ndarray, selector: str, budget: Any, seed: int 
                     device: str = "cpu"):
     """Run a label-free selector on a bare (N, d) matrix on `device` (cpu, cuda[:N]); returns the
     Selection."""
-    if SELECTORS.get(selector).factory.needs_labels:
+    if SELECTORS.traits(selector).needs_labels:
         raise UserError(f"Selector {selector!r} reads labels; a bare feature matrix has none. "
                         "Use --dataset for it, or pick a label-free selector.")
     instance = SELECTORS.create(selector, dataset=dataset_name, **(overrides or {}))

@@ -10,7 +10,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .. import SCHEMA_VERSION
+from .. import DEFAULT_SEED, SCHEMA_VERSION
 from ..utils import check_budget, content_key
 
 
@@ -20,7 +20,7 @@ class RunSpec:
     selector: str
     learner: str | None                        # None: features and selection only (`select --dataset`)
     budget: int                                # m; checked here (a positive integer), against the pool in prepare
-    seed: int = 1
+    seed: int = DEFAULT_SEED
     encoder: str | None = None                 # None: the data set's default encoder
     selector_config: dict[str, Any] = field(default_factory=dict)
     learner_config: dict[str, Any] = field(default_factory=dict)

@@ -99,10 +99,6 @@ def augment(images: torch.Tensor, view: str, policy: AugmentPolicy, generator: t
     return x
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator, device) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=device) * (high - low) + low
-
-
 def weak(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
     """Random flip + integer translation with reflect padding (= crop of the reflect-padded image)."""
     b, _, h, w = x.shape

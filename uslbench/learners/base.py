@@ -5,8 +5,9 @@
                           features=feature_set)
 
 `fit` returns a dict whose headline is "top1": the final accuracy (in %) of the evaluated model
-on the test split. Learners that train on frozen features declare `uses_features = True` and get
-the cached FeatureSet; image learners read the data set's images.
+on the test split. Learners that train on frozen features declare
+`traits = LearnerTraits(uses_features=True)` and get the cached FeatureSet; image learners read
+the data set's images.
 """
 from __future__ import annotations
 
@@ -15,12 +16,28 @@ from typing import Any
 
 import numpy as np
 
+from .. import DEFAULT_SEED
 from ..datasets.base import Dataset
 from ..errors import UserError
+from ..traits import LearnerTraits
 
 
 def top1_metrics(predictions: np.ndarray, targets: np.ndarray, num_classes: int) -> dict[str, Any]:
-    """Top-1 accuracy in % and the per-class accuracy (None for a class absent from the test split)."""
+    """Top-1 accuracy and per-class accuracy.
+
+    Parameters
+    ----------
+    predictions, targets : array-like of int, shape (n_test,)
+        Predicted and true class ids.
+    num_classes : int
+        C.
+
+    Returns
+    -------
+    dict
+        ``top1`` (float, %), ``per_class_top1`` (list of C floats in %, None for a class absent
+        from the test split) and ``n_test`` (int).
+    """
     predictions = np.asarray(predictions)
     targets = np.asarray(targets)
     correct = predictions == targets
@@ -52,7 +69,30 @@ def single_class_metrics(dataset: Dataset, label: int) -> dict[str, Any]:
 
 
 class Learner:
-    uses_features = False
+    """Base class of the learners: train on the selected labeled set (and, for semi-supervised
+    learners, the rest of the pool as unlabeled data), then evaluate on the test split.
+
+    The learners are the USL paper's downstream methods (Wang, Lian & Yu, ECCV 2022, Sec. 4):
+    FixMatch (Sohn et al., NeurIPS 2020), MixMatch (Berthelot et al., NeurIPS 2019), CoMatch
+    (Li, Xiong & Hoi, ICCV 2021), SimCLRv2 fine-tuning (Chen et al., NeurIPS 2020), plus cheap
+    probes on frozen features. Subclasses are registered with ``@LEARNERS.register(...)``,
+    declare their `traits` and implement `fit`; image learners subclass
+    ``learners.train_loop.ImageLearner`` and implement only their loss.
+
+    Parameters
+    ----------
+    config : dataclass instance, optional
+        The resolved config (defaults, the data set's recipe, overrides); see ``describe NAME``.
+
+    Attributes
+    ----------
+    traits : LearnerTraits
+        Declared once on the class: trains on frozen features or on images, wants a GPU.
+    declared_metrics : tuple of str
+        Keys that `fit` always returns (the contract tests check them).
+    """
+
+    traits = LearnerTraits()
     declared_metrics: tuple[str, ...] = ("top1", "per_class_top1", "n_test")
 
     def __init__(self, config: Any = None) -> None:
@@ -60,10 +100,17 @@ class Learner:
 
     @property
     def name(self) -> str:
+        """The registry name (the class name for an unregistered subclass)."""
         return getattr(type(self), "registry_name", type(self).__name__)
 
     def check_dataset(self, dataset: Dataset) -> None:
-        """Fail fast (before features or selection) on a data set this learner cannot use."""
+        """Fail fast (before features or selection) on a data set this learner cannot use.
+
+        Raises
+        ------
+        UserError
+            No labelled test split, or no train labels.
+        """
         if dataset.test is None or dataset.test.labels is None:
             raise UserError(f"Data set {dataset.name} has no labelled test split, so learners cannot be "
                             "evaluated on it; use `select` to only choose images to label.")
@@ -72,12 +119,31 @@ class Learner:
                             "given labels for training; use `select` to export the indices to label.")
 
     def check_device(self, device: str) -> None:
-        """Fail fast on options the device cannot honour (AMP without a GPU...)."""
+        """Fail fast on options the device cannot honour (AMP without a GPU...).
+
+        Raises
+        ------
+        UserError
+            An option needs a device this run does not have.
+        """
 
     def check(self, dataset: Dataset, labeled_indices: np.ndarray) -> None:
-        """Fail with a UserError on a labeled set this learner cannot train on. A labeled set of
-        one class is NOT refused: it is a selector's result and is scored (learners that cannot
-        train on one class predict that class, see `single_class_metrics`)."""
+        """Check a labeled set before training. A labeled set of one class is NOT refused: it is
+        a selector's result and is scored (learners that cannot train on one class predict that
+        class, see `single_class_metrics`).
+
+        Parameters
+        ----------
+        dataset : Dataset
+            The loaded data set.
+        labeled_indices : array-like of int, shape (m,)
+            Pool indices of the labeled images.
+
+        Raises
+        ------
+        UserError
+            Empty set, or an index outside the pool.
+        """
         self.check_dataset(dataset)
         labeled_indices = np.asarray(labeled_indices)
         if len(labeled_indices) == 0:
@@ -86,9 +152,37 @@ class Learner:
             raise UserError(f"Labeled index out of range: the pool has {len(dataset.train)} images, got indices "
                             f"from {int(labeled_indices.min())} to {int(labeled_indices.max())}.")
 
-    def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = 0, device: str = "cpu",
+    def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = DEFAULT_SEED, device: str = "cpu",
             workdir: str | Path | None = None, features: Any = None, encoder: Any = None) -> dict[str, Any]:
-        """Train on the labeled indices (plus the pool as unlabeled data for SSL learners) and
-        evaluate on the test split. `features`: the cached FeatureSet (for `uses_features`
-        learners); `encoder`: the run's Encoder object (learners that fine-tune it)."""
+        """Train on the labeled images (plus the pool as unlabeled data for SSL learners) and
+        evaluate on the test split.
+
+        Parameters
+        ----------
+        dataset : Dataset
+            Train split = the pool (labels read only at `labeled_indices`), test split for evaluation.
+        labeled_indices : np.ndarray of int64, shape (m,)
+            The selection.
+        seed : int, default 1
+            Seeds initialisation, batches and augmentation: same inputs + seed = same result.
+        device : str, default "cpu"
+            Torch device ("cpu", "cuda", "cuda:N").
+        workdir : path-like, optional
+            The run folder: checkpoints go here, and a run resumes from them.
+        features : FeatureSet, optional
+            The cached frozen features; given to learners whose traits say `uses_features`.
+        encoder : Encoder, optional
+            The run's encoder (learners that fine-tune its network).
+
+        Returns
+        -------
+        dict
+            At least `declared_metrics`: ``top1`` (final accuracy of the evaluated model, %),
+            ``per_class_top1`` and ``n_test``; image learners add the training curve.
+
+        Raises
+        ------
+        UserError
+            A labeled set or option this learner cannot use (raised before training starts).
+        """
         raise NotImplementedError

@@ -21,7 +21,8 @@ from torch import nn
 
 from ..registry import LEARNERS
 from ..nets import projection_mlp
-from .presets import image_presets
+from ..traits import LearnerTraits
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, TrainData, one_hot, soft_cross_entropy
 
 
@@ -82,11 +83,14 @@ def graph_contrastive_loss(embeddings_a: torch.Tensor, embeddings_b: torch.Tenso
 
 
 @LEARNERS.register("comatch", "CoMatch: FixMatch + memory-smoothed pseudo-labels + graph contrastive loss",
-                   config=CoMatchConfig, tags=("trains", "ssl", "gpu_recommended"),
-                   presets=image_presets(small={"queue_size": 640}))
+                   config=CoMatchConfig,
+                   presets=image_presets("comatch", CoMatchConfig),
+                   test_config={**CONTRACT_TEST_LOOP, "queue_size": 48})
 class CoMatch(ImageLearner):
     """Reference (CIFAR): threshold 0.95, contrast threshold 0.8, alpha 0.9, T 0.2, queue 2,560 at batch 64
     and mu 7, 64-d embeddings, lambda_u = lambda_c = 1, distribution alignment over 32 batches."""
+
+    traits = LearnerTraits(gpu_recommended=True)
 
     labeled_views = ("weak",)
     unlabeled_views = ("weak", "strong", "strong")

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import LEARNERS
-from .presets import image_presets
+from ..traits import LearnerTraits
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig
 
 
@@ -30,8 +31,9 @@ def fixmatch_unlabeled_loss(logits_weak: torch.Tensor, logits_strong: torch.Tens
 
 
 @LEARNERS.register("fixmatch", "FixMatch: thresholded weak-view pseudo-labels train the strong view",
-                   config=FixMatchConfig, tags=("trains", "ssl", "gpu_recommended"),
-                   presets=image_presets(small={"threshold": 0.8, "steps": 300}))
+                   config=FixMatchConfig,
+                   presets=image_presets("fixmatch", FixMatchConfig),
+                   test_config=CONTRACT_TEST_LOOP)
 class FixMatch(ImageLearner):
     """Reference recipe (CIFAR-10): WRN-28-2, SGD 0.03 Nesterov, wd 5e-4, 2^20 steps, batch 64 + 7x64,
     EMA 0.999, threshold 0.95, lambda_u 1.
@@ -39,6 +41,8 @@ class FixMatch(ImageLearner):
     Small preset (digits, bloodmnist): the fast CPU learner of the suite: 300 steps (digits) and a
     threshold of 0.8, because in a few hundred steps a 0.95 threshold admits too few pseudo-labels
     (digits, 40 random labels, seed 1: 85.8% at 0.9 / 400 steps, 95.1% at 0.8 / 300 steps)."""
+
+    traits = LearnerTraits(gpu_recommended=True)
 
     labeled_views = ("weak",)
     unlabeled_views = ("weak", "strong")

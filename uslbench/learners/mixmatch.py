@@ -14,7 +14,8 @@ import numpy as np
 import torch
 
 from ..registry import LEARNERS
-from .presets import image_presets
+from ..traits import LearnerTraits
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, one_hot, soft_cross_entropy
 
 
@@ -49,12 +50,13 @@ def rampup(step: int, total_steps: int, fraction: float) -> float:
 
 
 @LEARNERS.register("mixmatch", "MixMatch: sharpened K=2 label guesses, MixUp, MSE unlabeled loss",
-                   config=MixMatchConfig, tags=("trains", "ssl", "gpu_recommended"),
-                   presets=image_presets(cifar10={"unlabeled_ratio": 1}, cifar100={"unlabeled_ratio": 1,
-                                                                                   "lambda_u": 150.0},
-                                         small={"unlabeled_ratio": 2, "lambda_u": 30.0, "rampup_fraction": 0.25}))
+                   config=MixMatchConfig,
+                   presets=image_presets("mixmatch", MixMatchConfig),
+                   test_config=CONTRACT_TEST_LOOP)
 class MixMatch(ImageLearner):
     """Reference: T = 0.5, K = 2, alpha 0.75, lambda_u 75 (CIFAR-10; 150 for CIFAR-100), EMA 0.999."""
+
+    traits = LearnerTraits(gpu_recommended=True)
 
     labeled_views = ("weak",)
     unlabeled_views = ("weak", "weak")

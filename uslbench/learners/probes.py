@@ -5,12 +5,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import DEFAULT_SEED
 from ..registry import LEARNERS
+from ..traits import LearnerTraits
 from .base import Learner, single_class, single_class_metrics, top1_metrics
 
 
 class FeatureProbe(Learner):
-    uses_features = True
+    traits = LearnerTraits(uses_features=True)
 
     def _labeled(self, dataset, labeled_indices, features):
         labeled_indices = np.asarray(labeled_indices, dtype=np.int64)
@@ -24,14 +26,14 @@ class LinearConfig:
 
 
 @LEARNERS.register("linear", "logistic regression on the labeled rows of frozen features (probe)",
-                   config=LinearConfig, tags=("probe", "uses_features"))
+                   config=LinearConfig)
 class LinearProbe(FeatureProbe):
     """scikit-learn LogisticRegression (lbfgs, multinomial) on the labeled rows of the cached
     features; top-1 on the test split's features. A labeled set of one class cannot be fitted
     (LogisticRegression needs two): every test image is then given that class, and the metrics
     say so (`degenerate: single_class`)."""
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+    def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.linear_model import LogisticRegression  # lazy: the probes register without sklearn
 
         only = single_class(dataset, labeled_indices)
@@ -50,11 +52,11 @@ class KnnConfig:
 
 
 @LEARNERS.register("knn", "k-nearest-neighbour vote among the labeled rows of frozen features (probe)",
-                   config=KnnConfig, tags=("probe", "uses_features"))
+                   config=KnnConfig)
 class KnnProbe(FeatureProbe):
     """scikit-learn KNeighborsClassifier with k = min(k, labeled set size); distance weighting."""
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+    def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.neighbors import KNeighborsClassifier  # lazy: as above
 
         x, y = self._labeled(dataset, labeled_indices, features)
@@ -71,7 +73,7 @@ class LabelPropConfig:
 
 
 @LEARNERS.register("labelprop", "label spreading over the k-NN graph of all pool features (probe)",
-                   config=LabelPropConfig, tags=("probe", "uses_features"))
+                   config=LabelPropConfig)
 class LabelPropProbe(FeatureProbe):
     """scikit-learn LabelSpreading (kernel="knn") on the whole pool: the labeled rows carry their
     labels, every other row is unlabeled (-1); labels spread over the symmetric normalised k-NN
@@ -90,7 +92,7 @@ class LabelPropProbe(FeatureProbe):
 
     declared_metrics = ("top1", "per_class_top1", "n_test", "unreached_test", "unreached_pool", "iterations")
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+    def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
         from sklearn.semi_supervised import LabelSpreading  # lazy: as above
 
         targets = spread_targets(len(features.train), labeled_indices, dataset.train.labels)

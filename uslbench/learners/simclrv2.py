@@ -30,11 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import DEFAULT_SEED
 from ..errors import UserError
 from ..registry import LEARNERS
+from ..traits import LearnerTraits
 from ..utils import seed_from
 from ..nets import Classifier, build_network, projection_mlp
-from .presets import image_presets
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, cpu_threads, nt_xent, soft_cross_entropy
 
 
@@ -71,16 +73,13 @@ class ProjectionNet(nn.Module):
 
 
 @LEARNERS.register("simclrv2", "SimCLRv2: fine-tune the self-supervised encoder (linear or full), optional distillation",
-                   config=SimCLRv2Config, tags=("trains", "gpu_recommended", "uses_encoder"),
-                   presets=image_presets(
-                       cifar10={"arch": "resnet18_cifar", "steps": 0, "labeled_batch": 128, "lr": 0.01,
-                                "weight_decay": 1e-4, "ema": 0.0, "eval_every": 100, "checkpoint_every": 100},
-                       cifar100={"arch": "resnet18_cifar", "steps": 0, "labeled_batch": 128, "lr": 0.01,
-                                 "weight_decay": 1e-4, "ema": 0.0, "eval_every": 100, "checkpoint_every": 100},
-                       small={"steps": 0, "labeled_batch": 64, "lr": 0.05, "ema": 0.0, "epochs": 5.0,
-                              "repeat": 100, "distill_steps": 0}))
+                   config=SimCLRv2Config,
+                   presets=image_presets("simclrv2", SimCLRv2Config),
+                   test_config={**CONTRACT_TEST_LOOP, "pretrain_steps": 3, "pretrain_batch": 16, "distill_steps": 2})
 class SimCLRv2(ImageLearner):
     """Encoder fine-tuning: pretrain (fallback) -> finetune -> distil (optional)."""
+
+    traits = LearnerTraits(gpu_recommended=True)
 
     def check(self, dataset, labeled_indices) -> None:
         super().check(dataset, labeled_indices)
@@ -143,7 +142,7 @@ class SimCLRv2(ImageLearner):
                              evaluate=False)
         return net.backbone, backbone.feature_dim, done["train_seconds"]
 
-    def fit(self, dataset, labeled_indices, seed=0, device="cpu", workdir=None, features=None, encoder=None):
+    def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
         data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
         config = self.config
         with cpu_threads(config.threads):

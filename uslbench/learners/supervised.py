@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from ..registry import LEARNERS
-from .presets import image_presets
+from ..traits import LearnerTraits
+from .presets import CONTRACT_TEST_LOOP, image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig
 
 
@@ -20,10 +21,13 @@ class SupervisedConfig(LoopConfig):
 
 
 @LEARNERS.register("supervised", "the SSL network trained on the labeled images only (reference)",
-                   config=SupervisedConfig, tags=("trains", "gpu_recommended", "reference"),
-                   presets=image_presets())
+                   config=SupervisedConfig,
+                   presets=image_presets("supervised", SupervisedConfig),
+                   test_config=CONTRACT_TEST_LOOP)
 class Supervised(ImageLearner):
     """Cross-entropy on weakly augmented labeled batches; the unlabeled pool is never read."""
+
+    traits = LearnerTraits(gpu_recommended=True)
 
     labeled_views = ("weak",)
     unlabeled_views = ()

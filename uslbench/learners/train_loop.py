@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import DEFAULT_SEED
 from ..datasets.base import Dataset, ImageSplit
 from ..errors import UserError
 from ..utils import atomic_write_bytes, content_key, progress_disabled, seed_from
@@ -436,7 +437,7 @@ class ImageLearner(Learner):
                        "labeled": content_key(np.asarray(labeled_indices, dtype=np.int64).tolist())}
         return data, fingerprint
 
-    def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = 0, device: str = "cpu",
+    def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = DEFAULT_SEED, device: str = "cpu",
             workdir: str | Path | None = None, features: Any = None, encoder: Any = None) -> dict[str, Any]:
         data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
         with cpu_threads(self.config.threads):

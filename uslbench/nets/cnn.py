@@ -36,7 +36,3 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
-
-
-def small_cnn(in_channels: int = 1, image_size: int = 8, width: int = 32) -> SmallCNN:
-    return SmallCNN(in_channels, image_size, width)

@@ -61,12 +61,19 @@ def _label(name: str | None, overrides: dict | None) -> str | None:
 
 
 def _encoder_name(record: dict) -> str:
-    """The encoder's registry name: the spec's, else the resolved identity's (records keep the
-    identity dict under resolved.encoder), else "default"."""
-    value = _first(record, "spec.encoder", "resolved.encoder", "encoder")
-    if isinstance(value, dict):
-        value = value.get("encoder") or value.get("name")
-    return str(value) if value else "default"
+    """The encoder's registry name: the spec's, else the one of the resolved identity (records keep
+    the identity dict under resolved.encoder), else "default"."""
+    return str(_first(record, "spec.encoder", "resolved.encoder.encoder") or "default")
+
+
+def _trait(record: dict, kind: str, trait: str, tag: str) -> bool:
+    """A trait from the record's `<kind>_traits` dict. Records written before traits were typed
+    (schema 1 as well) list free-string tags under `<kind>_tags` instead: an oracle selector had
+    the tag "oracle", a feature learner the tag "probe"."""
+    traits = record.get(f"{kind}_traits")
+    if isinstance(traits, dict):
+        return bool(traits.get(trait))
+    return tag in (record.get(f"{kind}_tags") or [])
 
 
 def metric_value(metrics: dict | None, metric: str) -> float | None:
@@ -97,25 +104,23 @@ def metric_value(metrics: dict | None, metric: str) -> float | None:
 
 
 def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
-    """The table row of one record (its "top1" read under `metric`), or None when a needed field
-    is missing."""
+    """The table row of one record, or None when a needed field is missing."""
     row = {
         "key": _first(record, "key"),
-        "dataset": _first(record, "spec.dataset", "dataset"),
+        "dataset": _first(record, "spec.dataset"),
         "encoder": _encoder_name(record),
-        "selector": _label(_first(record, "spec.selector", "selector"), _first(record, "spec.selector_config")),
-        "learner": _label(_first(record, "spec.learner", "learner"), _first(record, "spec.learner_config")),
-        "budget": _first(record, "resolved.budget", "spec.budget", "budget"),
-        "seed": _first(record, "spec.seed", "seed"),
-        "top1": (metric_value(record.get("metrics"), metric) if isinstance(record.get("metrics"), dict)
-                 else _first(record, "top1", "accuracy") if metric == "final" else None),
-        "oracle": "oracle" in (record.get("selector_tags") or []),
-        "probe": "probe" in (record.get("learner_tags") or []),
-        "selection_key": _first(record, "keys.selection", "selection.key"),
+        "selector": _label(_first(record, "spec.selector"), _first(record, "spec.selector_config")),
+        "learner": _label(_first(record, "spec.learner"), _first(record, "spec.learner_config")),
+        "budget": _first(record, "resolved.budget"),
+        "seed": _first(record, "spec.seed"),
+        "top1": metric_value(record.get("metrics"), metric),
+        "oracle": _trait(record, "selector", "needs_labels", "oracle"),
+        "probe": _trait(record, "learner", "uses_features", "probe"),
+        "selection_key": _first(record, "keys.selection"),
         "class_histogram": record.get("class_histogram") or None,
         "num_classes": _first(record, "dataset_summary.num_classes"),
         "per_class_top1": _first(record, "metrics.per_class_top1"),
-        "schema": record.get("schema", 0),
+        "schema": record.get("schema"),
         "status": "ok",
         "error": None,
         "metric": metric,
@@ -153,7 +158,7 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
         paths = record_paths(root_or_paths)
     else:
         paths = list(root_or_paths)
-    rows, old_read, old_skipped = [], 0, []
+    rows, other_schema = [], []
     for path in paths:
         if keys is not None and path.parent.name not in keys:
             continue
@@ -170,21 +175,15 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
                 if row is not None:
                     rows.append(row)
             continue
-        schema = record.get("schema", 0)
+        if record.get("schema") != SCHEMA_VERSION:
+            other_schema.append(path)
+            continue
         row = record_row(record, metric)
-        if schema != SCHEMA_VERSION:
-            if row is None or not isinstance(schema, int) or schema > SCHEMA_VERSION:
-                old_skipped.append(path)
-                continue
-            old_read += 1
-        elif row is None:
+        if row is None:
             warn(f"skipped record {path}: it lacks the spec or the top-1 metric")
             continue
         rows.append(row)
-    if old_read:
-        warn(f"read {old_read} record(s) of an older schema (current schema {SCHEMA_VERSION}); "
-             "their missing fields (tags, class histograms) show as unknown")
-    if old_skipped:
-        warn(f"skipped {len(old_skipped)} record(s) of another schema that lack needed fields, "
-             f"e.g. {old_skipped[0]}; re-run them to include them")
+    if other_schema:
+        warn(f"skipped {len(other_schema)} record(s) of another schema than {SCHEMA_VERSION}, e.g. "
+             f"{other_schema[0]}; re-run them with this version to include them")
     return pd.DataFrame(rows, columns=COLUMNS)

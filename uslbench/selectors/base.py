@@ -23,31 +23,69 @@ from typing import Any
 
 import numpy as np
 
+from .. import DEFAULT_SEED
 from ..errors import UserError
+from ..traits import SelectorTraits
 from ..utils import Timer, check_budget  # noqa: F401  (selectors import check_budget from here)
 from .toolkit import compute_device
 
 
 class LabelAccessError(RuntimeError):
-    """A selector that did not declare `needs_labels` tried to read the labels."""
+    """A selector whose traits do not declare `needs_labels` tried to read the labels."""
 
 
 @dataclass
 class Selection:
-    indices: np.ndarray                     # int64, exactly m unique train indices
-    info: dict[str, Any] = field(default_factory=dict)     # label-free diagnostics
-    seconds: dict[str, float] = field(default_factory=dict)  # per phase
+    """What `Selector.select` returns.
+
+    Attributes
+    ----------
+    indices : np.ndarray of int64, shape (m,)
+        Exactly m = budget unique pool (train-split) indices, each in [0, N).
+    info : dict
+        Label-free diagnostics (cluster counts, radii, ...), JSON-serialisable; stored with the
+        cached selection and the run record.
+    seconds : dict of str to float
+        Wall-clock seconds per named phase (``knn_density``, ``kmeans``, ...).
+    """
+
+    indices: np.ndarray
+    info: dict[str, Any] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def total_seconds(self) -> float:
+        """Sum of the phase durations, in seconds."""
         return float(sum(self.seconds.values()))
 
 
 class SelectionContext:
-    """Optional extras for a selector. Labels are handed out only to selectors declaring
-    `needs_labels`; any other access raises LabelAccessError (the contract tests rely on it).
-    `device` ("cpu", "cuda[:N]" or "auto") is where the toolkit and any training run; a selector
-    that uses features records in its info where it ran (selection_device, faiss_gpu, gpu_ops)."""
+    """Optional extras for a selector.
+
+    Labels are handed out only when `labels_allowed` (the pipeline sets it from the selector's
+    `needs_labels` trait); any other access raises `LabelAccessError`, and `labels_read` records
+    whether they were read (the contract tests check both).
+
+    Parameters
+    ----------
+    pool_size : int, optional
+        N, for selectors that need no features (random, stratified, file:PATH).
+    dataset : Dataset, optional
+        The loaded data set (images: usl_t in backbone mode trains on them).
+    dataset_name : str, optional
+        The registry name of the data set (default: ``dataset.name``).
+    labels : np.ndarray of int64, shape (N,), optional
+        The pool's labels, for selectors that declare `needs_labels` (an oracle).
+    encoder : Encoder, optional
+        The encoder of the selection features (usl_t backbone mode fine-tunes its network).
+    device : str, default "cpu"
+        Where the toolkit and any training run ("cpu", "cuda[:N]" or "auto"); a selector that
+        uses features records in its info where it ran (selection_device, faiss_gpu, gpu_ops).
+    labels_allowed : bool, default False
+        Whether `labels` may be read.
+    workdir : path-like, optional
+        A folder for the selector's scratch files.
+    """
 
     def __init__(self, *, pool_size: int | None = None, dataset: Any = None, dataset_name: str | None = None,
                  labels: np.ndarray | None = None, encoder: Any = None, device: str = "cpu",
@@ -73,6 +111,23 @@ class SelectionContext:
 
 
 def check_features(features: Any) -> np.ndarray:
+    """Validate a feature matrix before any work.
+
+    Parameters
+    ----------
+    features : np.ndarray of shape (n_samples, n_features), floating point
+        One row per pool image (the encoders' rows are L2-normalised).
+
+    Returns
+    -------
+    np.ndarray of float32, shape (n_samples, n_features), C-contiguous
+
+    Raises
+    ------
+    UserError
+        Not a 2-D floating numpy array, empty, NaN / infinite values, or all-zero rows; the
+        message names the first offending rows.
+    """
     if not isinstance(features, np.ndarray):
         raise UserError(f"Features must be a numpy array of shape (N, d), got {type(features).__name__}.")
     if features.ndim != 2:
@@ -160,29 +215,67 @@ def replace_duplicate_picks(features: np.ndarray, indices: np.ndarray,
 
 
 class Selector:
-    """Base class: subclasses set `uses_features` / `needs_labels` and implement `_select`.
+    """Base class of the selectors: which m of the N pool images should be labeled?
 
-    `fixed_encoder`: the encoder whose features this selector must see (clip_usl: "clip"); the
-    pipeline computes the selection features with it whatever the run's encoder is.
-    `seed_dependent`: False when the seed cannot change the selection (file:PATH).
+    The problem setting is the USL paper's (Wang, Lian & Yu, "Unsupervised Selective Labeling for
+    More Effective Semi-Supervised Learning", ECCV 2022): one shot, no labels, a fixed budget.
+    Subclasses are registered with ``@SELECTORS.register(name, description, config=...)``,
+    declare their `traits` and implement `_select` (and, if needed, `validate`); `select` does
+    the checks and the timing that every selector shares. Constructors only store the config.
+
+    Parameters
+    ----------
+    config : dataclass instance, optional
+        The resolved config (defaults, data-set preset, overrides); see ``describe NAME``.
+
+    Attributes
+    ----------
+    traits : SelectorTraits
+        Declared once on the class: reads labels, uses features, fixed encoder, ... .
     """
 
-    needs_labels = False
-    uses_features = True
-    fixed_encoder: str | None = None
-    seed_dependent = True
+    traits = SelectorTraits()
 
     def __init__(self, config: Any = None) -> None:
         self.config = config
 
     @property
     def name(self) -> str:
+        """The registry name (the class name for an unregistered subclass)."""
         return getattr(type(self), "registry_name", type(self).__name__)
 
-    def select(self, features: np.ndarray | None, budget: int, seed: int = 0,
+    def select(self, features: np.ndarray | None, budget: int, seed: int = DEFAULT_SEED,
                context: SelectionContext | None = None) -> Selection:
+        """Choose `budget` pool images to label.
+
+        Parameters
+        ----------
+        features : np.ndarray of shape (N, d), floating point, or None
+            One L2-normalised row per pool image (the encoder's features). None for selectors
+            whose traits say ``uses_features=False`` (then `context.pool_size` gives N).
+        budget : int
+            m, the number of images to label; 1 <= m <= N (and <= the distinct rows).
+        seed : int, default 1
+            Every random choice derives from it: same features + seed = same indices.
+        context : SelectionContext, optional
+            Labels (only for label readers), images, encoder, device.
+
+        Returns
+        -------
+        Selection
+            m unique int64 indices, diagnostics, and seconds per phase.
+
+        Raises
+        ------
+        UserError
+            Bad features or budget (before any work starts), or what `validate` refuses.
+        LabelAccessError
+            The selector read `context.labels` without being allowed to.
+        AssertionError
+            The subclass broke the output contract (a bug in the selector, not the user's input).
+        """
         context = context or SelectionContext()
-        if self.uses_features:
+        if self.traits.uses_features:
             if features is None:
                 raise UserError(f"Selector {self.name!r} needs features.")
             features = check_features(features)
@@ -193,7 +286,7 @@ class Selector:
                 raise ValueError("give features or context.pool_size")
         budget = check_budget(budget, pool_size)
         representative = None
-        if self.uses_features:
+        if self.traits.uses_features:
             representative = duplicate_representatives(features)
             distinct = int(np.count_nonzero(representative == np.arange(pool_size)))
             if distinct == pool_size:
@@ -205,7 +298,7 @@ class Selector:
         timer = Timer()
         with compute_device(context.device) as compute:  # where the toolkit runs (see toolkit.compute_device)
             indices, info = self._select(features, budget, int(seed), context, timer)
-        if self.uses_features:
+        if self.traits.uses_features:
             info = {**info, **compute.record()}
         indices = np.asarray(indices, dtype=np.int64)
         info = dict(info)
@@ -220,12 +313,57 @@ class Selector:
         return Selection(indices=indices, info=info, seconds=dict(timer.seconds))
 
     def key_config(self) -> dict:
-        """What of the config enters the selection cache key (never a path: see file:PATH)."""
+        """What of the config enters the selection cache key.
+
+        Returns
+        -------
+        dict
+            JSON-serialisable; never a path (file:PATH puts the file's sha256 instead).
+        """
         return dataclasses.asdict(self.config) if self.config is not None else {}
 
     def validate(self, pool_size: int, budget: int, context: SelectionContext) -> None:
-        """Extra checks that must fail before work starts (e.g. stratified: budget >= classes)."""
+        """Extra checks that must fail before work starts (stratified: budget >= classes).
+
+        The pipeline calls it while preparing a run, before any features are computed.
+
+        Parameters
+        ----------
+        pool_size : int
+            N.
+        budget : int
+            m, already checked to lie in [1, N].
+        context : SelectionContext
+            As for `select`.
+
+        Raises
+        ------
+        UserError
+            The settings cannot work on this pool; say what to change.
+        """
 
     def _select(self, features: np.ndarray | None, budget: int, seed: int,
                 context: SelectionContext, timer: Timer) -> tuple[np.ndarray, dict]:
+        """The method itself (implemented by each selector).
+
+        Parameters
+        ----------
+        features : np.ndarray of float32, shape (N, d), or None
+            Checked and C-contiguous (None for ``uses_features=False``).
+        budget : int
+            m, checked.
+        seed : int
+            Seed of every random choice (numpy Generator, faiss, torch).
+        context : SelectionContext
+            Labels only for label readers.
+        timer : Timer
+            ``with timer("phase"): ...`` records seconds per phase.
+
+        Returns
+        -------
+        indices : array-like of int, shape (m,)
+            Unique pool indices (checked by `select`).
+        info : dict
+            Label-free diagnostics, JSON-serialisable.
+        """
         raise NotImplementedError

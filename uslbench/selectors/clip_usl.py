@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..registry import SELECTORS
+from ..traits import SelectorTraits
 from .usl import USLConfig, USLSelector
 
 
@@ -13,7 +14,7 @@ class CLIPUSLConfig(USLConfig):
 
 
 @SELECTORS.register("clip_usl", "USL on CLIP ViT-B/16 embeddings (encoder fixed to clip, ImageNet-CLIP preset)",
-                    config=CLIPUSLConfig, tags=("uses_features", "fixed_encoder:clip"))
+                    config=CLIPUSLConfig)
 class CLIPUSLSelector(USLSelector):
     """`usl` with the encoder fixed to `clip` and the ImageNet-CLIP preset (k = 20, 100 K-Means
     iterations, T = 2 passes (one regulariser update), lambda = 0.05, no EMA, regulariser over the
@@ -23,4 +24,5 @@ class CLIPUSLSelector(USLSelector):
     with the `clip` encoder whatever --encoder says (the learner keeps the run's encoder);
     `select --features` assumes the matrix already holds CLIP embeddings."""
 
-    fixed_encoder = "clip"
+    # CLIP weights are not part of the CPU quick preset
+    traits = SelectorTraits(fixed_encoder="clip", in_quick_preset=False)

@@ -8,8 +8,7 @@ from .base import Selector
 from .toolkit import FarthestFirst
 
 
-@SELECTORS.register("coreset", "k-center greedy: seeded random start, then the farthest point from the picks",
-                    tags=("uses_features",))
+@SELECTORS.register("coreset", "k-center greedy: seeded random start, then the farthest point from the picks")
 class CoresetSelector(Selector):
     """k-center greedy on Euclidean distances of the features. With no labeled set to start
     from, the first center is a seeded random point; each next pick is the point whose distance

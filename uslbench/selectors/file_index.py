@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import SELECTORS
+from ..traits import SelectorTraits
 from ..utils import file_sha256
 from .base import Selector
 
@@ -130,15 +131,22 @@ def check_indices(values: np.ndarray, pool_size: int, where: str) -> np.ndarray:
     return out
 
 
+def contract_test_file(workdir: Path, *, pool_size: int, budget: int, **_: Any) -> dict[str, str]:
+    """The contract tests' setting: an index file of `budget` distinct indices spread over the pool."""
+    path = Path(workdir) / "picks.npy"
+    np.save(path, np.arange(budget, dtype=np.int64) * (pool_size // budget))
+    return {"path": str(path)}
+
+
 @SELECTORS.register("file", "a selection read from an index file: file:PATH[#KEY] (.npy, .json, .csv)",
-                    config=FileConfig, argument_field="path", tags=("from_file",))
+                    config=FileConfig, argument_field="path", test_config=contract_test_file)
 class FileSelector(Selector):
     """Uses the indices stored in a file as the selection, so published index sets can be
     benchmarked. The budget must equal the number of indices in the file. The seed does not
     change the selection. The selection's cache key holds the file's sha256, not its path."""
 
-    uses_features = False
-    seed_dependent = False
+    # the quick preset has no index file to read
+    traits = SelectorTraits(uses_features=False, seed_dependent=False, in_quick_preset=False)
 
     def _load(self, pool_size: int, dataset_name: str | None) -> tuple[np.ndarray, str]:
         values, used_key = read_index_file(self.config.path, self.config.key, dataset_name)

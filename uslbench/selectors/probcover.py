@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -18,6 +18,13 @@ from .toolkit import FarthestFirst, KnnParams, kmeans, nearest_other_group_sq_di
 # covers ~50% and beats it (measured on digits, linear probe, budgets 10/20/40, seeds 1-5).
 SMALL_POOL = 20_000
 SMALL_POOL_PURITY = 0.5
+PAPER_PURITY = 0.95
+
+
+def default_purity(pool_size: int) -> float:
+    """The purity when none is given: the paper's 0.95, and 0.5 below 20,000 points (where 0.95
+    leaves nearly empty balls)."""
+    return PAPER_PURITY if pool_size >= SMALL_POOL else SMALL_POOL_PURITY
 
 
 @dataclass
@@ -132,7 +139,7 @@ def probcover_picks(features: np.ndarray, delta: float, budget: int, params: Knn
 
 
 @SELECTORS.register("probcover", "ProbCover: greedy max coverage of delta-balls, delta by the purity rule",
-                    config=ProbCoverConfig, tags=("uses_features",))
+                    config=ProbCoverConfig)
 class ProbCoverSelector(Selector):
     """ProbCover, cold start. Graph: edge i -> j when ||f_i - f_j|| < delta (exact, blockwise
     GEMMs over row blocks that include every row, up to knn_exact_max points; a faiss range
@@ -149,6 +156,19 @@ class ProbCoverSelector(Selector):
     farthest-first (k-center greedy from the picks so far), so no index is ever repeated (the
     reference returns index 0 again and again)."""
 
+    @staticmethod
+    def resolved_config(config: ProbCoverConfig, pool_size: int | None = None,
+                        budget: int | None = None) -> tuple[ProbCoverConfig, list[str]]:
+        """The purity `select` will use, for ``describe probcover --dataset D``."""
+        if config.delta is not None:
+            return config, []
+        notes = ["delta is chosen at select time by the purity rule"]
+        if config.purity is not None:
+            return config, notes
+        if pool_size is None:
+            return config, notes + [f"purity None: {PAPER_PURITY}, or {SMALL_POOL_PURITY} below {SMALL_POOL:,} points"]
+        return replace(config, purity=default_purity(pool_size)), notes
+
     def validate(self, pool_size, budget, context):
         cfg = self.config
         if cfg.delta is not None and not cfg.delta > 0:
@@ -159,7 +179,7 @@ class ProbCoverSelector(Selector):
     def _select(self, features, budget, seed, context, timer):
         cfg = self.config
         n = features.shape[0]
-        purity = cfg.purity if cfg.purity is not None else (0.95 if n >= SMALL_POOL else SMALL_POOL_PURITY)
+        purity = cfg.purity if cfg.purity is not None else default_purity(n)
         params = KnnParams(exact_max=cfg.knn_exact_max, approximate=cfg.knn_approximate)
         info: dict = {}
         delta = cfg.delta

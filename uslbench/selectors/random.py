@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import SELECTORS
+from ..traits import SelectorTraits
 from .base import Selector
 
 
@@ -11,7 +12,7 @@ from .base import Selector
 class RandomSelector(Selector):
     """m distinct pool indices drawn uniformly at random (numpy Generator seeded by the run)."""
 
-    uses_features = False
+    traits = SelectorTraits(uses_features=False)
 
     def _select(self, features, budget, seed, context, timer):
         pool_size = features.shape[0] if features is not None else context.pool_size

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import SELECTORS
+from ..traits import SelectorTraits
 from .base import Selector
 
 
@@ -16,7 +17,7 @@ class StratifiedConfig:
 
 
 @SELECTORS.register("stratified", "ORACLE: m/C random images per class (reads labels)",
-                    config=StratifiedConfig, tags=("needs_labels", "oracle"))
+                    config=StratifiedConfig)
 class StratifiedSelector(Selector):
     """floor(m / C) images per class drawn at random, the remaining m mod C spread one each over
     distinct random classes. Reads the pool labels, so tables mark it as an oracle.
@@ -25,8 +26,7 @@ class StratifiedSelector(Selector):
     allow_fewer_classes=true it picks one image from each of m random classes.
     """
 
-    needs_labels = True
-    uses_features = False
+    traits = SelectorTraits(needs_labels=True, uses_features=False)
 
     def validate(self, pool_size, budget, context):
         labels = context.labels

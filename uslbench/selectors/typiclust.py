@@ -100,7 +100,7 @@ def typiclust_picks(features: np.ndarray, assignments: np.ndarray, budget: int, 
 
 
 @SELECTORS.register("typiclust", "TypiClust: K-Means, then the most typical member of each large cluster",
-                    config=TypiClustConfig, tags=("uses_features",))
+                    config=TypiClustConfig)
 class TypiClustSelector(Selector):
     """TypiClust, cold start. K = min(budget, max_clusters) seeded K-Means clusters; clusters with
     at most `min_cluster_size` members are dropped (kept only when the rest cannot fill the

@@ -43,6 +43,10 @@ PRESETS: dict[str, dict] = {
                           count_own_cluster=False, kmeans_points_per_cluster=64),
 }
 SMALL_POOL = 20_000  # below this many points the k of the k-NN density is scaled to the data
+LARGE_POOL = 500_000  # from this many points on, "auto" takes the ImageNet row
+# The one map from data set to preset row: the registration turns it into registry presets
+# (config.preset is set when the selector is created for a data set); any other data set keeps
+# preset="auto", which picks the row from the pool size and budget at select time.
 DATASET_PRESETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet_moco",
                    "imagenet100": "imagenet_moco"}
 
@@ -68,26 +72,42 @@ class USLConfig:
     knn_nprobe: int = field(default=8, metadata={"help": "IVF lists scanned per query"})
 
 
-def resolve_preset(config: USLConfig, pool_size: int, budget: int, dataset_name: str | None) -> USLConfig:
-    """Fill every None field from the preset; 'auto' picks the preset from the data set or scale.
+def auto_preset(pool_size: int, budget: int | None) -> str | None:
+    """The preset row "auto" stands for: by scale (None when the budget decides and is unknown)."""
+    if pool_size < SMALL_POOL:
+        return "small"
+    if pool_size >= LARGE_POOL:
+        return "imagenet_moco"
+    if budget is None:
+        return None
+    return "cifar10" if budget <= 100 else "cifar100"
 
-    Raises UserError for an unknown preset or values the selection cannot use (iters < 1,
-    negative lam / alpha / reg_nearest / horizon, m_reg outside [0, 1))."""
-    name = config.preset
-    if name == "auto":
-        base = (dataset_name or "").split(":", 1)[0]
-        if base in DATASET_PRESETS:
-            name = DATASET_PRESETS[base]
-        elif pool_size < SMALL_POOL:
-            name = "small"
-        elif pool_size >= 500_000:
-            name = "imagenet_moco"
-        else:
-            name = "cifar10" if budget <= 100 else "cifar100"
-    if name not in PRESETS:
-        raise UserError(f"Unknown USL preset {name!r}; choose one of auto, {', '.join(PRESETS)}.")
-    values = {k: v for k, v in PRESETS[name].items() if getattr(config, k) is None}
-    resolved = replace(config, preset=name, **values)
+
+def resolve_preset(config: USLConfig, pool_size: int, budget: int) -> USLConfig:
+    """Fill every None field from the preset row; "auto" picks the row from the pool size and budget.
+
+    Parameters
+    ----------
+    config : USLConfig
+        The selector's config (a data set's registry preset has already set `preset`).
+    pool_size : int
+        Number of feature rows N.
+    budget : int
+        Number of images to select, m.
+
+    Returns
+    -------
+    USLConfig
+        A copy with `preset` naming the row and every numeric field set; below SMALL_POOL points
+        the k of the density (unless given) is max(3, min(k, N // (2 m))).
+
+    Raises
+    ------
+    UserError
+        `preset` names no row.
+    """
+    name = auto_preset(pool_size, budget) if config.preset == "auto" else config.preset
+    resolved = fill_row(config, name)
     if pool_size < SMALL_POOL and config.knn_k is None:
         # k must stay well below N / m, or the density blurs across clusters
         resolved.knn_k = int(max(3, min(resolved.knn_k, pool_size // (2 * budget))))
@@ -137,6 +157,13 @@ def knn_density(features: np.ndarray, k: int, params: KnnParams | None = None, s
     knn_d2, _, index_kind = knn(features, k, params, seed=seed, desc="USL k-NN density")
     mean_sq, _ = density_utility(knn_d2)
     return mean_sq, index_kind
+
+
+def fill_row(config: USLConfig, name: str) -> USLConfig:
+    """A copy with `preset` = name and every None field taken from that row of PRESETS."""
+    if name not in PRESETS:
+        raise UserError(f"Unknown USL preset {name!r}; choose one of auto, {', '.join(PRESETS)}.")
+    return replace(config, preset=name, **{k: v for k, v in PRESETS[name].items() if getattr(config, k) is None})
 
 
 def density_utility(knn_sq_dists: np.ndarray, eps: float = 1e-12) -> tuple[np.ndarray, np.ndarray]:
@@ -297,7 +324,7 @@ def fill_budget(selected: np.ndarray, score: np.ndarray, budget: int) -> tuple[n
 
 
 @SELECTORS.register("usl", "training-free USL: k-NN density + K-Means (K=m) + regularised picks",
-                    config=USLConfig, tags=("uses_features",),
+                    config=USLConfig,
                     presets={name: {"preset": preset} for name, preset in DATASET_PRESETS.items()})
 class USLSelector(Selector):
     """Unsupervised Selective Labeling, training-free (paper Sec. 2.2, Eq. 4-7).
@@ -324,8 +351,27 @@ class USLSelector(Selector):
     N x N or N x m x d is formed. Same features + seed = same indices.
     """
 
+    @staticmethod
+    def resolved_config(config: USLConfig, pool_size: int | None = None,
+                        budget: int | None = None) -> tuple[USLConfig, list[str]]:
+        """The config as `select` will resolve it, for ``describe usl --dataset D [--budget M]``:
+        (config, notes on what the pool size or budget still decide)."""
+        if pool_size is not None and budget is not None:
+            return resolve_preset(config, pool_size, budget), []
+        name = config.preset
+        if name == "auto":
+            name = auto_preset(pool_size, budget) if pool_size is not None else None
+            if name is None:
+                return config, [f"preset auto picks its row at select time: small below {SMALL_POOL:,} points, "
+                                f"imagenet_moco from {LARGE_POOL:,}, else cifar10 for m <= 100 and cifar100 above"]
+        resolved = fill_row(config, name)
+        if config.knn_k is None and (pool_size is None or pool_size < SMALL_POOL):
+            return resolved, [f"below {SMALL_POOL:,} points knn_k becomes max(3, min({resolved.knn_k}, N // (2 m))) "
+                              "at select time (give --budget to see it)"]
+        return resolved, []
+
     def _select(self, features, budget, seed, context, timer):
-        cfg = resolve_preset(self.config, features.shape[0], budget, context.dataset_name)
+        cfg = resolve_preset(self.config, features.shape[0], budget)
         params = KnnParams(exact_max=cfg.knn_exact_max, approximate=cfg.knn_approximate, ivf_nprobe=cfg.knn_nprobe)
         knn_stats: dict = {}
         with timer("knn_density"):

@@ -34,6 +34,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import SELECTORS
+from ..traits import SelectorTraits
 from .base import Selector
 from .toolkit import KnnParams, knn_excluding_self, per_group_argmax
 
@@ -56,7 +57,20 @@ PRESETS: dict[str, dict] = {
     # small embedded data sets (digits): few steps per epoch, so a larger learning rate
     "small":    {**_CIFAR10, "lr": 1e-3, "batch_size": 256},
 }
+# The one map from data set to preset row (registry presets set config.preset when the selector is
+# created for a data set); any other data set keeps preset="auto": a row by pool size at select time.
 DATASET_PRESETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet", "imagenet100": "imagenet"}
+SMALL_POOL, LARGE_POOL = 20_000, 500_000
+
+
+def auto_preset(pool_size: int, budget: int | None = None) -> str:
+    """The row "auto" stands for: small below 20,000 points, imagenet from 500,000, else cifar10
+    (cifar100 for a budget above 100, the CIFAR-100 scale)."""
+    if pool_size < SMALL_POOL:
+        return "small"
+    if pool_size >= LARGE_POOL:
+        return "imagenet"
+    return "cifar100" if budget is not None and budget > 100 else "cifar10"
 
 
 @dataclass
@@ -86,21 +100,15 @@ class USLTConfig:
     num_workers: int = 0
 
 
-def resolve_preset(config: USLTConfig, pool_size: int, dataset_name: str | None, budget: int = 40) -> USLTConfig:
-    """Fill every None field from the preset; "auto" picks it from the data set, else by scale
-    (small below 20,000 points, imagenet from 500,000, else cifar10 up to a budget of 100, cifar100
-    above)."""
-    name = config.preset
-    if name == "auto":
-        base = (dataset_name or "").split(":", 1)[0]
-        if base in DATASET_PRESETS:
-            name = DATASET_PRESETS[base]
-        elif pool_size < 20_000:
-            name = "small"
-        elif pool_size >= 500_000:
-            name = "imagenet"
-        else:
-            name = "cifar10" if budget <= 100 else "cifar100"
+def resolve_preset(config: USLTConfig, pool_size: int, budget: int | None = None) -> USLTConfig:
+    """A copy with `preset` naming the row (``auto``: by pool size) and every None field from it.
+
+    Raises
+    ------
+    UserError
+        `preset` names no row.
+    """
+    name = auto_preset(pool_size, budget) if config.preset == "auto" else config.preset
     if name not in PRESETS:
         raise UserError(f"Unknown usl_t preset {name!r}; choose one of auto, {', '.join(PRESETS)}.")
     values = {k: v for k, v in PRESETS[name].items() if getattr(config, k) is None}
@@ -125,13 +133,24 @@ def pick_per_cluster(clusters: np.ndarray, confidence: np.ndarray, budget: int) 
 
 
 @SELECTORS.register("usl_t", "training-based USL-T: clustering heads with global + local losses, confident picks",
-                    config=USLTConfig, tags=("uses_features", "trains", "gpu_recommended"),
+                    config=USLTConfig, test_config={"epochs": 30},
                     presets={name: {"preset": preset} for name, preset in DATASET_PRESETS.items()})
 class USLTSelector(Selector):
     """USL-T (paper Sec. 2.3): see the module documentation for the losses and the two modes.
     `mode=backbone` needs an encoder exposing build_module() -> (torch.nn.Module, feature_dim);
     the module takes float images (B, C, H, W) in [0, 1] at the data set's resolution and does
     its own resizing and normalisation."""
+
+    traits = SelectorTraits(gpu_recommended=True)
+
+    @staticmethod
+    def resolved_config(config: USLTConfig, pool_size: int | None = None,
+                        budget: int | None = None) -> tuple[USLTConfig, list[str]]:
+        """The config as `select` will resolve it, for ``describe usl_t --dataset D``."""
+        if config.preset == "auto" and pool_size is None:
+            return config, [f"preset auto picks its row at select time: small below {SMALL_POOL:,} points, "
+                            f"imagenet from {LARGE_POOL:,}, else cifar10 (cifar100 above a budget of 100)"]
+        return resolve_preset(config, pool_size if pool_size is not None else LARGE_POOL, budget), []
 
     def validate(self, pool_size, budget, context):
         cfg = self.config
@@ -158,7 +177,7 @@ class USLTSelector(Selector):
 
         from .usl_t_train import train_heads
 
-        cfg = resolve_preset(self.config, features.shape[0], context.dataset_name, budget)
+        cfg = resolve_preset(self.config, features.shape[0], budget)
         n_clusters = max(budget, cfg.n_clusters or budget)
         with timer("knn_neighbours"):
             nn_d2, neighbours, index_kind = knn_excluding_self(features, cfg.knn_k, KnnParams(), seed=seed,
