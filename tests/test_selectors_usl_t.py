@@ -96,12 +96,13 @@ def test_confidence_follows_preset():
     and the global loss is divided by the batch size on CIFAR-100 and ImageNet (MEAN_OUTSIDE_MASK)."""
     from uslbench.selectors.usl_t import USLTConfig, resolve_preset
 
-    resolved = {name: resolve_preset(USLTConfig(), 50_000, name, budget)
-                for name, budget in (("cifar10", 40), ("cifar100", 400), ("imagenet", 2911))}
-    assert [(r.preset, r.confidence, r.mean_over_batch) for r in resolved.values()] == [
+    resolved = [resolve_preset(SELECTORS.resolve_config("usl_t", dataset=name), 50_000, budget)
+                for name, budget in (("cifar10", 40), ("cifar100", 400), ("imagenet", 2911))]
+    assert [(r.preset, r.confidence, r.mean_over_batch) for r in resolved] == [
         ("cifar10", "mean", False), ("cifar100", "head0", True), ("imagenet", "head0", True)]
-    assert resolve_preset(USLTConfig(), 1_000, "digits").confidence == "mean"
+    assert resolve_preset(USLTConfig(), 1_000).confidence == "mean"          # small data: the CIFAR-10 rule
     # an explicit value wins over the preset
-    assert resolve_preset(USLTConfig(confidence="head0"), 50_000, "cifar10").confidence == "head0"
+    assert resolve_preset(USLTConfig(preset="cifar10", confidence="head0"), 50_000).confidence == "head0"
     # by scale when the data set is unknown: a CIFAR-100-like budget gets the CIFAR-100 row
-    assert resolve_preset(USLTConfig(), 50_000, "npz:x", 400).preset == "cifar100"
+    assert resolve_preset(USLTConfig(), 50_000, 400).preset == "cifar100"
+    assert resolve_preset(USLTConfig(), 50_000, 40).preset == "cifar10"
