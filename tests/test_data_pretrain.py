@@ -15,9 +15,11 @@ from uslbench.cli import main
 from uslbench.datasets import load_dataset
 from uslbench.datasets.testing import write_npz
 from uslbench.encoders.checkpoints import load_file, map_state_dict
-from uslbench.encoders.pretrain import PretrainOptions, nt_xent, pretrain_simclr, simclr_augment
+from uslbench.encoders.pretrain import PretrainOptions, pretrain_simclr
 from uslbench.encoders.torch_base import ContrastiveNet
 from uslbench.errors import UserError
+from uslbench.training.augment import simclr_transform
+from uslbench.training.losses import nt_xent
 from uslbench.utils import seed_from
 
 
@@ -40,7 +42,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _fixed_views_loss(net: torch.nn.Module, dataset) -> float:
-    augment = simclr_augment(8, dataset.mean, dataset.std)
+    augment = simclr_transform(8, dataset.mean, dataset.std)
     torch.manual_seed(123)
     images = [dataset.train.image(i).convert("RGB") for i in range(len(dataset.train))]
     v1 = torch.stack([augment(im) for im in images])

@@ -20,9 +20,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..registry import LEARNERS
+from ..training.losses import one_hot, soft_cross_entropy
+from .image_learner import Batch, ImageLearner, LoopConfig, TrainData
 from .nets import projection_mlp
 from .presets import image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig, TrainData, one_hot, soft_cross_entropy
 
 
 @dataclass

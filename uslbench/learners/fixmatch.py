@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from ..registry import LEARNERS
+from .image_learner import Batch, ImageLearner, LoopConfig
 from .presets import image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig
 
 
 @dataclass

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from ..registry import LEARNERS
+from ..training.losses import one_hot, soft_cross_entropy
+from .image_learner import Batch, ImageLearner, LoopConfig
 from .presets import image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig, one_hot, soft_cross_entropy
 
 
 @dataclass

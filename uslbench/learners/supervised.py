@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import torch
 
 from ..registry import LEARNERS
+from .image_learner import Batch, ImageLearner, LoopConfig
 from .presets import image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig
 
 
 @dataclass
