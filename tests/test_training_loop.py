@@ -143,3 +143,96 @@ def test_sigterm_mid_training_leaves_a_checkpoint(tmp_path):
     assert result["interrupted_at"] == 2 and result["calls"] == [1, 2]
     assert "stopped by SIGTERM after step 2 of 10" in err
     assert torch.load(tmp_path / "run" / "train.ckpt.pt", weights_only=False)["state"]["step"] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# duration estimate (issue 12 item 10): decisions from injected per-step times, no wall clock
+
+
+class Stop(Exception):
+    pass
+
+
+def _toy_loop(steps: int, **options):
+    from uslbench.training.loop import TrainLoop
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    return TrainLoop(name="toy", model=model, optimizer=optimizer, steps=steps, **options), model
+
+
+def _toy_step(model, clock=None, seconds=0.0):
+    x = torch.ones(4, 3)
+
+    def step_fn(step, generator):
+        if clock is not None:
+            clock[0] += seconds
+        return model(x).pow(2).mean(), {}
+
+    return step_fn
+
+
+def test_estimate_flags_the_full_cifar_recipe_on_a_cpu_and_not_a_small_run():
+    from uslbench.training.loop import estimate_duration
+
+    full = estimate_duration("fixmatch/train", 22.0, 2 ** 20, "cpu", hint="Use the small recipe.")
+    assert full.absurd and full.seconds == 22.0 * 2 ** 20
+    assert full.message == ("fixmatch/train: about 22 s a step on cpu, so about 267 days for 1,048,576 steps; "
+                            "that is more than 24.0 h on a CPU. Use the small recipe.")
+    small = estimate_duration("fixmatch/train", 0.05, 400, "cpu", hint="Use the small recipe.")
+    assert not small.absurd and small.seconds == pytest.approx(20.0) and "small recipe" not in small.message
+    # the limit is one day on a CPU, a month on a GPU
+    assert not estimate_duration("x", 1.0, 86_400, "cpu").absurd
+    assert estimate_duration("x", 1.0, 86_401, "cpu").absurd
+    assert not estimate_duration("x", 0.1, 2 ** 20, "cuda:0").absurd     # 29 h: a GPU run
+    assert estimate_duration("x", 0.1, 2 ** 20, "cpu").absurd
+    assert estimate_duration("x", 22.0, 2 ** 20, "cuda").absurd
+
+
+def test_a_given_per_step_cost_warns_before_the_first_step():
+    messages: list[str] = []
+    loop, model = _toy_loop(2 ** 20, seconds_per_step=22.0, echo=messages.append,
+                            slow_hint="Use the small recipe.")
+    seen_at_first_step = []
+
+    def step_fn(step, generator):
+        seen_at_first_step.extend(messages)
+        raise Stop
+
+    with pytest.raises(Stop):
+        loop.run(step_fn)
+    assert seen_at_first_step == ["warning: toy: about 22 s a step on cpu, so about 267 days for 1,048,576 steps; "
+                                  "that is more than 24.0 h on a CPU. Use the small recipe."]
+
+
+def test_timed_steps_give_the_estimate_after_the_probe(monkeypatch):
+    from uslbench.training import loop as loop_module
+
+    monkeypatch.setenv("USLBENCH_QUIET", "1")  # the warning still prints
+    clock = [0.0]
+    messages: list[str] = []
+    loop, model = _toy_loop(2 ** 20, echo=messages.append, clock=lambda: clock[0],
+                            slow_hint="Use the small recipe.")
+    seen = {}
+
+    def callback(done):
+        seen[done] = list(messages)
+        if done == loop_module.PROBE_STEPS + 2:
+            raise Stop
+
+    loop.callbacks = [callback]
+    with pytest.raises(Stop):
+        loop.run(_toy_step(model, clock, seconds=22.0))
+    # steps 2..4 are timed (the first carries the warm-up): the warning comes with step 4
+    assert seen[loop_module.PROBE_STEPS] == []
+    assert len(seen[loop_module.PROBE_STEPS + 1]) == 1 and seen[loop_module.PROBE_STEPS + 1][0].startswith(
+        "warning: toy: about 22 s a step on cpu, so about 267 days")
+    assert loop.estimate.seconds_per_step == 22.0 and loop.estimate.absurd
+
+
+def test_the_learners_suggest_the_small_recipe():
+    from uslbench.learners.image_learner import SLOW_HINT
+
+    assert ("--learner-config arch=cnn --learner-config steps=400 --learner-config labeled_batch=32 "
+            "--learner-config unlabeled_ratio=2") in SLOW_HINT and "--device cuda" in SLOW_HINT
