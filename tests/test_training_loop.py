@@ -236,3 +236,113 @@ def test_the_learners_suggest_the_small_recipe():
 
     assert ("--learner-config arch=cnn --learner-config steps=400 --learner-config labeled_batch=32 "
             "--learner-config unlabeled_ratio=2") in SLOW_HINT and "--device cuda" in SLOW_HINT
+
+
+# ---------------------------------------------------------------------------------------------
+# damaged checkpoints (issue 12 item 20)
+
+
+def test_checkpoint_keeps_the_previous_one_and_sets_a_damaged_one_aside(tmp_path):
+    import hashlib
+
+    from uslbench.training.checkpoint import Checkpoint
+
+    warnings: list[str] = []
+    checkpoint = Checkpoint(tmp_path / "train.ckpt.pt", warn=warnings.append)
+    checkpoint.save({"step": 1})
+    checkpoint.save({"step": 2})
+    data = checkpoint.path.read_bytes()
+    assert (tmp_path / "train.ckpt.pt.sha256").read_text() == f"{hashlib.sha256(data).hexdigest()}  train.ckpt.pt\n"
+    assert checkpoint.load() == {"step": 2} and checkpoint.loaded_from == checkpoint.path and warnings == []
+
+    checkpoint.path.write_bytes(data[: len(data) // 2])  # truncated by a disk fault
+    assert checkpoint.load() == {"step": 1} and checkpoint.loaded_from == tmp_path / "train.ckpt.pt.prev"
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"training checkpoint {checkpoint.path} is damaged (its sha256 ")
+    assert warnings[0].endswith(f"); moved it to {tmp_path / 'train.ckpt.pt.bad'}, trying the previous "
+                                f"checkpoint {tmp_path / 'train.ckpt.pt.prev'}.")
+    assert (tmp_path / "train.ckpt.pt.bad").read_bytes() == data[: len(data) // 2]
+    assert not checkpoint.path.exists()
+
+    checkpoint.discard_previous()
+    assert checkpoint.load() is None  # nothing good left: a fresh start
+
+
+def test_a_truncated_checkpoint_without_digest_is_named_and_training_starts_again(tmp_path):
+    from uslbench.training.checkpoint import Checkpoint
+
+    path = tmp_path / "simclr.resume.pt"
+    torch.save({"step": 5}, path)  # written by a version without digests
+    warnings: list[str] = []
+    assert Checkpoint(path, warn=warnings.append).load() == {"step": 5}
+    path.write_bytes(path.read_bytes()[:100])  # killed while it was written
+    assert Checkpoint(path, warn=warnings.append).load() is None
+    assert len(warnings) == 1 and warnings[0].startswith(f"training checkpoint {path} is damaged (")
+    assert warnings[0].endswith(f"moved it to {path}.bad, training starts again from the beginning.")
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    import dataclasses
+
+    from uslbench.datasets import load_dataset
+    from uslbench.datasets.base import ImageSplit
+
+    full = load_dataset("digits")
+    return dataclasses.replace(
+        full, train=ImageSplit(labels=full.train.labels[:240], array=full.train.array[:240]),
+        test=ImageSplit(labels=full.test.labels[:120], array=full.test.array[:120]),
+        identity={**full.identity, "subset": "240/120"})
+
+
+def _supervised(calls: list[int] | None = None, stop_at: int | None = None):
+    from uslbench.registry import LEARNERS, load_all
+
+    load_all()
+    learner = LEARNERS.create("supervised", dataset="digits", steps=9, labeled_batch=8, eval_every=3,
+                              checkpoint_every=3, eval_batch=256, threads=1)
+
+    def callback(phase, step):
+        if calls is not None:
+            calls.append(step)
+        if step == stop_at:
+            raise Stop
+
+    learner.step_callbacks.append(callback)
+    return learner
+
+
+@pytest.mark.slow
+def test_a_run_resumes_from_the_previous_checkpoint_when_the_last_is_truncated(small_digits, tmp_path, capsys):
+    import numpy as np
+
+    labeled = np.concatenate([np.flatnonzero(small_digits.train.labels == c)[:2] for c in range(10)])
+    fresh = _supervised().fit(small_digits, labeled, seed=1, workdir=tmp_path / "fresh")
+    run = tmp_path / "run"
+    with pytest.raises(Stop):  # killed after the checkpoint of step 6 (the one of step 3 is .prev)
+        _supervised(stop_at=6).fit(small_digits, labeled, seed=1, workdir=run)
+    current = run / "train.ckpt.pt"
+    current.write_bytes(current.read_bytes()[:1000])
+    capsys.readouterr()
+
+    calls: list[int] = []
+    resumed = _supervised(calls).fit(small_digits, labeled, seed=1, workdir=run)
+    err = capsys.readouterr().err
+    assert f"training checkpoint {current} is damaged" in err and f"moved it to {current}.bad" in err
+    assert f"trying the previous checkpoint {run / 'train.ckpt.pt.prev'}" in err
+    assert calls == [4, 5, 6, 7, 8, 9]
+    assert (resumed["top1"], resumed["curve"]) == (fresh["top1"], fresh["curve"])
+    # the finished run keeps one good checkpoint (and the damaged file, set aside with its digest)
+    assert sorted(p.name for p in run.iterdir()) == ["train.ckpt.pt", "train.ckpt.pt.bad", "train.ckpt.pt.bad.sha256",
+                                                     "train.ckpt.pt.sha256"]
+
+    # both checkpoints damaged: reported, set aside, and the run starts from scratch
+    with pytest.raises(Stop):
+        _supervised(stop_at=6).fit(small_digits, labeled, seed=2, workdir=tmp_path / "both")
+    for name in ("train.ckpt.pt", "train.ckpt.pt.prev"):
+        (tmp_path / "both" / name).write_bytes(b"\0" * 64)
+    calls = []
+    _supervised(calls).fit(small_digits, labeled, seed=2, workdir=tmp_path / "both")
+    err = capsys.readouterr().err
+    assert calls == list(range(1, 10)) and err.count("is damaged") == 2
+    assert "training starts again from the beginning" in err
