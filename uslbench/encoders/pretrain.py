@@ -60,7 +60,7 @@ class PretrainResult:
     epochs_done: int
     losses: list[float]              # mean loss per epoch (this invocation and the resumed ones)
     seconds: float
-    resumed_from: int = 0
+    resumed_from: int = 0            # epochs completed before this invocation
 
 
 class TwoViews:
@@ -182,8 +182,9 @@ def pretrain_simclr(dataset: Dataset, weights_path: str | Path, mean: tuple[floa
     if resume:
         step = loop.restore()
         if step:
-            resumed_from = step // steps_per_epoch
-            echo(f"resuming from epoch {resumed_from} of {options.epochs} ({loop.checkpoint.loaded_from})")
+            resumed_from, inside = divmod(step, steps_per_epoch)
+            where = f"epoch {resumed_from}" if not inside else f"step {inside} of epoch {resumed_from + 1}"
+            echo(f"resuming from {where} of {options.epochs} ({loop.checkpoint.loaded_from})")
         else:
             echo(f"no checkpoint at {resume_path}; starting from scratch")
 
