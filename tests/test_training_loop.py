@@ -346,3 +346,47 @@ def test_a_run_resumes_from_the_previous_checkpoint_when_the_last_is_truncated(s
     err = capsys.readouterr().err
     assert calls == list(range(1, 10)) and err.count("is damaged") == 2
     assert "training starts again from the beginning" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# progress output (issue 12 item 15): a bar on a terminal, plain lines in job logs
+
+
+def _progress_run(monkeypatch, seconds_per_step: float, steps: int = 20, **env):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("USLBENCH_QUIET", raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    clock = [0.0]
+    messages: list[str] = []
+    loop, model = _toy_loop(steps, echo=messages.append, clock=lambda: clock[0], log_every=5)
+    loop.run(_toy_step(model, clock, seconds=seconds_per_step))
+    return messages
+
+
+def test_job_logs_get_a_line_every_n_steps_and_no_bar(monkeypatch, capsys):
+    messages = _progress_run(monkeypatch, seconds_per_step=11.0)
+    lines = [m for m in messages if ": step " in m]
+    assert [m.split()[2] for m in lines] == ["5/20", "10/20", "15/20", "20/20"]
+    assert lines[0].startswith("toy: step 5/20 loss ") and lines[0].endswith("(11 s a step, 2.8 min left)")
+    assert lines[-1].endswith("(11 s a step, 0 s left)")
+    assert capsys.readouterr().err == ""  # no progress bar in a log
+
+
+def test_short_phases_and_quiet_runs_stay_silent(monkeypatch):
+    assert _progress_run(monkeypatch, seconds_per_step=0.1) == []  # a 2 s phase: no line
+    assert [m for m in _progress_run(monkeypatch, seconds_per_step=11.0, USLBENCH_QUIET="1") if ": step " in m] == []
+
+
+def test_a_terminal_gets_a_bar_and_no_lines(monkeypatch):
+    import io
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    messages = _progress_run(monkeypatch, seconds_per_step=11.0)
+    assert [m for m in messages if ": step " in m] == []
+    assert "\rtoy:   0%|" in terminal.getvalue() and "/20 [" in terminal.getvalue()  # a tqdm bar
