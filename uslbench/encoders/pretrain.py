@@ -78,7 +78,9 @@ class EpochBatches:
     dropped), each epoch a reshuffle seeded by (seed, epoch). The batch order is the one
     ``DataLoader(shuffle=True, drop_last=True, generator=seeded)`` draws, so a loader can start at any
     batch of an epoch (a resume mid-epoch); the views come from torch's global generator in the
-    main process (saved in checkpoints), or per worker from the epoch's seeded base seed."""
+    main process (saved in checkpoints), or per worker from the epoch's seeded base seed. With
+    workers, a resume inside an epoch keeps the batches but not the views of that epoch's remaining
+    steps (the workers' streams restart); with num_workers=0 it is exact, bit for bit."""
 
     def __init__(self, views: SplitImages, batch_size: int, seed: int, workers: int, pin_memory: bool) -> None:
         self.views, self.batch_size, self.seed = views, batch_size, seed
