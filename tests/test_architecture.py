@@ -74,7 +74,7 @@ def test_light_commands_import_no_deep_learning_package(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the image learners (learners/train_loop.py: LoopConfig, ImageLearner) import "
+@pytest.mark.xfail(strict=True, reason="the image learners (learners/image_learner.py: LoopConfig, ImageLearner) import "
                                        "torch when they register; every other entry registers without it")
 @pytest.mark.parametrize("argv", [["list"], ["describe", "usl"]], ids=["list", "describe"])
 def test_catalogue_commands_import_no_deep_learning_package(tmp_path, argv):

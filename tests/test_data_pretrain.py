@@ -15,9 +15,11 @@ from uslbench.cli import main
 from uslbench.datasets import load_dataset
 from uslbench.datasets.testing import write_npz
 from uslbench.encoders.checkpoints import load_file, map_state_dict
-from uslbench.encoders.pretrain import PretrainOptions, nt_xent, pretrain_simclr, simclr_augment
+from uslbench.encoders.pretrain import PretrainOptions, pretrain_simclr
 from uslbench.nets.contrastive import ContrastiveNet
 from uslbench.errors import UserError
+from uslbench.training.augment import simclr_transform
+from uslbench.training.losses import nt_xent
 from uslbench.utils import seed_from
 
 
@@ -39,39 +41,113 @@ def tiny(tmp_path_factory):
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _fixed_views_loss(net: torch.nn.Module, dataset) -> float:
-    augment = simclr_augment(8, dataset.mean, dataset.std)
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory):
+    """16 images of 8 x 8 px, each its own smooth 2 x 2 colour layout: what tells an image from the
+    others survives crops, flips and colour jitter, so contrastive training has something to learn
+    (the class-colour + pixel-noise images of `tiny` have almost nothing: views of one image share
+    only the class colour, and a few steps move their loss by a few hundredths)."""
+    coarse = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(16, 3, 2, 2)).astype(np.float32))
+    images = torch.nn.functional.interpolate(coarse, size=(8, 8), mode="bilinear", align_corners=False)
+    images = images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    path = write_npz(tmp_path_factory.mktemp("npz") / "layouts.npz", size=8, x_train=images,
+                     y_train=np.arange(16) % 2)
+    return load_dataset(f"npz:{path}")
+
+
+def _fixed_views_loss(net: torch.nn.Module, dataset, draws: int = 8) -> float:
+    """NT-Xent of `net` on the same 8 seeded pairs of views of the train split, averaged."""
+    augment = simclr_transform(8, dataset.mean, dataset.std)
     torch.manual_seed(123)
     images = [dataset.train.image(i).convert("RGB") for i in range(len(dataset.train))]
-    v1 = torch.stack([augment(im) for im in images])
-    v2 = torch.stack([augment(im) for im in images])
     net.train()  # batch statistics, as in training
+    losses = []
     with torch.no_grad():
-        return nt_xent(net(v1), net(v2), 0.1).item()
+        for _ in range(draws):
+            v1 = torch.stack([augment(im) for im in images])
+            v2 = torch.stack([augment(im) for im in images])
+            losses.append(nt_xent(net(v1), net(v2), 0.1).item())
+    return float(np.mean(losses))
+
+
+def _weights(path):
+    return map_state_dict(load_file(path))
 
 
 @pytest.mark.slow
-def test_few_steps_lower_the_loss_and_resume_continues(tiny, tmp_path):
-    path, dataset = tiny
+def test_training_lowers_the_loss_and_a_resume_continues_exactly(layouts, tmp_path):
+    dataset = layouts
     options = dict(epochs=6, batch_size=16, lr=0.5, num_workers=0, seed=0)
-    weights = tmp_path / "simclr.pt"
+    full = pretrain_simclr(dataset, tmp_path / "full" / "simclr.pt", dataset.mean, dataset.std,
+                           PretrainOptions(**options), echo=lambda m: None)
     # interrupted after 2 of 6 epochs (one step each), then resumed
-    first = pretrain_simclr(dataset, weights, dataset.mean, dataset.std,
-                            PretrainOptions(max_steps=2, **options), echo=lambda m: None)
-    assert first.epochs_done == 2 and (tmp_path / "simclr.resume.pt").is_file()
+    weights = tmp_path / "resumed" / "simclr.pt"
+    first = pretrain_simclr(dataset, weights, dataset.mean, dataset.std, PretrainOptions(max_steps=2, **options),
+                            echo=lambda m: None)
+    assert first.epochs_done == 2 and (tmp_path / "resumed" / "simclr.resume.pt").is_file()
     messages = []
-    result = pretrain_simclr(dataset, weights, dataset.mean, dataset.std, PretrainOptions(**options),
-                             resume=True, echo=messages.append)
-    assert result.resumed_from == 2 and result.epochs_done == 6 and result.losses[:2] == first.losses
-    assert any("resuming from epoch 2" in m for m in messages)
-    mapped = map_state_dict(load_file(weights))
+    resumed = pretrain_simclr(dataset, weights, dataset.mean, dataset.std, PretrainOptions(**options),
+                              resume=True, echo=messages.append)
+    assert messages[0] == f"resuming from epoch 2 of 6 ({tmp_path / 'resumed' / 'simclr.resume.pt'})"
+    # the resumed run is the uninterrupted one: same losses, same weights, bit for bit
+    assert resumed.resumed_from == 2 and resumed.epochs_done == 6 and resumed.losses == full.losses
+    a, b = _weights(full.weights_path).state_dict, _weights(weights).state_dict
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    # training learns: the loss on fixed views is below the initial network's, and the epoch
+    # losses fall (the last two epochs against the first)
+    mapped = _weights(full.weights_path)
     trained = ContrastiveNet("resnet18_cifar", mapped.head_dims, mapped.head_relu)
     trained.load_state_dict(mapped.state_dict, strict=False)
     torch.manual_seed(seed_from("simclr-pretrain", 0))  # the initialisation pretrain starts from
     initial = ContrastiveNet("resnet18_cifar", [512, 512, 128], True)
-    before, after = _fixed_views_loss(initial, dataset), _fixed_views_loss(trained, dataset)
-    assert after < before - 0.05, (before, after)
-    assert np.isfinite(result.losses).all()
+    assert _fixed_views_loss(trained, dataset) < _fixed_views_loss(initial, dataset)
+    assert np.isfinite(full.losses).all() and np.mean(full.losses[-2:]) < full.losses[0], full.losses
+
+
+def test_a_resume_inside_an_epoch_continues_exactly(layouts, tmp_path):
+    """Interrupts (SIGINT, SIGTERM) checkpoint mid-epoch: the resumed run draws the same batches."""
+    dataset = layouts
+    options = dict(epochs=1, batch_size=8, lr=0.5, num_workers=0, seed=3)  # 2 steps per epoch
+    full = pretrain_simclr(dataset, tmp_path / "full" / "simclr.pt", dataset.mean, dataset.std,
+                           PretrainOptions(**options), echo=lambda m: None)
+    weights = tmp_path / "resumed" / "simclr.pt"
+    pretrain_simclr(dataset, weights, dataset.mean, dataset.std, PretrainOptions(max_steps=1, **options),
+                    echo=lambda m: None)
+    resumed = pretrain_simclr(dataset, weights, dataset.mean, dataset.std, PretrainOptions(**options),
+                              resume=True, echo=lambda m: None)
+    assert resumed.losses == full.losses and len(full.losses) == 1
+    a, b = _weights(full.weights_path).state_dict, _weights(weights).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("n, batch_size, workers", [(16, 16, 0), (16, 4, 1), (12, 4, 2), (20, 8, 1)])
+def test_epoch_order_is_the_one_of_the_earlier_loader(n, batch_size, workers):
+    """The batches of an epoch are those the earlier pretraining loader drew (a DataLoader walked
+    under tqdm.auto, which opens and drops one iterator first), so weights pretrained before the
+    shared loop come out the same."""
+    from tqdm.auto import tqdm
+
+    from uslbench.encoders.pretrain import skip_dropped_iterator
+
+    def generator():
+        return torch.Generator().manual_seed(seed_from("simclr-epoch", 0, 1))
+
+    class Indices(torch.utils.data.Dataset):
+        def __len__(self):
+            return n
+
+        def __getitem__(self, index):
+            return index
+
+    earlier = torch.utils.data.DataLoader(Indices(), batch_size=batch_size, shuffle=True, drop_last=True,
+                                          num_workers=workers, generator=generator())
+    expected = [batch.tolist() for batch in tqdm(earlier, disable=True)]
+    skipped = generator()
+    skip_dropped_iterator(skipped, n, batch_size, workers)
+    now = [batch.tolist() for batch in torch.utils.data.DataLoader(range(n), batch_size=batch_size, shuffle=True,
+                                                                   drop_last=True, generator=skipped)]
+    assert now == expected and len(now) == n // batch_size
 
 
 def test_resume_refuses_other_options(tiny, tmp_path):

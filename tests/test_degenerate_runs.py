@@ -96,7 +96,7 @@ def test_failed_records_reach_the_table_only_when_asked(tmp_path):
         selector = "usl" if key in "ab" else "random"
         record = {"schema": 1, "key": key, "status": status,
                   "spec": {"dataset": "digits", "selector": selector, "learner": "linear", "budget": 10,
-                           "seed": seed, "encoder": "pixels"}}
+                           "seed": seed, "encoder": "pixels"}, "resolved": {"budget": 10}}
         if top1 is not None:
             record["metrics"] = {"top1": top1}
         else:

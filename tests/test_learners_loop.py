@@ -10,8 +10,8 @@ import torch
 from uslbench.datasets import load_dataset
 from uslbench.datasets.base import ImageSplit
 from uslbench.errors import UserError
-from uslbench.learners.augment import POLICIES, augment
-from uslbench.learners.train_loop import IndexStream
+from uslbench.training.augment import POLICIES, augment
+from uslbench.training.loop import IndexStream
 from uslbench.catalog import LEARNERS
 
 IMAGE_LEARNERS = ["supervised", "fixmatch", "mixmatch", "comatch", "simclrv2"]

@@ -11,8 +11,8 @@ from uslbench.learners.comatch import (distribution_alignment, graph_contrastive
                                        memory_smoothed_probs)
 from uslbench.learners.fixmatch import fixmatch_unlabeled_loss
 from uslbench.learners.mixmatch import mixup, mixup_lambda, rampup, sharpen
-from uslbench.learners.simclrv2 import nt_xent
-from uslbench.learners.train_loop import cosine_factor, parameter_groups
+from uslbench.training.loop import cosine_factor, parameter_groups
+from uslbench.training.losses import nt_xent
 
 
 def test_fixmatch_mask_keeps_rows_at_the_threshold_and_averages_over_the_whole_batch():

@@ -95,9 +95,9 @@ def test_per_class_and_per_seed_tables_and_files(tmp_path):
         run.mkdir(parents=True)
         record = {"schema": __import__("uslbench").SCHEMA_VERSION, "status": "ok", "key": row.key,
                   "spec": {"dataset": "d", "encoder": "e", "selector": row.selector, "learner": "linear",
-                           "budget": 10, "seed": row.seed},
+                           "budget": 10, "seed": row.seed}, "resolved": {"budget": 10},
                   "metrics": {"top1": row.top1, "per_class_top1": row.per_class_top1},
-                  "class_histogram": row.class_histogram, "learner_tags": ["probe"]}
+                  "class_histogram": row.class_histogram, "learner_traits": {"uses_features": True}}
         (run / "record.json").write_text(json.dumps(record))
     board = write_leaderboard(tmp_path / "root", out_dir=tmp_path / "out", warn=lambda m: None)
     names = sorted(p.name for p in board.tables)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from selector_helpers import FAST_OVERRIDES, mixture
+from selector_helpers import mixture
 from uslbench.registry import SELECTORS
 from uslbench.selectors.base import SelectionContext
 
@@ -45,7 +45,8 @@ def make(name: str, tmp_path, pool_size: int, budget: int):
         path = tmp_path / "picks.npy"
         np.save(path, np.arange(budget) * (pool_size // budget))
         return SELECTORS.create(f"file:{path}")
-    return SELECTORS.create(name, **FAST_OVERRIDES.get(name, {}))
+    # each entry's small test settings come from its registration (e.g. usl_t: few epochs)
+    return SELECTORS.create(name, **SELECTORS.get(name).test_overrides(tmp_path))
 
 
 @pytest.mark.parametrize("pool", sorted(POOLS))
@@ -55,9 +56,9 @@ def test_every_selector_obeys_the_duplicate_rule(name, pool, tmp_path):
     features = build()
     labels = np.arange(len(features)) % 2
     selector = make(name, tmp_path, len(features), budget)
-    context = SelectionContext(pool_size=len(features), labels=labels, labels_allowed=selector.needs_labels)
+    context = SelectionContext(pool_size=len(features), labels=labels, labels_allowed=selector.traits.needs_labels)
     selection = selector.select(features, budget, seed=1, context=context)
-    if selector.uses_features:
+    if selector.traits.uses_features:
         assert distinct_rows(features, selection.indices) == budget
         again = make(name, tmp_path, len(features), budget).select(features, budget, seed=1, context=context)
         assert np.array_equal(selection.indices, again.indices)
@@ -66,7 +67,7 @@ def test_every_selector_obeys_the_duplicate_rule(name, pool, tmp_path):
         # features (given or not) must not change their picks
         blind = make(name, tmp_path, len(features), budget).select(
             None, budget, seed=1, context=SelectionContext(pool_size=len(features), labels=labels,
-                                                           labels_allowed=selector.needs_labels))
+                                                           labels_allowed=selector.traits.needs_labels))
         assert np.array_equal(selection.indices, blind.indices)
         assert "duplicate_picks_replaced" not in selection.info
 

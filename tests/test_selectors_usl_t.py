@@ -9,7 +9,8 @@ from uslbench.datasets import load_dataset
 from uslbench.encoders import l2_normalise
 from uslbench.registry import SELECTORS
 from uslbench.selectors.base import SelectionContext
-from uslbench.selectors.usl_t_train import strong_augment, usl_t_loss
+from uslbench.selectors.usl_t_train import usl_t_loss
+from uslbench.training.augment import contrastive_augment
 
 
 class TinyEncoder:
@@ -63,10 +64,10 @@ def test_more_clusters_than_samples_can_fill_never_crashes():
     assert len(set(selection.indices.tolist())) == 25
 
 
-def test_strong_augment_keeps_shape_and_range_and_is_seeded():
+def test_contrastive_augment_keeps_shape_and_range_and_is_seeded():
     images = torch.rand(6, 3, 16, 16)
-    a = strong_augment(images, torch.Generator().manual_seed(1))
-    b = strong_augment(images, torch.Generator().manual_seed(1))
+    a = contrastive_augment(images, torch.Generator().manual_seed(1))
+    b = contrastive_augment(images, torch.Generator().manual_seed(1))
     assert a.shape == images.shape and torch.equal(a, b)
     assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, images)
 

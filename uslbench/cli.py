@@ -23,7 +23,8 @@ from .errors import UserError
 
 
 class Group(click.Group):
-    """Prints a UserError as one paragraph and exits 2 (no traceback for a user's mistake)."""
+    """Prints a UserError as one paragraph and exits 2 (no traceback for a user's mistake); an
+    interrupt exits 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -31,6 +32,10 @@ class Group(click.Group):
         except UserError as exc:
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
+        except KeyboardInterrupt as exc:
+            # SIGINT / SIGTERM: training has already said where its checkpoint is and how to resume
+            # (training.loop.TrainingInterrupted); exit as the shell does for a signal, no traceback
+            ctx.exit(128 + int(getattr(exc, "signum", 2)))
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})

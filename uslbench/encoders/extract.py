@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from ..datasets.base import ImageSplit
+from ..training.images import SplitImages
 from ..utils import progress_disabled
 
 
@@ -58,17 +59,6 @@ class Preprocess:
         return self.normalise(torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2))
 
 
-class _SplitImages(torch.utils.data.Dataset):
-    def __init__(self, split: ImageSplit, preprocess: Preprocess) -> None:
-        self.split, self.preprocess = split, preprocess
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.preprocess(self.split.image(index))
-
-
 def default_workers(split: ImageSplit) -> int:
     """Decoding files is the bottleneck for file-backed splits; arrays need no workers."""
     if split.array is not None:
@@ -83,7 +73,7 @@ def batches(split: ImageSplit, preprocess: Preprocess, batch_size: int, num_work
             yield preprocess.array_batch(split.array[start:start + batch_size])
         return
     workers = default_workers(split) if num_workers is None or num_workers < 0 else num_workers
-    loader = torch.utils.data.DataLoader(_SplitImages(split, preprocess), batch_size=batch_size, shuffle=False,
+    loader = torch.utils.data.DataLoader(SplitImages(split, preprocess), batch_size=batch_size, shuffle=False,
                                          num_workers=workers, pin_memory=torch.cuda.is_available())
     yield from loader
 

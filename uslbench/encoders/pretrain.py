@@ -1,7 +1,9 @@
-"""SimCLR pretraining (Chen et al. 2020): two augmented views per image, NT-Xent loss.
+"""SimCLR pretraining (Chen et al. 2020): two augmented views per image, NT-Xent loss, run by the
+one training loop (`uslbench.training.loop.TrainLoop`).
 
 Writes `<results-root>/weights/<dataset>/simclr.pt` (where `run` looks by default) at the end, and
-a resumable checkpoint `simclr.resume.pt` next to it after every epoch. Defaults follow the SimCLR
+a resumable checkpoint `simclr.resume.pt` next to it after every epoch, at the last step and on
+SIGINT / SIGTERM (mid-epoch: the resumed run continues with the same batches). Defaults follow the SimCLR
 CIFAR recipe of SCAN (the SimCLR models USL-T starts from): batch 512, SGD momentum 0.9 (Nesterov),
 lr 0.4 per 512 images with cosine decay, weight decay 1e-4, temperature 0.1, 500 epochs,
 crop scale (0.2, 1), colour jitter 0.4/0.4/0.4/0.1 (p 0.8), greyscale p 0.2, horizontal flip;
@@ -9,21 +11,25 @@ Gaussian blur only for images of 64 px and more.
 """
 from __future__ import annotations
 
-import math
+import io
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import nn
 
 from .. import DEFAULT_SEED
-from ..datasets.base import Dataset, ImageSplit
+from ..datasets.base import Dataset
 from ..errors import UserError
-from ..learners.train_loop import nt_xent
-from ..utils import atomic_write_bytes, progress_disabled, seed_from
+from ..training.augment import simclr_transform
+from ..training.checkpoint import Checkpoint
+from ..training.images import SplitImages
+from ..training.loop import Seeding, TrainLoop, half_cosine_factor, seed_torch
+from ..training.losses import nt_xent
+from ..utils import atomic_write_bytes, content_key, seed_from
 from ..nets.contrastive import ContrastiveNet
 
 Echo = Callable[[str], None]
@@ -55,47 +61,84 @@ class PretrainResult:
     epochs_done: int
     losses: list[float]              # mean loss per epoch (this invocation and the resumed ones)
     seconds: float
-    resumed_from: int = 0
+    resumed_from: int = 0            # epochs completed before this invocation
 
 
-def simclr_augment(size: int, mean: tuple[float, ...], std: tuple[float, ...],
-                   crop_scale: tuple[float, float] = (0.2, 1.0)):
-    from torchvision import transforms as T
+class TwoViews:
+    """PIL image -> (view, view): the SimCLR transform applied twice (picklable for workers)."""
 
-    steps = [T.RandomResizedCrop(size, scale=crop_scale), T.RandomHorizontalFlip(),
-             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2)]
-    if size >= 64:
-        kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
-        steps.append(T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
-    mean3 = tuple(mean) * 3 if len(mean) == 1 else tuple(mean)
-    std3 = tuple(std) * 3 if len(std) == 1 else tuple(std)
-    steps += [T.ToTensor(), T.Normalize(mean3, std3)]
-    return T.Compose(steps)
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
 
-
-class TwoViews(torch.utils.data.Dataset):
-    def __init__(self, split: ImageSplit, transform) -> None:
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.split.image(index).convert("RGB")
+    def __call__(self, image) -> tuple[torch.Tensor, torch.Tensor]:
         return self.transform(image), self.transform(image)
 
 
-def _lr_at(step: int, total: int, base: float) -> float:
-    return 0.5 * base * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+class EpochBatches:
+    """Step k's two views: batch k mod S of epoch k // S (S steps per epoch, the last partial batch
+    dropped), each epoch a reshuffle seeded by (seed, epoch). The batch order is the one
+    ``DataLoader(shuffle=True, drop_last=True, generator=seeded)`` draws, so a loader can start at any
+    batch of an epoch (a resume mid-epoch); the views come from torch's global generator in the
+    main process (saved in checkpoints), or per worker from the epoch's seeded base seed. With
+    workers, a resume inside an epoch keeps the batches but not the views of that epoch's remaining
+    steps (the workers' streams restart); with num_workers=0 it is exact, bit for bit."""
+
+    def __init__(self, views: SplitImages, batch_size: int, seed: int, workers: int, pin_memory: bool) -> None:
+        self.views, self.batch_size, self.seed = views, batch_size, seed
+        self.workers, self.pin_memory = workers, pin_memory
+        self.steps_per_epoch = len(views) // batch_size
+        self._iterator: Any = None
+        self._position = (-1, -1)
+
+    def _generator(self, epoch: int) -> torch.Generator:
+        generator = torch.Generator().manual_seed(seed_from("simclr-epoch", self.seed, epoch))
+        skip_dropped_iterator(generator, len(self.views), self.batch_size, self.workers)
+        return generator
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, b = divmod(step, self.steps_per_epoch)
+        if b == 0 or self._position != (epoch, b):  # a new epoch, or a resume inside one
+            order = list(torch.utils.data.DataLoader(range(len(self.views)), batch_size=self.batch_size, shuffle=True,
+                                                     drop_last=True, generator=self._generator(epoch)))
+            loader = torch.utils.data.DataLoader(self.views, batch_sampler=[batch.tolist() for batch in order[b:]],
+                                                 num_workers=self.workers, generator=self._generator(epoch),
+                                                 pin_memory=self.pin_memory, persistent_workers=False)
+            self._iterator = iter(loader)
+        self._position = (epoch, b + 1) if b + 1 < self.steps_per_epoch else (epoch + 1, 0)
+        return next(self._iterator)
+
+
+def skip_dropped_iterator(generator: torch.Generator, n: int, batch_size: int, workers: int) -> None:
+    """Advance an epoch's generator past the draws of the DataLoader iterator that pretraining
+    used to open and drop before the one it walked (tqdm.auto opens one when it wraps a loader), so
+    the epoch orders and worker seeds stay those of every weights file pretrained so far.
+
+    That iterator drew its base seed (one int64) and, with workers, prefetched 2 batches per worker
+    from the shuffling sampler: one permutation of range(n), and a second one when the prefetch ran
+    past the epoch's last full batch (the sampler draws its next permutation before it stops).
+    tests/test_data_pretrain.py compares this with a real DataLoader under tqdm.auto.
+    """
+    torch.empty((), dtype=torch.int64).random_(generator=generator)
+    if workers > 0:
+        torch.randperm(n, generator=generator)
+        if 2 * workers > n // batch_size:
+            torch.randperm(n, generator=generator)
 
 
 def pretrain_simclr(dataset: Dataset, weights_path: str | Path, mean: tuple[float, ...], std: tuple[float, ...],
                     options: PretrainOptions | None = None, device: str = "cpu", resume: bool = False,
                     echo: Echo = print, extra: dict | None = None) -> PretrainResult:
     """Train ResNet-18 (CIFAR stem) + 512-512-128 projection on the data set's train split (labels
-    are never read) and write the weights (ours format) to `weights_path`."""
-    from tqdm.auto import tqdm
+    are never read) and write the weights (ours format) to `weights_path`.
 
+    Raises
+    ------
+    UserError
+        Bad options, fewer than 2 images, or (with `resume`) a checkpoint written for other data or
+        options.
+    training.loop.TrainingInterrupted
+        SIGINT / SIGTERM: the resume checkpoint was written and the message says how to resume.
+    """
     options = options or PretrainOptions()
     options.check()
     weights_path = Path(weights_path)
@@ -109,97 +152,82 @@ def pretrain_simclr(dataset: Dataset, weights_path: str | Path, mean: tuple[floa
     total_steps = steps_per_epoch * options.epochs
     base_lr = options.lr * batch_size / 512
 
-    torch.manual_seed(seed_from("simclr-pretrain", options.seed))
+    seed_torch("simclr-pretrain", options.seed)
     net = ContrastiveNet("resnet18_cifar", [512, 512, 128], True).to(device)
     if cuda:
         net = net.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=0.9, nesterov=True,
                                 weight_decay=options.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=cuda and options.amp)
-    start_epoch, losses, resumed_from = 0, [], 0
     run_identity = {"dataset": dataset.identity, "batch_size": batch_size, "epochs": options.epochs,
                     "lr": options.lr, "temperature": options.temperature, "seed": options.seed,
                     "mean": list(mean), "std": list(std)}
-    if resume and resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=False)
-        if state.get("run") != run_identity:
-            raise UserError(f"Cannot resume from {resume_path}: it was written for other data or options "
-                            f"({_diff(state.get('run', {}), run_identity)}). Drop --resume (and use --force) "
-                            "to start again.")
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        start_epoch, losses = int(state["epoch"]), list(state["losses"])
-        torch.set_rng_state(state["torch_rng"])
-        resumed_from = start_epoch
-        echo(f"resuming from epoch {start_epoch} of {options.epochs} ({resume_path})")
-    elif resume:
-        echo(f"no checkpoint at {resume_path}; starting from scratch")
+    if not resume:  # a fresh start: an earlier run's state must not be picked up
+        for stale in Checkpoint(resume_path).files():
+            stale.unlink()
 
-    size = dataset.image_size
-    views = TwoViews(dataset.train, simclr_augment(size, mean, std, options.crop_scale))
-    workers = options.num_workers if options.num_workers >= 0 else max(0, min(4, (_cpus() or 1) - 1))
+    def on_epoch(done: int, losses: list[float]) -> float:
+        mean_loss = float(np.mean(losses)) if losses else float("nan")
+        echo(f"epoch {done // steps_per_epoch}/{options.epochs}: loss {mean_loss:.4f}")
+        return mean_loss
+
+    loop = TrainLoop(
+        name="simclr/pretrain", model=net, optimizer=optimizer, steps=total_steps, stop_at=options.max_steps,
+        lr_factor=lambda k: half_cosine_factor(k, total_steps), scaler=scaler, seeding=Seeding.carried(),
+        checkpoint=Checkpoint(resume_path), identity=run_identity, upgrade=_upgrade(steps_per_epoch),
+        mismatch=lambda path, diff: (f"Cannot resume from {path}: it was written for other data or options "
+                                     f"({diff}). Drop --resume (and use --force) to start again."),
+        checkpoint_every=steps_per_epoch, period=steps_per_epoch, on_period=on_epoch,
+        train_mode=net.train, device=str(device), echo=echo,
+        resume_hint="Add --resume to the same pretrain command to continue from there.",
+        slow_hint="Lower --epochs, or pretrain on a GPU (--device cuda).")
+    resumed_from = 0
+    if resume:
+        step = loop.restore()
+        if step:
+            resumed_from, inside = divmod(step, steps_per_epoch)
+            where = f"epoch {resumed_from}" if not inside else f"step {inside} of epoch {resumed_from + 1}"
+            echo(f"resuming from {where} of {options.epochs} ({loop.checkpoint.loaded_from})")
+        else:
+            echo(f"no checkpoint at {resume_path}; starting from scratch")
+
+    workers = options.num_workers if options.num_workers >= 0 else max(0, min(4, (os.cpu_count() or 1) - 1))
+    views = SplitImages(dataset.train, TwoViews(simclr_transform(dataset.image_size, mean, std, options.crop_scale)),
+                        mode="RGB")
+    batches = EpochBatches(views, batch_size, options.seed, workers, pin_memory=cuda)
+
+    def step_fn(step: int, _: Any) -> tuple[torch.Tensor, dict]:
+        v1, v2 = batches(step)
+        v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
+        if cuda:
+            v1 = v1.contiguous(memory_format=torch.channels_last)
+            v2 = v2.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda and options.amp):
+            return nt_xent(net(v1), net(v2), options.temperature), {}
+
     start = time.perf_counter()
-    step = start_epoch * steps_per_epoch
-    for epoch in range(start_epoch, options.epochs):
-        generator = torch.Generator().manual_seed(seed_from("simclr-epoch", options.seed, epoch))
-        loader = torch.utils.data.DataLoader(views, batch_size=batch_size, shuffle=True, drop_last=True,
-                                             num_workers=workers, generator=generator, pin_memory=cuda,
-                                             persistent_workers=False)
-        net.train()
-        epoch_losses = []
-        bar = tqdm(loader, desc=f"simclr epoch {epoch + 1}/{options.epochs}", leave=False,
-                   disable=progress_disabled())
-        for v1, v2 in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, total_steps, base_lr)
-            v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
-            if cuda:
-                v1 = v1.contiguous(memory_format=torch.channels_last)
-                v2 = v2.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda and options.amp):
-                loss = nt_xent(net(v1), net(v2), options.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            epoch_losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{epoch_losses[-1]:.3f}")
-            step += 1
-            if options.max_steps is not None and step >= options.max_steps:
-                break
-        losses.append(float(np.mean(epoch_losses)) if epoch_losses else float("nan"))
-        _save_resume(resume_path, net, optimizer, scaler, epoch + 1, losses, run_identity)
-        echo(f"epoch {epoch + 1}/{options.epochs}: loss {losses[-1]:.4f}")
-        if options.max_steps is not None and step >= options.max_steps:
-            break
-    done = len(losses)
-    export = net.export(encoder="simclr", epochs=done, losses=losses, options=asdict(options),
+    done = loop.run(step_fn)
+    losses = list(done.history)
+    if done.pending_losses:  # stopped early (max_steps) inside an epoch
+        losses.append(float(np.mean(done.pending_losses)))
+    export = net.export(encoder="simclr", epochs=len(losses), losses=losses, options=asdict(options),
                         dataset_identity=dataset.identity, mean=list(mean), std=list(std), **(extra or {}))
-    _atomic_torch_save(weights_path, export)
-    return PretrainResult(weights_path, done, losses, time.perf_counter() - start, resumed_from)
-
-
-def _cpus() -> int | None:
-    import os
-
-    return os.cpu_count()
-
-
-def _diff(old: dict, new: dict) -> str:
-    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    return ", ".join(keys) or "unknown difference"
-
-
-def _save_resume(path: Path, net: nn.Module, optimizer, scaler, epoch: int, losses: list[float], run: dict) -> None:
-    _atomic_torch_save(path, {"model": net.state_dict(), "optimizer": optimizer.state_dict(),
-                              "scaler": scaler.state_dict(), "epoch": epoch, "losses": losses, "run": run,
-                              "torch_rng": torch.get_rng_state()})
-
-
-def _atomic_torch_save(path: Path, obj: dict) -> None:
-    import io
-
     buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    torch.save(export, buffer)
+    atomic_write_bytes(weights_path, buffer.getvalue())
+    return PretrainResult(weights_path, len(losses), losses, time.perf_counter() - start, resumed_from)
+
+
+def _upgrade(steps_per_epoch: int) -> Callable[[dict], dict]:
+    """Read a resume checkpoint of the epoch-based format (before the shared loop) as a loop state."""
+
+    def upgrade(saved: dict) -> dict:
+        if "state" in saved or "epoch" not in saved:
+            return saved
+        return {"key": content_key(saved.get("run")), "identity": saved.get("run"), "model": saved["model"],
+                "optimizer": saved["optimizer"], "scaler": saved.get("scaler"), "ema": None, "extra": {},
+                "rng": {"torch": saved["torch_rng"], "generators": []},
+                "state": {"step": int(saved["epoch"]) * steps_per_epoch, "history": list(saved["losses"]),
+                          "train_seconds": 0.0, "pending_losses": []}}
+
+    return upgrade

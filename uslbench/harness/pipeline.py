@@ -320,7 +320,7 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
     if existing is not None and existing.get("status") == "ok" and not force:
         return RunOutcome(existing, prep.record_path, {"features": True, "selection": True, "run": True})
     if force:  # a finished training checkpoint would otherwise be reloaded instead of retrained
-        for checkpoint in prep.run_dir.glob("*.ckpt.pt"):
+        for checkpoint in prep.run_dir.glob("*.ckpt.pt*"):  # with its digest, .prev and set-aside copies
             checkpoint.unlink()
     prep.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(prep.run_dir / "running.json", _running_marker())

@@ -77,7 +77,7 @@ class Learner:
     (Li, Xiong & Hoi, ICCV 2021), SimCLRv2 fine-tuning (Chen et al., NeurIPS 2020), plus cheap
     probes on frozen features. Subclasses are registered with ``@LEARNERS.register(...)``,
     declare their `traits` and implement `fit`; image learners subclass
-    ``learners.train_loop.ImageLearner`` and implement only their loss.
+    ``learners.image_learner.ImageLearner`` and implement only their loss.
 
     Parameters
     ----------

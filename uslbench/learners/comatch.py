@@ -21,9 +21,10 @@ from torch import nn
 
 from ..registry import LEARNERS
 from ..nets import projection_mlp
+from ..training.losses import one_hot, soft_cross_entropy
 from ..traits import LearnerTraits
+from .image_learner import Batch, ImageLearner, LoopConfig, TrainData
 from .presets import CONTRACT_TEST_LOOP, image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig, TrainData, one_hot, soft_cross_entropy
 
 
 @dataclass

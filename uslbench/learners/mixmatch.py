@@ -14,9 +14,10 @@ import numpy as np
 import torch
 
 from ..registry import LEARNERS
+from ..training.losses import one_hot, soft_cross_entropy
 from ..traits import LearnerTraits
+from .image_learner import Batch, ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig, one_hot, soft_cross_entropy
 
 
 @dataclass

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Iterable
 
-from .train_loop import LoopConfig
+from .loop_config import LoopConfig
 
 SMALL = ("digits", "bloodmnist")
 

@@ -33,11 +33,13 @@ from torch import nn
 from .. import DEFAULT_SEED
 from ..errors import UserError
 from ..registry import LEARNERS
+from ..nets import Classifier, build_network, projection_mlp
+from ..training.loop import cpu_threads, seed_torch
+from ..training.losses import nt_xent, soft_cross_entropy
 from ..traits import LearnerTraits
 from ..utils import seed_from
-from ..nets import Classifier, build_network, projection_mlp
+from .image_learner import Batch, ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig, cpu_threads, nt_xent, soft_cross_entropy
 
 
 @dataclass
@@ -146,10 +148,10 @@ class SimCLRv2(ImageLearner):
         data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
         config = self.config
         with cpu_threads(config.threads):
-            torch.manual_seed(seed_from(seed, self.name, "init"))
+            seed_torch(seed, self.name, "init")
             backbone, feature_dim, pretrain_seconds = self._backbone(dataset, data, encoder, seed, device, workdir)
             pretrained_here = pretrain_seconds is not None
-            torch.manual_seed(seed_from(seed, self.name, "head"))
+            seed_torch(seed, self.name, "head")
             model = Classifier(backbone, feature_dim, dataset.num_classes).to(device)
             if config.finetune == "linear":
                 for parameter in model.backbone.parameters():
@@ -163,7 +165,7 @@ class SimCLRv2(ImageLearner):
                 for parameter in model.parameters():
                     parameter.requires_grad_(False)
                 self._teacher = model
-                torch.manual_seed(seed_from(seed, self.name, "student"))
+                seed_torch(seed, self.name, "student")
                 student = build_network(config.arch, dataset.num_classes, dataset.channels, dataset.image_size)
                 self._use_views("distill", (), ("weak",))
                 distilled = self.run_loop(student, data, replace(config, steps=config.distill_steps), seed, device,

@@ -11,8 +11,8 @@ import torch
 
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
+from .image_learner import Batch, ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
-from .train_loop import Batch, ImageLearner, LoopConfig
 
 
 @dataclass

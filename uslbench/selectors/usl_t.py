@@ -24,7 +24,7 @@ Two modes:
 * `backbone` (the reference CIFAR setting, GPU recommended): the encoder's torch module
   (`context.encoder.build_module()` -> (module, feature_dim)) is fine-tuned with the heads on
   the data set's images under strong augmentation (random resized crop, flip, colour jitter,
-  grayscale, cutout; see `augment.strong_augment`).
+  grayscale, cutout; see `uslbench.training.augment.contrastive_augment`).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The one training loop shared by every image learner (supervised, fixmatch, mixmatch, comatch, simclrv2).
+"""The base class of every image learner (supervised, fixmatch, mixmatch, comatch, simclrv2): the
+learner side of the one training loop (`uslbench.training.loop.TrainLoop`).
 
 A learner subclasses `ImageLearner` and supplies only:
 
@@ -9,11 +10,13 @@ A learner subclasses `ImageLearner` and supplies only:
 - optionally `build_model` (network + extra heads), `extra_state` / `load_extra_state` (CoMatch's
   memory bank), `parameter_groups` (frozen backbones).
 
-The loop does the rest, once: batches drawn from reshuffled passes over the labeled set and the pool,
-augmentation on the device, SGD with Nesterov momentum and no weight decay on BN / bias, the cosine
-schedule lr * cos(7 pi k / (16 K)), an EMA copy of the weights that is the evaluated model,
-evaluation every `eval_every` steps, atomic checkpoints in the run's workdir and resume from them,
-a tqdm progress bar, and on a GPU optional bf16 autocast, channels-last and torch.compile.
+This module does what is specific to SSL on images: the data held on the device as uint8
+(`TrainData`), batches drawn from reshuffled passes over the labeled set and the pool
+(`training.loop.IndexStream`), augmentation on the device (`training.augment`), SGD with Nesterov
+momentum and no weight decay on BN / bias, the cosine schedule lr * cos(7 pi k / (16 K)),
+evaluation of the EMA weights every `eval_every` steps, and on a GPU optional bf16 autocast,
+channels-last and torch.compile. The loop does the rest (EMA, seeding per step, checkpoints in the
+run's workdir and resume, interrupts, duration estimate, progress).
 
 Determinism and resume: every random draw of step k (batch indices, augmentations, MixUp) comes
 from generators seeded by (seed, k), never from a stream carried across steps; so a run stopped
@@ -26,69 +29,49 @@ is what the reference FixMatch loaders do by repeating the labeled set. Neither 
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-import io
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import DEFAULT_SEED
-from ..datasets.base import Dataset, ImageSplit
+from ..datasets.base import Dataset
 from ..errors import UserError
-from ..utils import atomic_write_bytes, content_key, progress_disabled, seed_from
-from .augment import AugmentPolicy, augment, policy_for
+from ..training.augment import AugmentPolicy, augment, policy_for
+from ..training.checkpoint import Checkpoint
+from ..training.images import split_tensor
+from ..training.loop import (IndexStream, Seeding, TrainLoop, cosine_factor, cpu_threads, parameter_groups,
+                             seed_torch)
+from ..utils import content_key
 from .base import Learner, top1_metrics
+from .loop_config import LoopConfig  # noqa: F401  (learners import it from here too)
 from ..nets import build_network, check_arch
 
 CHECKPOINT_VERSION = 1
 
 
-@dataclass
-class LoopConfig:
-    """Fields every image learner shares. Learner configs inherit these and add their own."""
+def slow_hint(learner: str = "fixmatch") -> str:
+    """Said when a run would take absurdly long on the device (see training.loop.estimate_duration):
+    the small recipe of the shared presets (digits row), or a GPU."""
+    from .presets import SHARED  # lazy: presets imports this module (LoopConfig)
 
-    arch: str = field(default="auto", metadata={"help": "cnn, wrn28_2, wrn28_8, resnet18_cifar, resnet50, auto"})
-    steps: int = field(default=1 << 20, metadata={"help": "optimisation steps K"})
-    labeled_batch: int = 64
-    unlabeled_ratio: int = field(default=7, metadata={"help": "mu: unlabeled batch = mu x labeled batch"})
-    lr: float = 0.03
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    cosine: bool = field(default=True, metadata={"help": "lr * cos(7 pi k / (16 K)); off = constant lr"})
-    ema: float = field(default=0.999, metadata={"help": "EMA decay of the evaluated weights (0 = no EMA)"})
-    eval_every: int = 5000
-    checkpoint_every: int = 1000
-    augment: str = field(default="auto", metadata={"help": "augmentation policy: auto, cifar, digits, medical"})
-    amp: bool = field(default=False, metadata={"help": "bf16 autocast (CUDA only)"})
-    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (CUDA only)"})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the training forward pass"})
-    eval_batch: int = 1024
-    threads: int = field(default=0, metadata={"help": "CPU threads for torch during fit (0 = torch's default)"})
+    small = SHARED["digits"]
+    return ("For a CPU-sized run use the small recipe, e.g. "
+            + " ".join(f"--learner-config {learner}.{k}={small[k]}"
+                       for k in ("arch", "steps", "labeled_batch", "unlabeled_ratio", "ema"))
+            + ", or run on a GPU (--device cuda).")
+
+
+def _mismatch(path: Path, differences: str) -> str:
+    return (f"The checkpoint {path} belongs to another run (different {differences}: config, seed or labeled "
+            "set); delete it or use another results root.")
 
 
 # ---------------------------------------------------------------------------------------------
 # data
-
-
-def split_tensor(split: ImageSplit, image_size: int, channels: int) -> torch.Tensor:
-    """uint8 (N, C, H, W) of a split; lazy (file-backed) splits are read and resized once."""
-    if split.array is not None:
-        array = split.array
-    else:
-        mode = "L" if channels == 1 else "RGB"
-        array = np.stack([np.asarray(split.image(i).convert(mode).resize((image_size, image_size)))
-                          for i in range(len(split))])
-        if array.ndim == 3:
-            array = array[..., None]
-    return torch.from_numpy(np.ascontiguousarray(array)).permute(0, 3, 1, 2).contiguous()
 
 
 @dataclass
@@ -122,33 +105,6 @@ class TrainData:
         return (x - self.mean) / self.std
 
 
-class IndexStream:
-    """Batch b of step k = positions [k b, (k + 1) b) of an endless concatenation of seeded
-    permutations of range(n). A step's indices depend only on (seed, name, k): resumable, no state."""
-
-    def __init__(self, n: int, batch: int, seed: int, name: str) -> None:
-        self.n, self.batch, self.seed, self.name = n, batch, seed, name
-        self._perms: dict[int, torch.Tensor] = {}
-
-    def _perm(self, epoch: int) -> torch.Tensor:
-        if epoch not in self._perms:
-            if len(self._perms) > 4:
-                self._perms.pop(min(self._perms))
-            g = torch.Generator().manual_seed(seed_from(self.seed, self.name, epoch))
-            self._perms[epoch] = torch.randperm(self.n, generator=g)
-        return self._perms[epoch]
-
-    def indices(self, step: int) -> torch.Tensor:
-        start = step * self.batch
-        positions = torch.arange(start, start + self.batch)
-        epochs = positions // self.n
-        out = torch.empty(self.batch, dtype=torch.int64)
-        for epoch in torch.unique(epochs).tolist():
-            members = epochs == epoch
-            out[members] = self._perm(int(epoch))[positions[members] % self.n]
-        return out
-
-
 @dataclass
 class Batch:
     """One step's inputs: normalised views (in the declared order), labels, and the step's generator."""
@@ -173,38 +129,7 @@ class Batch:
 
 
 # ---------------------------------------------------------------------------------------------
-# optimisation pieces
-
-
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on BatchNorm weights and biases (every parameter with ndim <= 1)."""
-    decay, no_decay = [], []
-    for parameter in module.parameters():
-        if parameter.requires_grad:
-            (no_decay if parameter.ndim <= 1 else decay).append(parameter)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def cosine_factor(step: int, total_steps: int) -> float:
-    """FixMatch's schedule: cos(7 pi k / (16 K)), from 1 down to cos(7 pi / 16) ~ 0.195."""
-    return math.cos(7.0 * math.pi * step / (16.0 * max(total_steps, 1)))
-
-
-class EMA:
-    """Exponential moving average of the parameters; buffers (BN statistics) are copied."""
-
-    def __init__(self, model: nn.Module, decay: float) -> None:
-        self.decay = decay
-        self.model = copy.deepcopy(model)
-        for parameter in self.model.parameters():
-            parameter.requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
-        for ema_b, b in zip(self.model.buffers(), model.buffers()):
-            ema_b.copy_(b)
+# evaluation
 
 
 @torch.no_grad()
@@ -303,7 +228,16 @@ class ImageLearner(Learner):
                  workdir: str | Path | None, phase: str = "train", fingerprint: Any = None,
                  evaluate: bool = True) -> dict[str, Any]:
         """Train `model` for config.steps steps (resuming from workdir/<phase>.ckpt.pt) and evaluate
-        its EMA on the test split (`evaluate=False`: self-supervised phases without a classifier)."""
+        its EMA on the test split (`evaluate=False`: self-supervised phases without a classifier).
+
+        Raises
+        ------
+        UserError
+            Bad options, images that do not fit the network, no trainable parameters, or a checkpoint
+            in `workdir` written for another config, seed or labeled set.
+        training.loop.TrainingInterrupted
+            SIGINT / SIGTERM: the checkpoint was written and the message says how to resume.
+        """
         self.check_options(config, device)
         model.to(device)
         if config.channels_last:
@@ -316,37 +250,26 @@ class ImageLearner(Learner):
         if not any(g["params"] for g in groups):
             raise UserError(f"Learner {self.name!r} has no trainable parameters in phase {phase!r}.")
         optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, (lambda k: cosine_factor(k, total)) if config.cosine else (lambda k: 1.0))
-        ema = EMA(model, config.ema) if config.ema > 0 else None
-        # pending_losses: the losses since the last evaluation, so a resumed curve matches too
-        state = {"step": 0, "curve": [], "train_seconds": 0.0, "pending_losses": []}
-        path = Path(workdir) / f"{phase}.ckpt.pt" if workdir is not None else None
-        key = content_key({"version": CHECKPOINT_VERSION, "learner": self.name, "phase": phase,
-                           "config": asdict(config), "seed": seed, "data": fingerprint})
-        if path is not None and path.exists():
-            checkpoint = torch.load(path, map_location=device, weights_only=False)
-            if checkpoint.get("key") != key:
-                raise UserError(f"The checkpoint {path} belongs to another run (different config, seed or "
-                                "labeled set); delete it or use another results root.")
-            model.load_state_dict(checkpoint["model"])
-            optimizer.load_state_dict(checkpoint["optimizer"])
-            schedule.load_state_dict(checkpoint["schedule"])
-            if ema is not None:
-                ema.model.load_state_dict(checkpoint["ema"])
-            self.load_extra_state(checkpoint["extra"])
-            state = checkpoint["state"]
+        identity = {"version": CHECKPOINT_VERSION, "learner": self.name, "phase": phase,
+                    "config": asdict(config), "seed": seed, "data": fingerprint}
 
-        def save() -> None:
-            if path is None:
-                return
-            buffer = io.BytesIO()
-            torch.save({"key": key, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(), "ema": ema.model.state_dict() if ema else None,
-                        "extra": self.extra_state(), "state": state}, buffer)
-            atomic_write_bytes(path, buffer.getvalue())
+        def on_period(done: int, losses: list[float]) -> dict:
+            top1 = top1_metrics(predict(loop.evaluated, data, config.eval_batch, config.channels_last),
+                                data.test_targets, data.num_classes)["top1"]
+            return {"step": done, "top1": round(top1, 4), "loss": round(float(np.mean(losses)), 6)}
 
-        evaluated = ema.model if ema is not None else model
+        loop = TrainLoop(
+            name=f"{self.name}/{phase}", model=model, optimizer=optimizer, steps=total,
+            lr_factor=(lambda k: cosine_factor(k, total)) if config.cosine else None, ema=config.ema,
+            seeding=Seeding.per_step(seed, phase, device),
+            checkpoint=Checkpoint(Path(workdir) / f"{phase}.ckpt.pt") if workdir is not None else None,
+            identity=identity, mismatch=_mismatch, checkpoint_every=config.checkpoint_every,
+            period=config.eval_every if evaluate else None, on_period=on_period,
+            extra_state=self.extra_state, load_extra_state=self.load_extra_state,
+            train_mode=lambda: self.set_train_mode(model),
+            callbacks=[lambda done, fn=fn: fn(phase, done) for fn in self.step_callbacks], device=device,
+            resume_hint="Run the same command again (same --results-root, without --force) to resume from there.",
+            slow_hint=slow_hint(self.name))
         forward = torch.compile(model) if config.compile else model
         labeled_stream = IndexStream(len(data.labeled_targets), config.labeled_batch, seed, f"{phase}/labeled")
         unlabeled_batch = config.labeled_batch * config.unlabeled_ratio
@@ -354,54 +277,21 @@ class ImageLearner(Learner):
                             if self.unlabeled_views and unlabeled_batch > 0 else None)
         autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp
                     else torch.autocast("cpu", enabled=False))
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=total, initial=state["step"], desc=f"{self.name}/{phase}", disable=progress_disabled(),
-                   dynamic_ncols=True)
-        losses: list[float] = list(state["pending_losses"])
-        started = time.perf_counter()
-        self.set_train_mode(model)
-        for step in range(state["step"], total):
-            generator = torch.Generator(device=device).manual_seed(seed_from(seed, phase, "step", step))
-            torch.manual_seed(seed_from(seed, phase, "global", step))  # dropout or any global draw
+        def step_fn(step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
             batch = self._batch(data, labeled_stream, unlabeled_stream, step, generator, config)
             with autocast:
-                loss, logs = self.loss(forward, batch, step, total)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            if ema is not None:
-                ema.update(model)
-            losses.append(float(loss.detach()))
-            bar.update(1)
-            bar.set_postfix({"loss": f"{losses[-1]:.3f}", **{k: f"{v:.3f}" for k, v in logs.items()}},
-                            refresh=False)
-            done = step + 1
-            if evaluate and (done % config.eval_every == 0 or done == total):
-                top1 = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
-                                    data.test_targets, data.num_classes)["top1"]
-                self.set_train_mode(model)
-                state["curve"].append({"step": done, "top1": round(top1, 4),
-                                       "loss": round(float(np.mean(losses)), 6)})
-                losses = []
-            if done % config.checkpoint_every == 0 or done == total:
-                state["step"] = done
-                state["pending_losses"] = list(losses)
-                state["train_seconds"] += time.perf_counter() - started
-                started = time.perf_counter()
-                save()
-            for callback in self.step_callbacks:
-                callback(phase, done)
-        bar.close()
-        state["step"] = total
+                return self.loss(forward, batch, step, total)
+
+        done = loop.run(step_fn)
+        evaluated = loop.evaluated
         if not evaluate:
-            return {"steps": total, "train_seconds": round(state["train_seconds"], 3), "model": evaluated}
+            return {"steps": done.steps, "train_seconds": done.train_seconds, "model": evaluated}
         metrics = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
                                data.test_targets, data.num_classes)
-        curve = state["curve"]
+        curve = done.history
         metrics.update(best_top1_over_training=max((c["top1"] for c in curve), default=metrics["top1"]),
-                       curve=curve, steps=total, train_seconds=round(state["train_seconds"], 3))
+                       curve=curve, steps=done.steps, train_seconds=done.train_seconds)
         return metrics
 
     def _batch(self, data: TrainData, labeled_stream: IndexStream, unlabeled_stream: IndexStream | None,
@@ -441,40 +331,6 @@ class ImageLearner(Learner):
             workdir: str | Path | None = None, features: Any = None, encoder: Any = None) -> dict[str, Any]:
         data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
         with cpu_threads(self.config.threads):
-            torch.manual_seed(seed_from(seed, self.name, "init"))
+            seed_torch(seed, self.name, "init")
             model = self.build_model(dataset, device, encoder)
             return self.run_loop(model, data, self.config, seed, device, workdir, "train", fingerprint)
-
-
-@contextlib.contextmanager
-def cpu_threads(threads: int) -> Iterator[None]:
-    """Temporarily set torch's CPU thread count. Why: the small presets' tiny convolutions run
-    several times faster on one thread than on two contended ones (measured: 9 ms vs 250 ms per
-    step on a loaded 2-core machine), because OpenMP synchronisation dominates such small kernels."""
-    previous = torch.get_num_threads()
-    if threads > 0:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def one_hot(targets: torch.Tensor, num_classes: int) -> torch.Tensor:
-    return torch.nn.functional.one_hot(targets, num_classes).float()
-
-
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """NT-Xent over a batch of B positive pairs (rows L2-normalised): each of the 2B views must pick
-    its partner among the other 2B - 1 views; mean cross-entropy."""
-    z = torch.cat([z1, z2]).float()
-    n = z1.shape[0]
-    logits = z @ z.t() / temperature
-    logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
-    return torch.nn.functional.cross_entropy(logits, targets)
-
-
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-row cross-entropy against probability targets."""
-    return -(targets * torch.log_softmax(logits, dim=1)).sum(1)

@@ -1,12 +1,21 @@
-"""Batched image augmentations for the SSL learners (run on the training device).
+"""Every augmentation of uslbench, in one module: the batched SSL views of the image learners, the
+batched contrastive view of USL-T's backbone mode, the per-image SimCLR pipeline of pretraining, and
+USL-T's feature-space stand-in for image augmentation.
 
-Why batched tensors instead of per-image PIL transforms: the SSL loop draws up to 64 + 3 x 448
-views per step; per-image Python calls would dominate a CPU step on small images, and on a GPU the
-augmentation would starve the network. Every random draw comes from an explicit
+| function | used by | input | randomness |
+|---|---|---|---|
+| `augment` (views ``none`` / ``weak`` / ``strong``) | image learners (learners/) | uint8 (B, C, H, W) on the device | an explicit `torch.Generator` per step |
+| `contrastive_augment` | USL-T ``mode=backbone`` | float (B, C, H, W) in [0, 1] | an explicit `torch.Generator` |
+| `simclr_transform` | SimCLR pretraining (encoders/pretrain.py) | one PIL image | torch's global generator (per worker) |
+| `feature_augment` | USL-T ``mode=head`` | float (B, d) feature rows | an explicit `torch.Generator` |
+
+Why batched tensors instead of per-image PIL transforms for the SSL views: the SSL loop draws up to
+64 + 3 x 448 views per step; per-image Python calls would dominate a CPU step on small images, and on
+a GPU the augmentation would starve the network. Every random draw comes from an explicit
 `torch.Generator`, so a step's views depend only on (seed, step) and a resumed run sees exactly the
 images an uninterrupted one would.
 
-Views (a learner declares which ones it needs):
+SSL views (a learner declares which ones it needs):
 
 - ``weak``: random horizontal flip (when the policy allows it) + random translation by up to
   ``pad`` pixels with reflect padding (the "flip + reflect-padded crop" of FixMatch; a translation
@@ -44,6 +53,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
+
 VIEWS = ("none", "weak", "strong")
 
 OPS = ("identity", "autocontrast", "brightness", "color", "contrast", "equalize", "posterize",
@@ -75,9 +86,13 @@ POLICIES = {
 
 
 def policy_for(name: str, image_size: int) -> AugmentPolicy:
-    """Resolve a policy name; "auto" = digits policy for images of 16 px or less, cifar otherwise."""
-    from ..errors import UserError
+    """Resolve a policy name; "auto" = digits policy for images of 16 px or less, cifar otherwise.
 
+    Raises
+    ------
+    UserError
+        For a name that is neither "auto" nor a key of `POLICIES`.
+    """
     if name == "auto":
         name = "digits" if image_size <= 16 else "cifar"
     if name not in POLICIES:
@@ -244,3 +259,131 @@ def cutout(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -
     mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]
     return torch.where(mask, torch.full_like(x, policy.fill), x)
 
+
+
+# ---------------------------------------------------------------------------------------------
+# contrastive views: USL-T's backbone mode (batched) and SimCLR pretraining (per image)
+
+
+def contrastive_augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Batched SimCLR-style view of float images, used by USL-T's backbone mode.
+
+    Random resized crop (area 0.2-1, aspect ratio 3/4-4/3) with horizontal flip (one affine map per
+    image, reflection padding), colour jitter (brightness, contrast, saturation 0.4, p 0.8),
+    greyscale (p 0.2, colour images only), cutout of a half-side square filled with 0.5 (p 0.5).
+
+    Parameters
+    ----------
+    images : torch.Tensor
+        float (B, C, H, W) in [0, 1], any device.
+    generator : torch.Generator
+        CPU generator; every random draw comes from it, in a fixed order.
+
+    Returns
+    -------
+    torch.Tensor
+        float (B, C, H, W) in [0, 1] on the device of `images`.
+
+    Reference: Chen et al. 2020 (SimCLR) augmentations as used for USL-T (Wang, Lian, Yu, ECCV 2022).
+    """
+    b, c, h, w = images.shape
+    device = images.device
+
+    def uniform(low, high, *shape):
+        return (low + (high - low) * torch.rand(shape or (b,), generator=generator)).to(device)
+
+    area = uniform(0.2, 1.0)
+    ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    tx = (uniform(-1.0, 1.0) * (1 - sx))
+    ty = (uniform(-1.0, 1.0) * (1 - sy))
+    flip = torch.where(uniform(0.0, 1.0) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3, device=device)
+    theta[:, 0, 0] = sx * flip
+    theta[:, 0, 2] = tx
+    theta[:, 1, 1] = sy
+    theta[:, 1, 2] = ty
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    out = F.grid_sample(images, grid, padding_mode="reflection", align_corners=False)
+    jitter = (uniform(0.0, 1.0) < 0.8).float().view(b, 1, 1, 1)
+    brightness = uniform(0.6, 1.4).view(b, 1, 1, 1)
+    contrast = uniform(0.6, 1.4).view(b, 1, 1, 1)
+    jittered = out * brightness
+    mean = jittered.mean(dim=(1, 2, 3), keepdim=True)
+    jittered = (jittered - mean) * contrast + mean
+    if c == 3:
+        grey = (0.299 * jittered[:, 0] + 0.587 * jittered[:, 1] + 0.114 * jittered[:, 2]).unsqueeze(1)
+        saturation = uniform(0.6, 1.4).view(b, 1, 1, 1)
+        jittered = (jittered - grey) * saturation + grey
+    out = (jitter * jittered + (1 - jitter) * out).clamp(0.0, 1.0)
+    if c == 3:
+        to_grey = (uniform(0.0, 1.0) < 0.2).float().view(b, 1, 1, 1)
+        grey = (0.299 * out[:, 0] + 0.587 * out[:, 1] + 0.114 * out[:, 2]).unsqueeze(1).expand_as(out)
+        out = to_grey * grey + (1 - to_grey) * out
+    cut = uniform(0.0, 1.0) < 0.5
+    cy, cx = (uniform(0.0, 1.0) * h).long(), (uniform(0.0, 1.0) * w).long()
+    rows = torch.arange(h, device=device).view(1, h, 1)
+    cols = torch.arange(w, device=device).view(1, 1, w)
+    half_h, half_w = max(1, h // 4), max(1, w // 4)
+    box = ((rows - cy.view(b, 1, 1)).abs() <= half_h) & ((cols - cx.view(b, 1, 1)).abs() <= half_w)
+    box &= cut.view(b, 1, 1)
+    return out.masked_fill(box.unsqueeze(1), 0.5)
+
+
+def simclr_transform(size: int, mean: tuple[float, ...], std: tuple[float, ...],
+                     crop_scale: tuple[float, float] = (0.2, 1.0)):
+    """Per-image SimCLR pipeline of pretraining (torchvision transforms on a PIL RGB image).
+
+    RandomResizedCrop(size, scale=crop_scale), horizontal flip, colour jitter 0.4/0.4/0.4/0.1
+    (p 0.8), greyscale (p 0.2), Gaussian blur (p 0.5, kernel ~ 10% of the side) only for images of
+    64 px and more, then to a float tensor normalised with `mean` / `std` (one value per channel,
+    or one value repeated for the three channels).
+
+    Returns
+    -------
+    Callable[[PIL.Image.Image], torch.Tensor]
+        image -> float (3, size, size). Randomness: torch's global generator (per DataLoader worker).
+
+    Reference: Chen et al. 2020 (SimCLR); CIFAR settings of SCAN's SimCLR.
+    """
+    from torchvision import transforms as T
+
+    steps = [T.RandomResizedCrop(size, scale=crop_scale), T.RandomHorizontalFlip(),
+             T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), T.RandomGrayscale(p=0.2)]
+    if size >= 64:
+        kernel = max(3, int(0.1 * size) // 2 * 2 + 1)
+        steps.append(T.RandomApply([T.GaussianBlur(kernel, sigma=(0.1, 2.0))], p=0.5))
+    mean3 = tuple(mean) * 3 if len(mean) == 1 else tuple(mean)
+    std3 = tuple(std) * 3 if len(std) == 1 else tuple(std)
+    steps += [T.ToTensor(), T.Normalize(mean3, std3)]
+    return T.Compose(steps)
+
+
+# ---------------------------------------------------------------------------------------------
+# feature space
+
+
+def feature_augment(x: torch.Tensor, dropout: float, noise_std: float, generator: torch.Generator) -> torch.Tensor:
+    """USL-T head mode's stand-in for strong image augmentation on frozen features.
+
+    Inverted dropout (p = `dropout`, kept entries scaled by 1 / (1 - p)) plus Gaussian noise of
+    standard deviation `noise_std` / sqrt(d) per entry (so ~`noise_std` per unit-norm row).
+
+    Parameters
+    ----------
+    x : torch.Tensor
+        float (B, d) on the CPU.
+    dropout, noise_std : float
+        Drop probability in [0, 1); noise level per row.
+    generator : torch.Generator
+        CPU generator for both draws (mask first, then noise).
+
+    Returns
+    -------
+    torch.Tensor
+        float (B, d).
+    """
+    keep = (torch.rand(x.shape, generator=generator) >= dropout).to(x.dtype) / max(1.0 - dropout, 1e-6)
+    noise = torch.randn(x.shape, generator=generator) * (noise_std / math.sqrt(x.shape[1]))
+    return x * keep + noise

@@ -1,0 +1,29 @@
+"""`LoopConfig`: the config fields every image learner shares (a plain dataclass, importable
+without torch, so the presets table and the registry read it without loading the training code)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class LoopConfig:
+    """Fields every image learner shares. Learner configs inherit these and add their own."""
+
+    arch: str = field(default="auto", metadata={"help": "cnn, wrn28_2, wrn28_8, resnet18_cifar, resnet50, auto"})
+    steps: int = field(default=1 << 20, metadata={"help": "optimisation steps K"})
+    labeled_batch: int = 64
+    unlabeled_ratio: int = field(default=7, metadata={"help": "mu: unlabeled batch = mu x labeled batch"})
+    lr: float = 0.03
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    cosine: bool = field(default=True, metadata={"help": "lr * cos(7 pi k / (16 K)); off = constant lr"})
+    ema: float = field(default=0.999, metadata={"help": "EMA decay of the evaluated weights (0 = no EMA)"})
+    eval_every: int = 5000
+    checkpoint_every: int = 1000
+    augment: str = field(default="auto", metadata={"help": "augmentation policy: auto, cifar, digits, medical"})
+    amp: bool = field(default=False, metadata={"help": "bf16 autocast (CUDA only)"})
+    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (CUDA only)"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the training forward pass"})
+    eval_batch: int = 1024
+    threads: int = field(default=0, metadata={"help": "CPU threads for torch during fit (0 = torch's default)"})
