@@ -54,9 +54,12 @@ LEARNER_ROWS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
     ("comatch",   SMALL,         dict(queue_size=640)),
     # SimCLRv2: ResNet-18 (the SimCLR encoder) on CIFAR; the small sets fine-tune the CNN faster
     ("simclrv2",  ("cifar10", "cifar100"), dict(arch="resnet18_cifar")),
-    ("simclrv2",  ("digits",),   dict(labeled_batch=64, lr=0.05, weight_decay=5e-4)),
+    # (the small sets fine-tune the CNN pretrained here, not a CLD model: plain logits and the weak
+    # view, since a random resized crop of an 8x8 digit keeps little of it)
+    ("simclrv2",  ("digits",),   dict(labeled_batch=64, lr=0.05, weight_decay=5e-4, finetune_view="weak",
+                                      normalise_logits=False)),
     ("simclrv2",  ("bloodmnist",), dict(labeled_batch=64, lr=0.05, weight_decay=5e-4, eval_every=500,
-                                        checkpoint_every=500)),
+                                        checkpoint_every=500, finetune_view="weak", normalise_logits=False)),
 ]
 
 
