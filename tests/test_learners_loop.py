@@ -172,3 +172,16 @@ def test_simclrv2_uses_the_encoder_network_when_there_is_one(small_digits):
     learner = LEARNERS.create("simclrv2", dataset="digits", **tiny_overrides("simclrv2", distill_steps=0))
     metrics = learner.fit(small_digits, labeled_set(small_digits), encoder=TinyEncoder())
     assert built == ["cpu"] and metrics["encoder_pretrained_here"] is False and metrics["steps"] == 6
+
+
+def test_record_metrics(small_digits):
+    """The three statistics the references report: the final (EMA) top-1, the best evaluation
+    (USL FixMatch fork, USB) and the median of the last 20 evaluations (FixMatch / MixMatch papers)."""
+    learner = LEARNERS.create("supervised", dataset="digits", **tiny_overrides("supervised", steps=24, eval_every=1,
+                                                                                 threads=1))
+    metrics = learner.fit(small_digits, labeled_set(small_digits), seed=2)
+    curve = [c["top1"] for c in metrics["curve"]]
+    assert len(curve) == 24 and curve[-1] == pytest.approx(metrics["top1"], abs=1e-4)
+    assert metrics["best_top1_over_training"] == max(curve)
+    assert metrics["median20_top1"] == pytest.approx(float(np.median(curve[-20:])))
+    assert {"top1", "best_top1_over_training", "median20_top1"} <= set(type(learner).declared_metrics)
