@@ -25,7 +25,8 @@ from ..learners.nets import projection_mlp
 from ..learners.nets.resnet import BACKBONES
 from ..utils import content_key, file_sha256
 from .base import Encoder, FeatureSet, l2_normalise
-from .checkpoints import FORMAT, MappedWeights, load_file, load_into, map_state_dict
+from .checkpoints import (FORMAT, MappedWeights, NotSelfSupervised, classifier_message, load_file, load_into,
+                          map_state_dict)
 from .extract import Preprocess, extract_features
 
 NORMALISATIONS = {
@@ -176,7 +177,11 @@ class TorchEncoder(Encoder):
             self._weights_file = path
 
     def _build_net(self, path: Path) -> nn.Module:
-        mapped: MappedWeights = map_state_dict(load_file(path))
+        try:
+            mapped: MappedWeights = map_state_dict(load_file(path))
+        except NotSelfSupervised as exc:  # a supervised classifier: say what matched and what to pass
+            reference = ContrastiveNet(self.arch, self.head_dims)
+            raise UserError(classifier_message(exc, reference, path, self.name, self.arch)) from None
         net = ContrastiveNet(self.arch, mapped.head_dims, mapped.head_relu)
         load_into(net, mapped, f"{self.name}'s {self.arch} backbone", path)
         return net

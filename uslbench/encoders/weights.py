@@ -184,10 +184,10 @@ class KeyReport:
         return f"layout {self.layout}: {self.n_matched} of {self.n_required} tensors matched" + (
             f" ({ignored})" if ignored else "")
 
-    def message(self, path: Path | str, target: str, advice: str) -> str:
+    def message(self, path: Path | str, target: str, advice: str, scope: str = "the network's") -> str:
         """The error paragraph: what was detected, what matched and what did not, what to pass."""
         parts = [f"Weights {path} do not fit {target}. Detected layout: {self.layout}; "
-                 f"{self.n_matched} of {self.n_required} of the network's tensors matched by name and shape."]
+                 f"{self.n_matched} of {self.n_required} of {scope} tensors matched by name and shape."]
         if self.shapes:
             parts.append(f"Shape mismatches ({len(self.shapes)}): {_listing(self.shapes, 6)}.")
         if self.missing:
