@@ -86,6 +86,8 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.option("--encoder", default=None, help="with --dataset: encoder (default: the data set's)")
 @click.option("--encoder-weights", default=None, help="with --dataset: weights file for the encoder")
 @click.option("--data-root", default=None, help="with --dataset: folder holding the data set's files")
+@click.option("--encoder-config", multiple=True, metavar="KEY=VALUE",
+              help="with --dataset: encoder config override (repeatable), e.g. model=resnet50 for --encoder timm")
 @click.option("--selector-config", multiple=True, metavar="KEY=VALUE", help="selector config override (repeatable)")
 @click.option("--preset", "preset_dataset", default=None,
               help="with --features: take the selector's presets for this data set (e.g. cifar10, imagenet)")
@@ -96,7 +98,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.option("--results-root", default="results", show_default=True, help="with --dataset: caches go here")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, or auto")
 def select_command(selector, budget, seed, features_path, dataset, encoder, encoder_weights, data_root,
-                   selector_config, preset_dataset, normalise, export_path, results_root, device) -> None:
+                   encoder_config, selector_config, preset_dataset, normalise, export_path, results_root, device) -> None:
     """Select m images from your own features or a data set; print per-phase seconds; export.
 
     \b
@@ -111,7 +113,8 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
     check_export_path(export_path)
     overrides = parse_overrides(selector_config)
     if features_path is not None:
-        for flag, value in (("--encoder", encoder), ("--encoder-weights", encoder_weights), ("--data-root", data_root)):
+        for flag, value in (("--encoder", encoder), ("--encoder-weights", encoder_weights), ("--data-root", data_root),
+                            ("--encoder-config", encoder_config or None)):
             if value is not None:
                 raise UserError(f"{flag} applies to --dataset; with --features your matrix is the features.")
         features = load_feature_matrix(features_path)
@@ -130,7 +133,8 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
         if preset_dataset is not None:
             raise UserError("--preset applies to --features; with --dataset the data set's presets are used.")
         spec = RunSpec(dataset=dataset, selector=selector, learner=None, budget=budget, seed=seed, encoder=encoder,
-                       encoder_weights=encoder_weights, data_root=data_root, selector_config=overrides)
+                       encoder_weights=encoder_weights, data_root=data_root, selector_config=overrides,
+                       encoder_config=parse_overrides(encoder_config))
         data, cached, stage_seconds = select_spec(spec, results_root, device=resolve_device(device),
                                                   echo=lambda m: click.echo(f"warning: {m}", err=True))
         indices, info, seconds = np.asarray(data["indices"], dtype=np.int64), data.get("info", {}), data.get("seconds", {})
