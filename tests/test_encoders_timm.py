@@ -245,3 +245,21 @@ def test_a_missing_checkpoint_names_the_encoders_that_need_none_and_the_timm_rou
     assert "python cli.py pretrain --encoder simclr" in message          # the existing route stays
     assert "--encoder pixels needs no weights" in message
     assert "--encoder timm --encoder-config model=NAME --encoder-weights FILE" in message
+
+
+@pytest.mark.slow
+def test_onnx_backend_gives_the_eager_features(cifar, tmp_path):
+    from uslbench.encoders.timm_encoder import onnx_available
+
+    assert onnx_available(), "the dev extra installs onnxruntime, onnx and onnxscript"
+    torch.save(_random_model("resnet18").state_dict(), tmp_path / "a.pth")
+    make = lambda backend: ENCODERS.create("timm", model="resnet18", weights=str(tmp_path / "a.pth"),  # noqa: E731
+                                           image_size=32, backend=backend, threads=1)
+    eager, onnx = make("eager").encode(cifar), make("onnx").encode(cifar)
+    np.testing.assert_allclose(onnx.train, eager.train, atol=1e-5)
+    np.testing.assert_allclose(onnx.test, eager.test, atol=1e-5)
+    assert make("auto").resolve_backend("cpu", 1999) == "eager" and make("auto").resolve_backend("cpu", 2000) == "onnx"
+    assert make("auto").resolve_backend("cuda", 50_000) == "eager"
+    assert make("onnx").identity() == make("eager").identity()    # a runtime choice: same feature cache
+    with pytest.raises(UserError, match="backend must be one of auto, eager, onnx"):
+        make("tensorrt").check(cifar)
