@@ -53,7 +53,7 @@ def test_real_efficientnet_lite0_weights_beat_pixels_by_far(cifar10_real):
 def test_run_select_and_sweep_end_to_end_with_the_timm_encoder(cifar10_root, tmp_path):
     root = str(tmp_path / "results")
     common = ["--dataset", "cifar10", "--data-root", str(cifar10_root), "--encoder", "timm",
-              "--encoder-weights", WEIGHTS, "--encoder-config", "image_size=32", "--encoder-config", "threads=1"]
+              "--encoder-weights", WEIGHTS, "--encoder-config", "timm.image_size=32", "--encoder-config", "timm.threads=1"]
     runner = CliRunner()
 
     def invoke(*args):
@@ -62,7 +62,7 @@ def test_run_select_and_sweep_end_to_end_with_the_timm_encoder(cifar10_root, tmp
         return result.output
 
     # run: usl_t in head mode (frozen timm features) + the k-NN probe
-    out = invoke("run", "--selector", "usl_t", "--selector-config", "max_steps=20", "--learner", "knn",
+    out = invoke("run", "--selector", "usl_t", "--selector-config", "usl_t.max_steps=20", "--learner", "knn",
                  "--budget", "20", "--seed", "1", "--results-root", root, *common)
     records = [json.loads(p.read_text()) for p in (tmp_path / "results").glob("runs/*/record.json")]
     assert len(records) == 1 and records[0]["status"] == "ok", out
