@@ -263,3 +263,31 @@ def test_onnx_backend_gives_the_eager_features(cifar, tmp_path):
     assert make("onnx").identity() == make("eager").identity()    # a runtime choice: same feature cache
     with pytest.raises(UserError, match="backend must be one of auto, eager, onnx"):
         make("tensorrt").check(cifar)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(monkeypatch):
+    import io
+
+    from uslbench.encoders.progress import ImageProgress
+
+    monkeypatch.delenv("USLBENCH_QUIET", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    log = io.StringIO()
+    with ImageProgress(300, "timm train", every_s=0.0, stream=log, terminal=False) as progress:
+        for _ in range(3):
+            progress.update(100)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 3 and "\r" not in log.getvalue()          # two periodic lines + the summary
+    assert lines[0].startswith("timm train: 100/300 images (33%), ") and "img/s, about" in lines[0]
+    assert lines[-1].startswith("timm train: 300 images in ") and lines[-1].endswith("img/s)")
+    bar = io.StringIO()
+    with ImageProgress(300, "timm train", stream=bar, terminal=True) as progress:
+        progress.update(300)
+    shown = bar.getvalue()
+    assert shown.startswith("\rtimm train:") and "img/s]" in shown        # a tqdm bar counting images/s
+    assert shown.endswith("img/s)\n")                                      # and the summary line
+    monkeypatch.setenv("USLBENCH_QUIET", "1")
+    quiet = io.StringIO()
+    with ImageProgress(300, "timm train", every_s=0.0, stream=quiet, terminal=False) as progress:
+        progress.update(300)
+    assert quiet.getvalue() == ""
