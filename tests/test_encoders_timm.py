@@ -148,6 +148,8 @@ def test_mismatches_name_the_layout_the_counts_and_the_keys(cifar, tmp_path):
 
     with pytest.raises(UserError, match="timm has no architecture 'resnet181'. Did you mean resnet18"):
         _encode(cifar, tmp_path / "r18.pth", "resnet181", 32)
+    with pytest.raises(UserError, match=r"timm model 'resnet18.nope': Invalid pretrained tag .* Known tags: .*a1_in1k"):
+        _encode(cifar, tmp_path / "r18.pth", "resnet18.nope", 32)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(UserError, match="Cannot read encoder weights .*junk.pt: not a PyTorch checkpoint"):
         _encode(cifar, tmp_path / "junk.pt", "resnet18", 32)

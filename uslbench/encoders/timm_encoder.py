@@ -116,7 +116,7 @@ class TimmFeatures(nn.Module):
         return (self.resize(x) - self.mean) / self.std
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return PooledFeatures(self.model)(self.prepare(x))
+        return self.model.forward_head(self.model.forward_features(self.prepare(x)), pre_logits=True)
 
 
 class PooledFeatures(nn.Module):
@@ -191,7 +191,11 @@ def pretrained_config(model: str) -> dict:
     """timm's pretrained config of the architecture (tag included), as a dict; {} when it has none."""
     import timm
 
-    cfg = timm.models.get_pretrained_cfg(model, allow_unregistered=False) if "." in model else None
+    try:
+        cfg = timm.models.get_pretrained_cfg(model, allow_unregistered=False) if "." in model else None
+    except RuntimeError as exc:  # "Invalid pretrained tag (x) for resnet18."
+        tags = [n.split(".", 1)[1] for n in timm.list_pretrained(f"{_split_name(model)}.*")]
+        raise UserError(f"timm model {model!r}: {exc} Known tags: {', '.join(tags) or 'none'}.") from None
     cfg = cfg or timm.models.get_pretrained_cfg(_split_name(model))
     return cfg.to_dict() if cfg is not None else {}
 
@@ -395,8 +399,15 @@ class TimmEncoder(Encoder):
         total = len(dataset.train) + (len(dataset.test) if dataset.test is not None else 0)
         runner = None
         if self.resolve_backend(device, total) == "onnx":
-            with _threads(self.config.threads):
-                runner = onnx_runner(module, self.config.threads)
+            try:
+                with _threads(self.config.threads):
+                    runner = onnx_runner(module, self.config.threads)
+            except Exception as exc:  # an architecture the exporter cannot trace: PyTorch computes the same
+                if self.config.backend == "onnx":
+                    raise UserError(f"Encoder 'timm': exporting {self.config.model} to ONNX failed "
+                                    f"({type(exc).__name__}); use backend=eager.") from exc
+                print(f"timm {self.config.model}: ONNX export failed ({type(exc).__name__}); using PyTorch.",
+                      file=sys.stderr, flush=True)
         train = self.extract(module, dataset.train, device, "timm train", runner)
         test = self.extract(module, dataset.test, device, "timm test", runner) if dataset.test is not None else None
         if not np.isfinite(train).all() or (test is not None and not np.isfinite(test).all()):
