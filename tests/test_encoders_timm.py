@@ -293,3 +293,23 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(monkeypatch):
     with ImageProgress(300, "timm train", every_s=0.0, stream=quiet, terminal=False) as progress:
         progress.update(300)
     assert quiet.getvalue() == ""
+
+
+def test_file_backed_images_go_through_timms_eval_transform(tmp_path):
+    from uslbench.datasets.testing import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs", per_class_train=3, per_class_test=1, num_classes=2, size=48)
+    lazy = load_dataset(f"folder:{root}", image_size=48, max_in_memory=2)   # read from the files on demand
+    assert lazy.train.array is None
+    model = _random_model("resnet18")
+    torch.save(model.state_dict(), tmp_path / "a.pth")
+    out = ENCODERS.create("timm", model="resnet18", weights=str(tmp_path / "a.pth"), image_size=32,
+                          num_workers=0).encode(lazy)
+    # by hand: timm's eval transform (resize 32 / crop_pct 0.95 -> 33, centre crop 32, mean/std), pooled features
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({"input_size": (3, 32, 32)}, model=model))
+    x = torch.stack([transform(lazy.train.image(i).convert("RGB")) for i in range(len(lazy.train))])
+    with torch.no_grad():
+        expected = F.normalize(_strip_head(model).forward_head(_strip_head(model).forward_features(x),
+                                                               pre_logits=True), dim=1).numpy()
+    assert out.train.shape == (6, 512) and out.test.shape == (2, 512)
+    np.testing.assert_allclose(out.train, expected, atol=1e-5)
