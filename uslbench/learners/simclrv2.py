@@ -96,6 +96,10 @@ class SimCLRv2(ImageLearner):
             config = replace(config, steps=1)
         ImageLearner.check_options(config, device)
 
+    def needs_pool(self) -> bool:
+        """Pretraining (an encoder without a network) and distillation read the pool."""
+        return True
+
     def finetune_steps(self, budget: int) -> int:
         if self.config.steps > 0:
             return self.config.steps

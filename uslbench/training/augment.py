@@ -373,17 +373,20 @@ def feature_augment(x: torch.Tensor, dropout: float, noise_std: float, generator
     Parameters
     ----------
     x : torch.Tensor
-        float (B, d) on the CPU.
+        float (B, d) on any device.
     dropout, noise_std : float
         Drop probability in [0, 1); noise level per row.
     generator : torch.Generator
-        CPU generator for both draws (mask first, then noise).
+        Generator for both draws (mask first, then noise), which are made on its device: give one
+        on `x`'s device (a CPU generator with GPU features works, at the price of a copy per draw).
 
     Returns
     -------
     torch.Tensor
-        float (B, d).
+        float (B, d) on `x`'s device.
     """
-    keep = (torch.rand(x.shape, generator=generator) >= dropout).to(x.dtype) / max(1.0 - dropout, 1e-6)
-    noise = torch.randn(x.shape, generator=generator) * (noise_std / math.sqrt(x.shape[1]))
+    where = generator.device
+    keep = (torch.rand(x.shape, generator=generator, device=where) >= dropout).to(x.device, x.dtype)
+    keep = keep / max(1.0 - dropout, 1e-6)
+    noise = torch.randn(x.shape, generator=generator, device=where).to(x.device) * (noise_std / math.sqrt(x.shape[1]))
     return x * keep + noise
