@@ -45,3 +45,38 @@ def gaussian_mixture(n: int = 600, d: int = 16, clusters: int = 8, seed: int = 0
     centers = rng.standard_normal((clusters, d)) * 3
     x = centers[rng.integers(0, clusters, n)] + rng.standard_normal((n, d))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# --- real CIFAR-10 ---------------------------------------------------------------------------------
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10"   # the JPEG copy kept beside the repository
+CIFAR10_TRAIN, CIFAR10_TEST = 1000, 500                      # the first images of each split, original order
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory):
+    """A torchvision-format CIFAR-10 folder (pass as --data-root) with the first 1,000 training
+    and 500 test images of the real data set, built once per session from ../shared/data/cifar10/.
+    CI has that folder beside the clone: its absence is a failure, not a skip."""
+    import os
+    from pathlib import Path
+
+    from uslbench.datasets.cifar_jpeg import write_cifar10_subset
+
+    source = Path(os.environ.get("USLBENCH_CIFAR10_JPEG", CIFAR10_JPEG))
+    if not (source / "cifar10-jpeg.tar.gz").is_file():
+        pytest.fail(f"Real CIFAR-10 is needed by this test: no cifar10-jpeg.tar.gz in {source} (the shared data "
+                    "folder beside the repository; set USLBENCH_CIFAR10_JPEG to its location).")
+    return write_cifar10_subset(source, tmp_path_factory.mktemp("cifar10"), CIFAR10_TRAIN, CIFAR10_TEST)
+
+
+@pytest.fixture(scope="session")
+def cifar10_real(cifar10_root):
+    """The loaded real CIFAR-10 subset (uslbench Dataset)."""
+    import warnings
+
+    from uslbench.datasets import load_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checksums differ from the official archive, by design
+        return load_dataset("cifar10", data_root=str(cifar10_root))

@@ -25,7 +25,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.option("--encoder", default=None, help="with --dataset: encoder (default: the data set's)")
 @click.option("--encoder-weights", default=None, help="with --dataset: weights file for the encoder")
 @click.option("--data-root", default=None, help="with --dataset: folder holding the data set's files")
-@config_overrides("selector")
+@config_overrides("selector", "encoder")
 @click.option("--preset", "preset_dataset", default=None,
               help="with --features: take the selector's presets for this data set (e.g. cifar10, imagenet)")
 @click.option("--l2-normalise/--no-l2-normalise", "normalise", default=True, show_default=True,
@@ -36,7 +36,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @device_option("where selection runs: cpu, cuda[:N] (needs faiss-gpu: the `gpu` extra), or auto (a GPU when "
                "one is visible; faiss stays on the CPU without faiss-gpu)")
 def select_command(selector, budget, seed, features_path, dataset, encoder, encoder_weights, data_root,
-                   selector_config, preset_dataset, normalise, export_path, results_root, device) -> None:
+                   encoder_config, selector_config, preset_dataset, normalise, export_path, results_root, device) -> None:
     """Select m images from your own features or a data set; print per-phase seconds; export.
 
     \b
@@ -56,7 +56,8 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
     check_selection_device(device)  # --device cuda without a GPU or faiss-gpu: refused before any work
     overrides = overrides_for("selector", selector, selector_config)
     if features_path is not None:
-        for flag, value in (("--encoder", encoder), ("--encoder-weights", encoder_weights), ("--data-root", data_root)):
+        for flag, value in (("--encoder", encoder), ("--encoder-weights", encoder_weights), ("--data-root", data_root),
+                            ("--encoder-config", encoder_config or None)):
             if value is not None:
                 raise UserError(f"{flag} applies to --dataset; with --features your matrix is the features.")
         selection, shape, normalised = select_from_file(features_path, selector, budget, seed, overrides,
@@ -71,7 +72,8 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
         if preset_dataset is not None:
             raise UserError("--preset applies to --features; with --dataset the data set's presets are used.")
         spec = RunSpec(dataset=dataset, selector=selector, learner=None, budget=budget, seed=seed, encoder=encoder,
-                       encoder_weights=encoder_weights, data_root=data_root, selector_config=overrides)
+                       encoder_weights=encoder_weights, data_root=data_root, selector_config=overrides,
+                       encoder_config=overrides_for("encoder", encoder, encoder_config))
         data, cached, stage_seconds = select_spec(spec, results_root, device=resolve_device(device),
                                                   echo=lambda m: click.echo(f"warning: {m}", err=True))
         indices, info, seconds = np.asarray(data["indices"], dtype=np.int64), data.get("info", {}), data.get("seconds", {})
