@@ -34,14 +34,21 @@ def image_array(image: Image.Image, image_size: int, channels: int) -> np.ndarra
 
 
 class ToTensor:
-    """PIL image -> uint8 (C, H, W) tensor at the data set's size and channel count (picklable, so
-    DataLoader workers can use it)."""
+    """PIL image -> uint8 (H, W, C) tensor at the data set's size and channel count (picklable, so
+    DataLoader workers can use it). A batch of them, stacked and permuted to (B, C, H, W), has the
+    memory layout of `split_tensor`'s (channels last in memory), so the network computes the same
+    bits on a file-backed split as on the same images held in memory."""
 
     def __init__(self, image_size: int, channels: int) -> None:
         self.image_size, self.channels = int(image_size), int(channels)
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return torch.from_numpy(image_array(image, self.image_size, self.channels).copy()).permute(2, 0, 1)
+        return torch.from_numpy(image_array(image, self.image_size, self.channels).copy())
+
+
+def _nchw(batch_hwc: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, C) -> (B, C, H, W) view, as `split_tensor` lays it out."""
+    return batch_hwc.permute(0, 3, 1, 2)
 
 
 def split_tensor(split: ImageSplit, image_size: int, channels: int) -> torch.Tensor:
@@ -152,7 +159,7 @@ class ImagePool:
         if self.workers > 0 and len(indices) > 2 * TAKE_CHUNK:  # decoded in parallel, a chunk per worker
             return torch.cat(list(self.batches(indices[s:s + TAKE_CHUNK] for s in range(0, len(indices), TAKE_CHUNK))))
         images = SplitImages(self.split, ToTensor(self.image_size, self.channels))
-        return to_device(torch.stack([images[i] for i in indices]), self.device)
+        return to_device(_nchw(torch.stack([images[i] for i in indices])), self.device)
 
     def batches(self, index_lists: Iterable[Sequence[int]]) -> Iterator[torch.Tensor]:
         """`take` of each list in turn; file-backed splits decode ahead in the DataLoader workers
@@ -166,7 +173,7 @@ class ImagePool:
             batch_sampler=(_as_list(indices) for indices in index_lists), num_workers=self.workers,
             pin_memory=is_cuda(self.device))
         for batch in loader:
-            yield to_device(batch, self.device)
+            yield to_device(_nchw(batch), self.device)
 
     def ordered(self, batch_size: int) -> Iterator[torch.Tensor]:
         """The whole split in index order, `batch_size` images at a time (evaluation)."""
