@@ -192,7 +192,7 @@ def test_step_images_read_files_ahead_and_restart_on_a_resume(small_digits):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["fixmatch", "supervised"])
-def test_file_backed_splits_train_exactly_as_in_memory_ones(small_digits, name):
+def test_file_backed_splits_train_exactly_as_in_memory_ones(small_digits, name, one_torch_thread):
     """The pool and the test split read from 'files' by DataLoader workers: same metrics, bit for bit."""
     files = dataclasses.replace(small_digits, train=file_backed(small_digits.train),
                                 test=file_backed(small_digits.test))
@@ -271,11 +271,11 @@ def _bn_net() -> torch.nn.Module:
                                torch.nn.Linear(4 * 6 * 6, 3))
 
 
-def test_fused_ema_equals_the_per_parameter_update_to_float_rounding():
+def test_fused_ema_equals_the_per_parameter_update_to_float_rounding(one_torch_thread):
     torch.manual_seed(0)
     model = _bn_net()
     plain, fused, default = EMA(model, 0.99, foreach=False), EMA(model, 0.99, foreach=True), EMA(model, 0.99)
-    for _ in range(50):
+    for _ in range(20):
         with torch.no_grad():
             for p in model.parameters():
                 p.add_(torch.randn_like(p) * 0.1)
@@ -334,8 +334,7 @@ def test_feature_augment_draws_on_the_generator_device_and_returns_on_x_device()
     assert moved.device.type == "meta" and moved.shape == x.shape
 
 
-@pytest.mark.slow
-def test_usl_t_backbone_mode_reads_a_file_backed_pool_like_an_in_memory_one():
+def test_usl_t_backbone_mode_reads_a_file_backed_pool_like_an_in_memory_one(one_torch_thread):
     dataset = load_dataset("digits")
     features = dataset.train.array.reshape(len(dataset.train), -1).astype(np.float32) + 1.0
     features /= np.linalg.norm(features, axis=1, keepdims=True)
@@ -353,12 +352,12 @@ def test_usl_t_backbone_mode_reads_a_file_backed_pool_like_an_in_memory_one():
     results = []
     for data, workers in ((dataset, 0), (dataclasses.replace(dataset, train=file_backed(dataset.train)), 1)):
         context = SelectionContext(dataset=data, encoder=TinyEncoder(), dataset_name="digits")
-        selection = SELECTORS.create("usl_t", mode="backbone", max_steps=9, batch_size=256,
+        selection = SELECTORS.create("usl_t", mode="backbone", max_steps=6, batch_size=128,
                                      num_workers=workers).select(features, 12, seed=1, context=context)
         results.append(selection)
     assert np.array_equal(results[0].indices, results[1].indices)
     assert results[0].info["loss_first_last"] == results[1].info["loss_first_last"]
-    assert results[0].info["steps"] == 9 and results[0].info["training_device"] == "cpu"
+    assert results[0].info["steps"] == 6 and results[0].info["training_device"] == "cpu"
     assert results[0].info["precision"] == "fp32"
 
 

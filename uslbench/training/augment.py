@@ -188,7 +188,11 @@ _GEOMETRIC = {"rotate", "shear_x", "shear_y", "translate_x", "translate_y"}
 
 
 def randaugment(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
-    """RandAugment with random magnitudes: each image gets n ops (uniform choice, with repetition)."""
+    """RandAugment with random magnitudes: each image gets n ops (uniform choice, with repetition).
+
+    Which images an op applies to is decided on the host: one copy of the slot's op choices per
+    slot (nothing on the CPU, where it is already), then index tensors; a boolean mask tested or
+    indexed per op would make the host wait for the GPU about 15 times per slot."""
     b = x.shape[0]
     device = x.device
     n_ops = torch.randint(policy.n_ops_min, policy.n_ops_max + 1, (b,), generator=generator, device=device)
@@ -196,20 +200,23 @@ def randaugment(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generat
         choice = torch.randint(0, len(OPS), (b,), generator=generator, device=device)
         magnitude = torch.rand(b, generator=generator, device=device)
         signs = torch.where(torch.rand(b, generator=generator, device=device) < 0.5, -1.0, 1.0)
-        active = slot < n_ops
+        op_of = torch.where(slot < n_ops, choice, -1).cpu()  # -1: no op in this slot
         theta = torch.eye(2, 3, device=device).repeat(b, 1, 1)
-        geometric = torch.zeros(b, dtype=torch.bool, device=device)
+        geometric: list[torch.Tensor] = []
         for op_index, op in enumerate(OPS):
-            members = active & (choice == op_index)
-            if op == "identity" or not bool(members.any()):
+            members = torch.nonzero(op_of == op_index).squeeze(1)  # increasing image indices, on the host
+            if op == "identity" or len(members) == 0:
                 continue
+            if members.device != device:
+                members = members.to(device, non_blocking=True)
             if op in _GEOMETRIC:
-                geometric |= members
+                geometric.append(members)
                 theta[members] = _affine(op, magnitude[members] * signs[members], policy)
                 continue
             x[members] = _apply_colour_op(x[members], op, magnitude[members], signs[members])
-        if bool(geometric.any()):
-            x[geometric] = _warp(x[geometric], theta[geometric], policy.fill)
+        if geometric:
+            rows = torch.sort(torch.cat(geometric)).values
+            x[rows] = _warp(x[rows], theta[rows], policy.fill)
     return x
 
 
