@@ -10,13 +10,18 @@ A learner subclasses `ImageLearner` and supplies only:
 - optionally `build_model` (network + extra heads), `extra_state` / `load_extra_state` (CoMatch's
   memory bank), `parameter_groups` (frozen backbones).
 
-This module does what is specific to SSL on images: the data held on the device as uint8
-(`TrainData`), batches drawn from reshuffled passes over the labeled set and the pool
-(`training.loop.IndexStream`), augmentation on the device (`training.augment`), SGD with Nesterov
-momentum and no weight decay on BN / bias, the cosine schedule lr * cos(7 pi k / (16 K)),
-evaluation of the EMA weights every `eval_every` steps, and on a GPU optional bf16 autocast,
-channels-last and torch.compile. The loop does the rest (EMA, seeding per step, checkpoints in the
-run's workdir and resume, interrupts, duration estimate, progress).
+This module does what is specific to SSL on images: the data as uint8 (`TrainData`: the labeled
+images on the device; the pool and the test split as `training.images.ImagePool`s, on the GPU only
+when they fit in a share of its free memory, else gathered on the host and sent per batch, and
+file-backed splits decoded by DataLoader workers ahead of the step), batches drawn from reshuffled
+passes over the labeled set and the pool (`training.loop.IndexStream`), augmentation on the device
+(`training.augment`), SGD with Nesterov momentum and no weight decay on BN / bias, the cosine
+schedule lr * cos(7 pi k / (16 K)), evaluation of the EMA weights every `eval_every` steps (under
+the training's autocast), and the precision of `training.device.resolve_precision`: on a GPU by
+default bf16 autocast (fp16 with a GradScaler where bf16 is missing) and channels-last, float32 on
+the CPU; optional torch.compile. The loop does the rest (EMA, seeding per step, checkpoints in the
+run's workdir and resume, interrupts, duration estimate, progress). Nothing is read back from the
+GPU per step: losses and logs stay tensors until an evaluation or a checkpoint.
 
 Determinism and resume: every random draw of step k (batch indices, augmentations, MixUp) comes
 from generators seeded by (seed, k), never from a stream carried across steps; so a run stopped
