@@ -192,14 +192,30 @@ def test_step_images_read_files_ahead_and_restart_on_a_resume(small_digits):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["fixmatch", "supervised"])
-def test_file_backed_splits_train_exactly_as_in_memory_ones(small_digits, name, one_torch_thread):
-    """The pool and the test split read from 'files' by DataLoader workers: same metrics, bit for bit."""
+def test_host_and_file_backed_pools_train_exactly_as_device_ones(small_digits, name, one_torch_thread, monkeypatch):
+    """The pool and the test split kept on the host and sent per batch (what a GPU too small for
+    them gets), or read from 'files' by DataLoader workers: the same metrics, bit for bit."""
     files = dataclasses.replace(small_digits, train=file_backed(small_digits.train),
                                 test=file_backed(small_digits.test))
     labeled = labeled_set(small_digits)
     a = LEARNERS.create(name, dataset="digits", **tiny(name)).fit(small_digits, labeled, seed=2)
     b = LEARNERS.create(name, dataset="digits", **tiny(name)).fit(files, labeled, seed=2)
-    assert (a["top1"], a["curve"]) == (b["top1"], b["curve"]) and a["precision"] == "fp32"
+    monkeypatch.setattr(images_module, "place_pool", lambda *args, **kwargs: "host")
+    c = LEARNERS.create(name, dataset="digits", **tiny(name)).fit(small_digits, labeled, seed=2)
+    assert (a["top1"], a["curve"]) == (b["top1"], b["curve"]) == (c["top1"], c["curve"])
+    assert a["precision"] == "fp32"
+
+
+def test_usl_t_head_mode_with_features_on_the_host_trains_exactly_as_on_the_device(monkeypatch, one_torch_thread):
+    from uslbench.selectors import usl_t_train
+
+    features = np.random.default_rng(0).standard_normal((600, 16)).astype(np.float32)
+    features /= np.linalg.norm(features, axis=1, keepdims=True)
+    a = SELECTORS.create("usl_t", epochs=3).select(features, 10, seed=2)
+    monkeypatch.setattr(usl_t_train, "place_pool", lambda *args, **kwargs: "host")
+    b = SELECTORS.create("usl_t", epochs=3).select(features, 10, seed=2)
+    assert np.array_equal(a.indices, b.indices) and a.info["loss_first_last"] == b.info["loss_first_last"]
+    assert a.info["training_device"] == "cpu" and a.info["precision"] == "fp32"
 
 
 def test_a_learner_that_never_reads_the_pool_keeps_it_off_the_device(small_digits, monkeypatch):
