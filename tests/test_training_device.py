@@ -203,7 +203,9 @@ def test_host_and_file_backed_pools_train_exactly_as_device_ones(small_digits, n
     monkeypatch.setattr(images_module, "place_pool", lambda *args, **kwargs: "host")
     c = LEARNERS.create(name, dataset="digits", **tiny(name)).fit(small_digits, labeled, seed=2)
     assert (a["top1"], a["curve"]) == (b["top1"], b["curve"]) == (c["top1"], c["curve"])
-    assert a["precision"] == "fp32"
+    assert a["precision"] == "fp32" and b["data_placement"] == {"pool": "files", "test": "files"}
+    assert a["data_placement"] == {"pool": "device" if name == "fixmatch" else "host", "test": "device"}
+    assert c["data_placement"] == {"pool": "host", "test": "host"}
 
 
 def test_usl_t_head_mode_with_features_on_the_host_trains_exactly_as_on_the_device(monkeypatch, one_torch_thread):

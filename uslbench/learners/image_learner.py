@@ -354,7 +354,8 @@ class ImageLearner(Learner):
                                data.test_targets, data.num_classes)
         curve = done.history
         metrics.update(best_top1_over_training=max((c["top1"] for c in curve), default=metrics["top1"]),
-                       curve=curve, steps=done.steps, train_seconds=done.train_seconds, precision=precision.name)
+                       curve=curve, steps=done.steps, train_seconds=done.train_seconds, precision=precision.name,
+                       data_placement=data.placement)
         return metrics
 
     def _batch(self, data: TrainData, labeled_stream: IndexStream, unlabeled: StepImages | None,
