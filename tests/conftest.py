@@ -18,7 +18,7 @@ def digits_dataset():
 
 @pytest.fixture(scope="session")
 def digits_features(digits_dataset):
-    from uslbench.registry import ENCODERS
+    from uslbench.catalog import ENCODERS
 
     return ENCODERS.create("pixels").encode(digits_dataset)
 
@@ -32,6 +32,35 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    """A tiny synthetic CIFAR-10 in torchvision's on-disk format (2 train / 1 test image per class)."""
+    import warnings
+
+    from uslbench.datasets import load_dataset
+    from uslbench.datasets.testing import write_cifar
+
+    root = write_cifar(tmp_path_factory.mktemp("cifar"), "cifar10", per_class_train=2, per_class_test=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the synthetic files differ from the official checksums
+        return load_dataset("cifar10", data_root=str(root))
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    """The digits data set cut to a 240-image pool and 120 test images (fast, still 10 classes)."""
+    import dataclasses
+
+    from uslbench.datasets import load_dataset
+    from uslbench.datasets.base import ImageSplit
+
+    full = load_dataset("digits")
+    return dataclasses.replace(
+        full, train=ImageSplit(labels=full.train.labels[:240], array=full.train.array[:240]),
+        test=ImageSplit(labels=full.test.labels[:120], array=full.test.array[:120]),
+        identity={**full.identity, "subset": "240/120"})
 
 
 @pytest.fixture

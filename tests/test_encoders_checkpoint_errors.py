@@ -2,27 +2,18 @@
 layout, what matched and what did not, and what to pass; and what it says to pass works."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
 import torch
 import torchvision
 
-from uslbench.datasets import load_dataset
-from uslbench.datasets.testing import write_cifar
 from uslbench.errors import UserError
 from uslbench.catalog import ENCODERS
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    root = write_cifar(tmp_path_factory.mktemp("cifar"), "cifar10", per_class_train=2, per_class_test=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_dataset("cifar10", data_root=str(root))
 
 
 def _error(encoder: str, path, cifar) -> str:

@@ -3,7 +3,6 @@ same features; mismatches, missing weights and hub downloads give clear errors; 
 EfficientNet-Lite0 package weights reproduce the package's own logits in tf_efficientnet_lite0."""
 from __future__ import annotations
 
-import warnings
 
 import numpy as np
 import pytest
@@ -11,8 +10,6 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from uslbench.datasets import load_dataset
-from uslbench.datasets.testing import write_cifar
 from uslbench.encoders.weights import load_checkpoint, match_state_dict, unwrap_state_dict
 from uslbench.errors import UserError
 from uslbench.catalog import ENCODERS
@@ -20,12 +17,6 @@ from uslbench.catalog import ENCODERS
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    root = write_cifar(tmp_path_factory.mktemp("cifar"), "cifar10", per_class_train=2, per_class_test=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_dataset("cifar10", data_root=str(root))
 
 
 def _random_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:

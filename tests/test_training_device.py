@@ -49,15 +49,6 @@ def file_backed(split: ImageSplit) -> ImageSplit:
     return ImageSplit(labels=split.labels, loader=ArrayFiles(split.array), length=len(split))
 
 
-@pytest.fixture(scope="module")
-def small_digits():
-    full = load_dataset("digits")
-    return dataclasses.replace(
-        full, train=ImageSplit(labels=full.train.labels[:240], array=full.train.array[:240]),
-        test=ImageSplit(labels=full.test.labels[:120], array=full.test.array[:120]),
-        identity={**full.identity, "subset": "240/120"})
-
-
 def labeled_set(dataset, per_class: int = 2) -> np.ndarray:
     labels = dataset.train.labels
     return np.concatenate([np.flatnonzero(labels == c)[:per_class] for c in range(dataset.num_classes)])

@@ -393,6 +393,11 @@ class TimmEncoder(Encoder):
         module = self.net()
         return copy.deepcopy(module).to(device), module.feature_dim
 
+    def input_transform(self, dataset: Dataset) -> nn.Module:
+        """Identity: `build_module`'s network takes [0, 1] images and resizes and normalises them
+        itself (see encoders/input_transform.py for the encoders whose networks do not)."""
+        return nn.Identity()
+
     # extraction ---------------------------------------------------------------------------------
     def resolve_backend(self, device: str, n_images: int) -> str:
         """'onnx' or 'eager' for this job (see the `backend` field)."""

@@ -49,14 +49,20 @@ LEARNER_ROWS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
     ("fixmatch",  SMALL,         dict(threshold=0.8, steps=300)),
     # MixMatch: lambda_u 150 on CIFAR-100 (reference); CPU-sized ramp-up and weight on the small sets
     ("mixmatch",  ("cifar100",), dict(lambda_u=150.0)),
-    ("mixmatch",  SMALL,         dict(unlabeled_ratio=2, lambda_u=30.0, rampup_fraction=0.25)),
+    # (the small sets keep the shared SGD recipe: the paper's Adam 0.002 is tuned for 2^20 steps; in
+    # 400 steps on digits, 40 random labels, seed 1, it reached 84.4% against 92.2% with SGD)
+    ("mixmatch",  SMALL,         dict(unlabeled_ratio=2, lambda_u=30.0, rampup_fraction=0.25, optimizer="sgd",
+                                      lr=0.05, weight_decay=5e-4, cosine=True)),
     # CoMatch: a queue of 640 (= 10 batches of 64) fits the small pools
     ("comatch",   SMALL,         dict(queue_size=640)),
     # SimCLRv2: ResNet-18 (the SimCLR encoder) on CIFAR; the small sets fine-tune the CNN faster
     ("simclrv2",  ("cifar10", "cifar100"), dict(arch="resnet18_cifar")),
-    ("simclrv2",  ("digits",),   dict(labeled_batch=64, lr=0.05, weight_decay=5e-4)),
+    # (the small sets fine-tune the CNN pretrained here, not a CLD model: plain logits and the weak
+    # view, since a random resized crop of an 8x8 digit keeps little of it)
+    ("simclrv2",  ("digits",),   dict(labeled_batch=64, lr=0.05, weight_decay=5e-4, finetune_view="weak",
+                                      normalise_logits=False)),
     ("simclrv2",  ("bloodmnist",), dict(labeled_batch=64, lr=0.05, weight_decay=5e-4, eval_every=500,
-                                        checkpoint_every=500)),
+                                        checkpoint_every=500, finetune_view="weak", normalise_logits=False)),
 ]
 
 

@@ -44,8 +44,13 @@ class CosineHeads(nn.Module):
 def usl_t_loss(plain: torch.Tensor, strong: torch.Tensor, neighbour: torch.Tensor, pbar: torch.Tensor,
                cfg: Any) -> tuple[torch.Tensor, dict[str, float]]:
     """Global + lambda_local * local loss summed over heads; logits are (heads, B, C').
-    Updates pbar (heads, C') in place: EMA of the batch-mean softmax of the plain view. The parts
-    ({"global", "local"}) are 0-d tensors summed over the heads."""
+    Updates pbar (heads, C') in place: EMA of the batch-mean softmax of the plain view.
+
+    Global loss: cross-entropy of the strong view against the plain view's argmax over the samples
+    whose confidence exceeds tau, weighted by n / count_c when `cfg.reweight`; the weighted mean
+    over those samples, or (`cfg.mean_over_batch`, the reference's MEAN_OUTSIDE_MASK on CIFAR-100
+    and ImageNet: shared/utils/uslt_utils.py OursLossGlobal) their weighted sum divided by the batch
+    size B. The parts ({"global", "local"}) are 0-d tensors summed over the heads (no host sync)."""
     n_clusters = plain.shape[2]
     total = plain.new_zeros(())
     global_sum = local_sum = plain.new_zeros(())  # 0-d tensors: read only when shown (no host sync)
@@ -62,7 +67,13 @@ def usl_t_loss(plain: torch.Tensor, strong: torch.Tensor, neighbour: torch.Tenso
             if cfg.reweight:  # n / count_c: every pseudo-class present weighs the same
                 counts = torch.bincount(pseudo[mask], minlength=n_clusters).float()
                 weight = mask.sum().float() / counts.clamp_min(1.0)
-            global_loss = F.cross_entropy(strong[h][mask], pseudo[mask], weight=weight)
+            if cfg.mean_over_batch:
+                per_sample = F.cross_entropy(strong[h][mask], pseudo[mask], reduction="none")
+                if weight is not None:
+                    per_sample = per_sample * weight[pseudo[mask]]
+                global_loss = per_sample.sum() / plain.shape[1]
+            else:
+                global_loss = F.cross_entropy(strong[h][mask], pseudo[mask], weight=weight)
         else:
             global_loss = plain.new_zeros(())
         local_loss = F.kl_div(strong[h].log_softmax(dim=1), target, reduction="batchmean")
@@ -196,6 +207,10 @@ def _train_backbone(cfg: Any, features: np.ndarray, neighbours: np.ndarray, n_cl
     module, _ = context.encoder.build_module()
     module = precision.model(module.to(device))
     dataset = context.dataset
+    # the encoder's network expects its own input normalisation (and CLIP its input side), not
+    # raw [0, 1] images; encoders without `input_transform` get the images as they are
+    make_input = getattr(context.encoder, "input_transform", None)
+    to_input = make_input(dataset).to(device) if callable(make_input) else nn.Identity()
     pool = ImagePool(dataset.train, dataset.image_size, dataset.channels, device, workers=cfg.num_workers)
 
     def embed(images: torch.Tensor, augment: bool) -> torch.Tensor:
@@ -204,7 +219,7 @@ def _train_backbone(cfg: Any, features: np.ndarray, neighbours: np.ndarray, n_cl
         if augment:
             x = contrastive_augment(x, generator)
         with precision.autocast():
-            return module(precision.images(x)).float()
+            return module(precision.images(to_input(x))).float()
 
     # heads initialised from the embeddings of n_heads x C' random pool samples
     init_idx = _init_indices(cfg, n, n_clusters, generator)
