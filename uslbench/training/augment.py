@@ -387,13 +387,17 @@ def randaugment_fork(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Ge
     b, _, h, w = x.shape
     if plan is None:
         plan = draw_randaugment_plan(b, generator, policy.fork_ops, 10, 0.5, x.device)
+    # which images get which op is decided on the host, from one copy of the plan's ops (none on
+    # the CPU): a boolean mask tested and indexed per op would make the host wait for the GPU
+    # about 26 times per slot
+    op_of = torch.where(plan.applied, plan.ops, -1).cpu()  # -1: not applied
     for slot in range(plan.ops.shape[1]):
-        ops, level, applied, sign = (plan.ops[:, slot], plan.levels[:, slot], plan.applied[:, slot],
-                                     plan.signs[:, slot])
+        level, sign = plan.levels[:, slot], plan.signs[:, slot]
         for op_index, op in enumerate(FORK_OPS):
-            members = applied & (ops == op_index)
-            if op == "identity" or not bool(members.any()):
+            members = torch.nonzero(op_of[:, slot] == op_index).squeeze(1)  # increasing image indices
+            if op == "identity" or len(members) == 0:
                 continue
+            members = members.to(x.device, non_blocking=True)
             if op in _GEOMETRIC:
                 theta = _fork_affine(op, level[members], sign[members], policy, min(h, w))
                 x[members] = _warp(x[members], theta, policy.warp_fill)
@@ -469,12 +473,14 @@ def _colour_jitter(x: torch.Tensor, generator: torch.Generator, strength: tuple[
         "hue": (torch.rand(b, generator=generator, device=device) * 2.0 - 1.0) * hue,
     }
     order = torch.argsort(torch.rand(b, 4, generator=generator, device=device), dim=1)
+    order_host = order.cpu()  # the membership tests on the host: one copy instead of 16 waits on a GPU
     names = list(factors)
     for slot in range(4):
         for op_index, name in enumerate(names):
-            members = order[:, slot] == op_index
-            if not bool(members.any()):
+            members = torch.nonzero(order_host[:, slot] == op_index).squeeze(1)
+            if len(members) == 0:
                 continue
+            members = members.to(device, non_blocking=True)
             part, factor = x[members], factors[name][members]
             if name == "brightness":
                 part = _blend(part, torch.zeros_like(part), factor)
