@@ -10,15 +10,20 @@ A learner subclasses `ImageLearner` and supplies only:
 - optionally `build_model` (network + extra heads), `extra_state` / `load_extra_state` (CoMatch's
   memory bank), `parameter_groups` (frozen backbones).
 
-This module does what is specific to SSL on images: the data held on the device as uint8
-(`TrainData`), batches drawn from reshuffled passes over the labeled set and the pool
-(`training.loop.IndexStream`), augmentation on the device (`training.augment`), SGD with Nesterov
-momentum (or AdamW: MixMatch's recipe) and no weight decay on BN / bias, the cosine schedule
-lr * cos(7 pi k / (16 K)) (or a constant rate), evaluation of the EMA weights every `eval_every`
-steps (the record keeps the final top-1, the best one and the median of the last 20 evaluations,
-the three statistics the references report), and on a GPU optional bf16 autocast,
-channels-last and torch.compile. The loop does the rest (EMA, seeding per step, checkpoints in the
-run's workdir and resume, interrupts, duration estimate, progress).
+This module does what is specific to SSL on images: the data as uint8 (`TrainData`: the labeled
+images on the device; the pool and the test split as `training.images.ImagePool`s, on the GPU only
+when they fit in a share of its free memory, else gathered on the host and sent per batch, and
+file-backed splits decoded by DataLoader workers ahead of the step), batches drawn from reshuffled
+passes over the labeled set and the pool (`training.loop.IndexStream`), augmentation on the device
+(`training.augment`), SGD with Nesterov momentum (or AdamW: MixMatch's recipe) and no weight decay
+on BN / bias, the cosine schedule lr * cos(7 pi k / (16 K)) (or a constant rate), evaluation of the
+EMA weights every `eval_every` steps under the training's autocast (the record keeps the final
+top-1, the best one and the median of the last 20 evaluations, the three statistics the references
+report), and the precision of `training.device.resolve_precision`: on a GPU by default bf16
+autocast (fp16 with a GradScaler where bf16 is missing) and channels-last, float32 on the CPU;
+optional torch.compile. The loop does the rest (EMA, seeding per step, checkpoints in the run's
+workdir and resume, interrupts, duration estimate, progress). Nothing is read back from the GPU per
+step: losses and logs stay tensors until an evaluation or a checkpoint.
 
 Determinism and resume: every random draw of step k (batch indices, augmentations, MixUp) comes
 from generators seeded by (seed, k), never from a stream carried across steps; so a run stopped
@@ -31,7 +36,7 @@ is what the reference FixMatch loaders do by repeating the labeled set. Neither 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +49,8 @@ from ..datasets.base import Dataset
 from ..errors import UserError
 from ..training.augment import RANDAUGMENT_VARIANTS, AugmentPolicy, augment, policy_for
 from ..training.checkpoint import Checkpoint
-from ..training.images import split_tensor
+from ..training.device import Precision, resolve_precision
+from ..training.images import ImagePool
 from ..training.loop import (IndexStream, Seeding, TrainLoop, cosine_factor, cpu_threads, parameter_groups,
                              seed_torch)
 from ..utils import content_key
@@ -100,12 +106,13 @@ def _mismatch(path: Path, differences: str) -> str:
 
 @dataclass
 class TrainData:
-    """Everything a training phase reads, held on the device as uint8."""
+    """Everything a training phase reads: the labeled images (uint8, on the device), the pool and
+    the test split as `ImagePool`s (on the device when they fit, else sent batch by batch)."""
 
     labeled_images: torch.Tensor
     labeled_targets: torch.Tensor
-    unlabeled_images: torch.Tensor
-    test_images: torch.Tensor
+    unlabeled: ImagePool
+    test: ImagePool
     test_targets: np.ndarray
     num_classes: int
     mean: torch.Tensor
@@ -113,20 +120,51 @@ class TrainData:
     policy: AugmentPolicy
 
     @classmethod
-    def build(cls, dataset: Dataset, labeled_indices: np.ndarray, device: str, policy: AugmentPolicy) -> "TrainData":
-        train = split_tensor(dataset.train, dataset.image_size, dataset.channels)
-        test = split_tensor(dataset.test, dataset.image_size, dataset.channels)
+    def build(cls, dataset: Dataset, labeled_indices: np.ndarray, device: str, policy: AugmentPolicy,
+              needs_pool: bool = True) -> "TrainData":
+        """`needs_pool` False (a learner that never reads the unlabeled pool): the pool stays in
+        host memory (or its files) and only the labeled images go to the device."""
+        host = "files" if dataset.train.array is None else "host"
+        pool = ImagePool(dataset.train, dataset.image_size, dataset.channels, device,
+                         placement=None if needs_pool else host)
+        test = ImagePool(dataset.test, dataset.image_size, dataset.channels, device)
         labeled_indices = torch.as_tensor(np.asarray(labeled_indices, dtype=np.int64))
         labels = torch.as_tensor(dataset.train.labels)
-        channels = train.shape[1]
+        channels = dataset.channels
         mean = torch.tensor(dataset.mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
         std = torch.tensor(dataset.std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
-        return cls(train[labeled_indices].to(device), labels[labeled_indices].to(device), train.to(device),
-                   test.to(device), np.asarray(dataset.test.labels), dataset.num_classes,
+        return cls(pool.take(labeled_indices), labels[labeled_indices].to(device), pool, test,
+                   np.asarray(dataset.test.labels), dataset.num_classes,
                    mean.to(device).contiguous(), std.to(device).contiguous(), policy)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """Where the pool and the test split are kept (see `training.images.ImagePool`)."""
+        return {"pool": self.unlabeled.placement, "test": self.test.placement}
+
+
+class StepImages:
+    """Step k's pool images, ``pool.take(stream.indices(k))``, for steps in increasing order. A
+    file-backed pool is read through one DataLoader for the steps from the first asked up to
+    `stop` (workers decode ahead); asking for another step than the next starts a new one."""
+
+    def __init__(self, pool: ImagePool, stream: IndexStream, stop: int) -> None:
+        self.pool, self.stream, self.stop = pool, stream, stop
+        self._iterator = None
+        self._next = -1
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images on the device, int64 indices on the CPU) of step `step`."""
+        indices = self.stream.indices(step)
+        if self.pool.placement != "files":
+            return self.pool.take(indices), indices
+        if step != self._next:
+            self._iterator = self.pool.batches(self.stream.indices(k) for k in range(step, self.stop))
+        self._next = step + 1
+        return next(self._iterator), indices
 
 
 @dataclass
@@ -139,6 +177,9 @@ class Batch:
     unlabeled_indices: torch.Tensor | None
     generator: torch.Generator
     num_classes: int
+    # a CPU generator of the same step for draws the host needs (MixUp's lambda): the step's
+    # generator itself on the CPU, a separately seeded one when that lives on a GPU (no host sync)
+    host_generator: torch.Generator | None = None
 
     @staticmethod
     def forward(model: nn.Module, tensors: list[torch.Tensor], **kwargs: Any) -> list[Any]:
@@ -157,18 +198,20 @@ class Batch:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TrainData, batch_size: int, channels_last: bool = False) -> np.ndarray:
-    """Arg-max predictions of `model` (eval mode) on the test split."""
+def predict(model: nn.Module, data: TrainData, batch_size: int, precision: Precision | None = None) -> np.ndarray:
+    """Arg-max predictions of `model` (eval mode) on the test split, int64 (n_test,), under the
+    training's autocast and memory format (`precision`; default float32). The predictions stay on
+    the device until the last batch (one copy to the host)."""
+    precision = precision or Precision(str(data.mean.device))
     was_training = model.training
     model.eval()
     predictions = []
-    for start in range(0, len(data.test_images), batch_size):
-        x = data.normalise(augment(data.test_images[start:start + batch_size], "none", data.policy, None))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        predictions.append(model(x).argmax(1).cpu())
+    for images in data.test.ordered(batch_size):
+        x = precision.images(data.normalise(augment(images, "none", data.policy, None)))
+        with precision.autocast():
+            predictions.append(model(x).argmax(1))
     model.train(was_training)
-    return torch.cat(predictions).numpy()
+    return torch.cat(predictions).cpu().numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -232,18 +275,37 @@ class ImageLearner(Learner):
         if config.randaugment not in RANDAUGMENT_VARIANTS:
             raise UserError(f"Config randaugment must be one of {', '.join(RANDAUGMENT_VARIANTS)}, "
                             f"got {config.randaugment!r}.")
-        if device is not None and not str(device).startswith("cuda"):
-            for option in ("amp", "channels_last"):
-                if getattr(config, option):
-                    raise UserError(f"Config {option}=true needs a CUDA GPU, but this run's device is {device!r}. "
-                                    f"Drop {option}=true or run with --device cuda on a GPU machine.")
+        if device is not None:
+            resolve_precision(device, config.amp, config.channels_last)  # amp=true on the CPU: UserError
 
-    def _check_shape(self, model: nn.Module, data: TrainData, device: str) -> None:
+    @staticmethod
+    def resolved(config: LoopConfig, precision: Precision) -> LoopConfig:
+        """`config` with amp and channels_last as they run on the device (None -> True / False):
+        the checkpoint identity of a CPU run is then that of the float32 default."""
+        return replace(config, amp=precision.dtype is not None, channels_last=precision.channels_last)
+
+    def key_config(self) -> dict:
+        """What of the config enters the run key: the config, with amp and channels_last left to
+        the device (None) written as false. Like the device itself, which is not in the key, the
+        precision the device picks is not either; and the keys of runs made when false was the
+        default stay the same."""
+        values = asdict(self.config)
+        for option in ("amp", "channels_last"):
+            if values.get(option) is None:
+                values[option] = False
+        return values
+
+    def needs_pool(self) -> bool:
+        """Whether the unlabeled pool is read (else it never goes to the device)."""
+        return bool(self.unlabeled_views)
+
+    def _check_shape(self, model: nn.Module, data: TrainData, precision: Precision) -> None:
         """One tiny forward pass before training, so a wrong image shape fails with a clear message."""
-        x = data.normalise(augment(data.test_images[:2], "none", data.policy, None))
+        x = precision.images(data.normalise(augment(data.test.take([0, min(1, len(data.test) - 1)]), "none",
+                                                    data.policy, None)))
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), precision.autocast():
                 logits = model(x)
         except RuntimeError as exc:
             raise UserError(f"Images of shape {tuple(x.shape[1:])} (C, H, W) do not fit the network of "
@@ -268,11 +330,12 @@ class ImageLearner(Learner):
             SIGINT / SIGTERM: the checkpoint was written and the message says how to resume.
         """
         self.check_options(config, device)
+        precision = resolve_precision(device, config.amp, config.channels_last)
+        config = self.resolved(config, precision)
         model.to(device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
+        precision.model(model)
         if evaluate:
-            self._check_shape(model, data, device)
+            self._check_shape(model, data, precision)
         self.reset_state(data, model)
         total = config.steps
         groups = parameter_groups(model, config.weight_decay)
@@ -283,14 +346,14 @@ class ImageLearner(Learner):
                     "config": asdict(config), "seed": seed, "data": fingerprint}
 
         def on_period(done: int, losses: list[float]) -> dict:
-            top1 = top1_metrics(predict(loop.evaluated, data, config.eval_batch, config.channels_last),
+            top1 = top1_metrics(predict(loop.evaluated, data, config.eval_batch, precision),
                                 data.test_targets, data.num_classes)["top1"]
             return {"step": done, "top1": round(top1, 4), "loss": round(float(np.mean(losses)), 6)}
 
         loop = TrainLoop(
             name=f"{self.name}/{phase}", model=model, optimizer=optimizer, steps=total,
             lr_factor=(lambda k: cosine_factor(k, total)) if config.cosine else None, ema=config.ema,
-            seeding=Seeding.per_step(seed, phase, device),
+            scaler=precision.scaler(), seeding=Seeding.per_step(seed, phase, device),
             checkpoint=Checkpoint(Path(workdir) / f"{phase}.ckpt.pt") if workdir is not None else None,
             identity=identity, mismatch=_mismatch, checkpoint_every=config.checkpoint_every,
             period=config.eval_every if evaluate else None, on_period=on_period,
@@ -302,46 +365,41 @@ class ImageLearner(Learner):
         forward = torch.compile(model) if config.compile else model
         labeled_stream = IndexStream(len(data.labeled_targets), config.labeled_batch, seed, f"{phase}/labeled")
         unlabeled_batch = config.labeled_batch * config.unlabeled_ratio
-        unlabeled_stream = (IndexStream(len(data.unlabeled_images), unlabeled_batch, seed, f"{phase}/unlabeled")
-                            if self.unlabeled_views and unlabeled_batch > 0 else None)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp
-                    else torch.autocast("cpu", enabled=False))
+        unlabeled = (StepImages(data.unlabeled, IndexStream(len(data.unlabeled), unlabeled_batch, seed,
+                                                            f"{phase}/unlabeled"), loop.stop_at)
+                     if self.unlabeled_views and unlabeled_batch > 0 else None)
 
         def step_fn(step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-            batch = self._batch(data, labeled_stream, unlabeled_stream, step, generator, config)
-            with autocast:
+            batch = self._batch(data, labeled_stream, unlabeled, step, generator, precision)
+            batch.host_generator = loop.seeding.host_generator(step, generator)
+            with precision.autocast():
                 return self.loss(forward, batch, step, total)
 
         done = loop.run(step_fn)
         evaluated = loop.evaluated
         if not evaluate:
             return {"steps": done.steps, "train_seconds": done.train_seconds, "model": evaluated}
-        metrics = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
+        metrics = top1_metrics(predict(evaluated, data, config.eval_batch, precision),
                                data.test_targets, data.num_classes)
         curve = done.history
         metrics.update(curve_metrics(curve, metrics["top1"]), curve=curve, steps=done.steps,
-                       train_seconds=done.train_seconds)
+                       train_seconds=done.train_seconds, precision=precision.name, data_placement=data.placement)
         return metrics
 
-    def _batch(self, data: TrainData, labeled_stream: IndexStream, unlabeled_stream: IndexStream | None,
-               step: int, generator: torch.Generator, config: LoopConfig) -> Batch:
+    def _batch(self, data: TrainData, labeled_stream: IndexStream, unlabeled: StepImages | None,
+               step: int, generator: torch.Generator, precision: Precision) -> Batch:
         def views(images: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
-            out = []
-            for name in names:
-                x = data.normalise(augment(images, name, data.policy, generator))
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out.append(x)
-            return out
+            return [precision.images(data.normalise(augment(images, name, data.policy, generator))) for name in names]
 
         device = data.labeled_images.device
-        labeled_idx = labeled_stream.indices(step).to(device)
+        labeled_idx = labeled_stream.indices(step).to(device, non_blocking=True)
         labeled = views(data.labeled_images[labeled_idx], self.labeled_views) if self.labeled_views else []
-        unlabeled, unlabeled_idx = [], None
-        if unlabeled_stream is not None:
-            unlabeled_idx = unlabeled_stream.indices(step).to(device)
-            unlabeled = views(data.unlabeled_images[unlabeled_idx], self.unlabeled_views)
-        return Batch(labeled, data.labeled_targets[labeled_idx], unlabeled, unlabeled_idx, generator,
+        unlabeled_views, unlabeled_idx = [], None
+        if unlabeled is not None:
+            images, unlabeled_idx = unlabeled(step)
+            unlabeled_idx = unlabeled_idx.to(device, non_blocking=True)
+            unlabeled_views = views(images, self.unlabeled_views)
+        return Batch(labeled, data.labeled_targets[labeled_idx], unlabeled_views, unlabeled_idx, generator,
                      data.num_classes)
 
     # --- fit -----------------------------------------------------------------------------------
@@ -351,7 +409,7 @@ class ImageLearner(Learner):
         self.check(dataset, labeled_indices)
         self.check_options(self.config, device)
         policy = policy_for(self.config.augment, dataset.image_size, self.config.randaugment)
-        data = TrainData.build(dataset, labeled_indices, device, policy)
+        data = TrainData.build(dataset, labeled_indices, device, policy, needs_pool=self.needs_pool())
         fingerprint = {"dataset": dataset.identity, "name": dataset.name,
                        "labeled": content_key(np.asarray(labeled_indices, dtype=np.int64).tolist())}
         return data, fingerprint
