@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from uslbench.encoders.weights import load_checkpoint, match_state_dict, unwrap_state_dict
 from uslbench.errors import UserError
 from uslbench.catalog import ENCODERS
+from uslbench.datasets import load_dataset
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
