@@ -128,6 +128,16 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = "results", device: 
     if selection_encoder is not None:
         selection_encoder.use_results_root(root)
     learner_uses_features = learner is not None and learner.uses_features
+    if not dataset.has_images:  # features:PATH: embeddings only, nothing that reads images can run
+        if learner is not None and not learner_uses_features:
+            raise UserError(f"Learner {spec.learner!r} trains a network on images; {spec.dataset} holds precomputed "
+                            "features only. Use a feature probe: linear, knn or labelprop.")
+        if encoder_name != "precomputed":
+            raise UserError(f"Encoder {encoder_name!r} reads images; {spec.dataset} holds precomputed features. "
+                            "Leave --encoder out (the data set's own embeddings are used).")
+        if selection_encoder is not None:
+            raise UserError(f"Selector {spec.selector!r} computes its own features with the {fixed_encoder!r} "
+                            f"encoder from images; {spec.dataset} has none.")
     needs_features = learner_uses_features or (selector.uses_features and selection_encoder is None)
     if needs_features:
         encoder.check(dataset)

@@ -1,6 +1,6 @@
 """Data sets: one module per source; importing this package registers them all."""
 from .base import Dataset, ImageSplit  # noqa: F401
-from . import cifar, custom, digits, imagenet, medmnist  # noqa: F401
+from . import cifar, custom, digits, features, imagenet, medmnist  # noqa: F401
 from ..registry import DATASETS
 
 
