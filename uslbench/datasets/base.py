@@ -156,6 +156,14 @@ class Dataset:
     default_encoder: str
     class_names: list[str] = field(default_factory=list)
     identity: dict = field(default_factory=dict)
+    # precomputed embeddings instead of images (the `features:PATH` source): {"train": (N, d)
+    # float32, "test": (N_test, d) float32 or None}; read by the `precomputed` encoder
+    features: dict | None = None
+
+    @property
+    def has_images(self) -> bool:
+        """False for a data set of precomputed features (learners that train a network need images)."""
+        return self.features is None
 
     def __post_init__(self) -> None:
         validate_labels(self)

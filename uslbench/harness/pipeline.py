@@ -183,6 +183,16 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
     dataset = loader(spec.dataset, data_root=spec.data_root, **spec.dataset_config)
     budget = check_budget(spec.budget, dataset.pool_size)
     encoder_name = spec.encoder or dataset.default_encoder
+    if not dataset.has_images:  # features:PATH: embeddings only, nothing that reads images can run
+        if learner is not None and not learner.traits.uses_features:
+            raise UserError(f"Learner {spec.learner!r} trains a network on images; {spec.dataset} holds precomputed "
+                            "features only. Use a feature probe: linear, knn or labelprop.")
+        if encoder_name != "precomputed":
+            raise UserError(f"Encoder {encoder_name!r} reads images; {spec.dataset} holds precomputed features. "
+                            "Leave --encoder out (the data set's own embeddings are used).")
+        if selector_encoder and selector_encoder != encoder_name:
+            raise UserError(f"Selector {spec.selector!r} computes its own features with the {selector_encoder!r} "
+                            f"encoder from images; {spec.dataset} has none.")
     encoders = {encoder_name: make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)}
     # each stage that reads features names its encoder: the run's, or the one its entry fixes
     stage_encoders: dict[str, str] = {}
