@@ -49,6 +49,10 @@ class SelectorTraits:
     in_quick_preset : bool, default True
         Part of ``sweep --preset quick`` (every CPU selector on digits). False for selectors that
         need a file or weights that the quick preset does not have.
+    uses_initial_labeled : bool, default False
+        Takes an already-labeled set (``SelectionContext.initial_labeled``, ``select
+        --already-labeled``) the way its paper describes one and picks m new images outside it
+        (a second round). Every other selector refuses an already-labeled set before any work.
     """
 
     needs_labels: bool = False
@@ -57,6 +61,7 @@ class SelectorTraits:
     seed_dependent: bool = True
     gpu_recommended: bool = False
     in_quick_preset: bool = True
+    uses_initial_labeled: bool = False
 
 
 @dataclass(frozen=True)
