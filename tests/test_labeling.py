@@ -18,7 +18,7 @@ POOL = ["cats/a 1.png", "cats/b.png", "dogs/ç.png", "dogs/d.png", "e.png"]
 
 
 def test_picks_csv_json_and_label_studio(tmp_path):
-    picks = build_picks([3, 0, 2], POOL, clusters=np.array([0, 1, 1, 0, 2]), scores=np.array([0.5, 0.25, 0.125]),
+    picks = build_picks([3, 0, 2], POOL, clusters=[0, 0, 1], scores=np.array([0.5, 0.25, 0.125]),
                         digests={3: "d3", 0: "d0", 2: "d2"})
     assert [(p.rank, p.pool_index, p.path, p.cluster) for p in picks] == [
         (1, 3, "dogs/d.png", 0), (2, 0, "cats/a 1.png", 0), (3, 2, "dogs/ç.png", 1)]
@@ -49,7 +49,7 @@ def test_relative_paths(tmp_path):
 
 def test_contact_sheet(tmp_path):
     images = {i: Image.fromarray(np.full((32, 32, 3), 40 * i, dtype=np.uint8)) for i in range(5)}
-    picks = build_picks([4, 1, 2], POOL, clusters=np.array([0, 0, 1, 1, 2]))
+    picks = build_picks([4, 1, 2], POOL, clusters=[2, 0, 1])
     path = contact_sheet(picks, images.__getitem__, tmp_path / "sheet.png", cluster_sizes={0: 2, 1: 2, 2: 1}, columns=2)
     sheet = Image.open(path)
     assert sheet.format == "PNG" and sheet.size == (2 * 102 + 6, 2 * 130 + 6)
@@ -97,10 +97,10 @@ def test_folder_changed_since_selection_is_detected_by_digest(tmp_path):
     digests = {p: f"sha-{i}" for i, p in enumerate(POOL)}
     # renamed: the exported digest now belongs to another path
     text = "path,label,sha256\nold name.png,cat,sha-1\n"
-    with pytest.raises(UserError, match=r"'old name.png' \(renamed to 'cats/b.png'\?\)"):
+    with pytest.raises(UserError, match=r"'old name.png' \(renamed to 'cats/b.png': same content\)"):
         attach_labels(read_labels_file(_write(tmp_path, text)), POOL, digest=digests.__getitem__)
     text = "path,label,sha256\ngone.png,cat,sha-99\n"
-    with pytest.raises(UserError, match="removed or renamed since the selection"):
+    with pytest.raises(UserError, match=r"'gone.png' \(removed, or renamed and changed, since the selection\)"):
         attach_labels(read_labels_file(_write(tmp_path, text)), POOL, digest=digests.__getitem__)
     text = "path,label,sha256\ne.png,cat,sha-0\n"
     with pytest.raises(UserError, match="changed content since they were selected: 'e.png'"):

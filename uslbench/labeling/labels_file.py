@@ -8,9 +8,12 @@ name (any string). Everything is checked before any work:
   the export, whether each was renamed, changed or removed since the selection);
 - the same path twice: an error when the labels differ, a warning when they agree;
 - empty labels: a warning, and the row stays unlabeled;
-- a listed image that was not picked: a warning (it is used as labeled all the same);
+- a listed image that was not picked (when the picks are known): a warning (it is used as
+  labeled all the same), and picks left without a label are counted in another;
 - a class name outside the class list that a test split fixes: an error naming it;
-- fewer rows than the budget: allowed (the rest of the pool stays unlabeled).
+- fewer rows than the budget: allowed (the rest of the pool stays unlabeled);
+- images at another pool position than the export's ``pool_index`` (files were added to or
+  removed from the folder): a warning naming them (labels are matched by path).
 
 The file's sha256 enters the run's identity, so two label files never share a cache entry.
 """
@@ -24,10 +27,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..datasets.base import UNLABELED
 from ..errors import UserError
 from ..utils import file_sha256
-
-UNLABELED = -1
 
 
 def _norm(path: str) -> str:
@@ -39,14 +41,31 @@ def _norm(path: str) -> str:
     return path
 
 
+@dataclass(frozen=True)
+class LabelRow:
+    """One labeled image of a labels file: its path relative to the folder, its class name, and,
+    when the file is a filled-in picks export, the content digest and pool index it had at
+    selection time."""
+
+    path: str
+    label: str
+    sha256: str | None = None
+    pool_index: int | None = None
+
+
 @dataclass
 class LabelsFile:
-    """A parsed labels file: (path, label, sha256 or None) rows in file order."""
+    """A parsed labels file: its labeled rows in file order, and the rows left without a label."""
 
     path: Path
     sha256: str
-    rows: list[tuple[str, str, str | None]]
+    rows: list[LabelRow]
     warnings: list[str] = field(default_factory=list)
+    unlabeled: list[str] = field(default_factory=list)   # paths listed with an empty label
+
+    @property
+    def paths(self) -> list[str]:
+        return [row.path for row in self.rows]
 
 
 def _examples(items: Sequence[str], limit: int = 5, quote: bool = True) -> str:
@@ -92,7 +111,9 @@ def read_labels_file(path: str | Path) -> LabelsFile:
                 repeats.append(rel)
             continue
         seen[rel] = label
-        rows.append((rel, label, (record.get("sha256") or "").strip() or None))
+        position = (record.get("pool_index") or "").strip()
+        rows.append(LabelRow(rel, label, (record.get("sha256") or "").strip() or None,
+                             int(position) if position.isdigit() else None))
     if conflicts:
         raise UserError(f"Labels file {path} gives {len(conflicts)} path(s) two different labels: "
                         f"{_examples(conflicts, quote=False)}. Keep one row per image.")
@@ -105,7 +126,8 @@ def read_labels_file(path: str | Path) -> LabelsFile:
                         "those images stay unlabeled")
     if not rows:
         raise UserError(f"Labels file {path} has no row with both a path and a label.")
-    return LabelsFile(path=path, sha256=file_sha256(path), rows=rows, warnings=warnings)
+    return LabelsFile(path=path, sha256=file_sha256(path), rows=rows, warnings=warnings,
+                      unlabeled=[rel for rel in empty if rel not in seen])
 
 
 @dataclass
@@ -144,43 +166,58 @@ def attach_labels(labels_file: LabelsFile, pool_paths: Sequence[str], class_name
         content changed since the selection, or class names outside `class_names`.
     """
     index = {_norm(p): i for i, p in enumerate(pool_paths)}
-    missing = [(rel, sha) for rel, _, sha in labels_file.rows if rel not in index]
+    rows = labels_file.rows
+    missing = [row for row in rows if row.path not in index]
     if missing:
         by_digest = {}
-        if digest is not None and any(sha for _, sha in missing):
-            by_digest = {digest(p): p for p in pool_paths}
+        if digest is not None and any(row.sha256 for row in missing):
+            by_digest = {digest(p): _norm(p) for p in pool_paths}
         notes = []
-        for rel, sha in missing:
-            if sha and sha in by_digest:
-                notes.append(f"{rel!r} (renamed to {by_digest[sha]!r}?)")
+        for row in missing:
+            if row.sha256 and row.sha256 in by_digest:
+                notes.append(f"{row.path!r} (renamed to {by_digest[row.sha256]!r}: same content)")
+            elif row.sha256:
+                notes.append(f"{row.path!r} (removed, or renamed and changed, since the selection)")
             else:
-                notes.append(f"{rel!r} ({'removed or renamed since the selection' if sha else 'not in the pool'})")
+                notes.append(f"{row.path!r} (not in the pool)")
         raise UserError(f"Labels file {labels_file.path}: {len(missing)} path(s) are not images of this folder: "
-                        f"{_examples(notes, quote=False)}. Paths are relative to the folder given as folder:PATH, as in the "
-                        "exported picks; re-run select if the folder changed.")
+                        f"{_examples(notes, quote=False)}. Paths are relative to the folder given as folder:PATH, as "
+                        "in the exported picks; fix the paths, or re-run select if the folder changed.")
     if digest is not None:
-        changed = [rel for rel, _, sha in labels_file.rows if sha and digest(rel) != sha]
+        changed = [row.path for row in rows if row.sha256 and digest(row.path) != row.sha256]
         if changed:
             raise UserError(f"Labels file {labels_file.path}: {len(changed)} image(s) changed content since they were "
                             f"selected: {_examples(changed)}. Check the labels still describe them, then drop the "
                             "sha256 column (or re-export the picks).")
-    names = sorted({label for _, label, _ in labels_file.rows}) if class_names is None else list(class_names)
-    unknown = sorted({label for _, label, _ in labels_file.rows} - set(names))
+    labels_in_file = {row.label for row in rows}
+    names = sorted(labels_in_file) if class_names is None else list(class_names)
+    unknown = sorted(labels_in_file - set(names))
     if unknown:
         raise UserError(f"Labels file {labels_file.path} uses class name(s) {_examples(unknown)} that the test "
                         f"split does not have (its classes: {_examples(names, 20)}). Fix the labels or the test folders.")
     class_id = {name: i for i, name in enumerate(names)}
     labels = np.full(len(pool_paths), UNLABELED, dtype=np.int64)
     order = []
-    for rel, label, _ in labels_file.rows:
-        labels[index[rel]] = class_id[label]
-        order.append(index[rel])
+    for row in rows:
+        labels[index[row.path]] = class_id[row.label]
+        order.append(index[row.path])
     warnings = list(labels_file.warnings)
+    moved = [f"{row.path!r} ({row.pool_index} -> {index[row.path]})" for row in rows
+             if row.pool_index is not None and row.pool_index != index[row.path]]
+    if moved:
+        warnings.append(f"labels file {labels_file.path.name}: the folder changed since the selection (images were "
+                        f"added or removed): {len(moved)} labeled image(s) now sit at another pool position, "
+                        f"{_examples(moved, quote=False)}; labels are matched by path, so they still apply")
     if picked is not None:
-        outside = [rel for rel, _, _ in labels_file.rows if rel not in {_norm(p) for p in picked}]
+        picked_set = {_norm(p) for p in picked}
+        outside = [row.path for row in rows if row.path not in picked_set]
         if outside:
             warnings.append(f"labels file {labels_file.path.name}: {len(outside)} labeled image(s) were not picked by "
                             f"the selection ({_examples(outside)}); they are used as labeled all the same")
+        unanswered = sorted(picked_set - {row.path for row in rows})
+        if unanswered:
+            warnings.append(f"labels file {labels_file.path.name}: {len(unanswered)} of the {len(picked_set)} picked "
+                            f"image(s) have no label ({_examples(unanswered)}); they stay unlabeled")
     present = sorted(set(labels[labels >= 0].tolist()))
     if len(present) < len(names):
         absent = [names[i] for i in range(len(names)) if i not in present]

@@ -58,23 +58,27 @@ def build_picks(indices, paths: list[str] | None = None, clusters=None, scores=N
         Pool positions in selection order.
     paths : list of str, length N (pool size), optional
         The pool's file paths (already relative to the folder); None for a bare feature matrix.
-    clusters : (N,) int array, optional
-        Cluster id of every pool row (a selector's assignment), or None.
-    scores : (m,) float array, optional
-        The selector's score of each pick, in selection order, or None.
+    clusters : sequence of int or None, length m, optional
+        The selector's cluster of each pick, in selection order (`Selection.per_pick["cluster"]`);
+        None entries for picks without one.
+    scores : sequence of float or None, length m, optional
+        The selector's score of each pick, in selection order (`Selection.per_pick["score"]`).
     digests : dict, optional
         Pool index -> sha256 of the picked file's content.
     """
     indices = np.asarray(indices, dtype=np.int64)
-    if scores is not None and len(scores) != len(indices):
-        raise ValueError(f"{len(scores)} scores for {len(indices)} picks")
+    for what, values in (("scores", scores), ("clusters", clusters)):
+        if values is not None and len(values) != len(indices):
+            raise ValueError(f"{len(values)} {what} for {len(indices)} picks")
     rows = []
     for rank, index in enumerate(indices, start=1):
+        cluster = clusters[rank - 1] if clusters is not None else None
+        score = scores[rank - 1] if scores is not None else None
         rows.append(Pick(rank=rank, pool_index=int(index),
                          path=paths[index] if paths is not None else None,
                          sha256=(digests or {}).get(int(index)),
-                         cluster=int(clusters[index]) if clusters is not None else None,
-                         score=float(scores[rank - 1]) if scores is not None else None))
+                         cluster=int(cluster) if cluster is not None else None,
+                         score=float(score) if score is not None else None))
     return rows
 
 

@@ -46,7 +46,7 @@ from ..training.images import split_tensor
 from ..training.loop import (IndexStream, Seeding, TrainLoop, cosine_factor, cpu_threads, parameter_groups,
                              seed_torch)
 from ..utils import content_key
-from .base import Learner, top1_metrics
+from .base import Learner, pool_predictions, top1_metrics, unevaluated_metrics
 from .loop_config import LoopConfig  # noqa: F401  (learners import it from here too)
 from ..nets import build_network, check_arch
 
@@ -90,19 +90,29 @@ class TrainData:
 
     @classmethod
     def build(cls, dataset: Dataset, labeled_indices: np.ndarray, device: str, policy: AugmentPolicy) -> "TrainData":
+        """The device tensors of a data set; without a labelled test split (`run --labels` on your
+        own folder) the test tensors are empty and nothing is evaluated."""
         train = split_tensor(dataset.train, dataset.image_size, dataset.channels)
-        test = split_tensor(dataset.test, dataset.image_size, dataset.channels)
+        if dataset.evaluated:
+            test, test_targets = split_tensor(dataset.test, dataset.image_size, dataset.channels), dataset.test.labels
+        else:
+            test, test_targets = train[:0], np.zeros(0, dtype=np.int64)
         labeled_indices = torch.as_tensor(np.asarray(labeled_indices, dtype=np.int64))
         labels = torch.as_tensor(dataset.train.labels)
         channels = train.shape[1]
         mean = torch.tensor(dataset.mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
         std = torch.tensor(dataset.std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
         return cls(train[labeled_indices].to(device), labels[labeled_indices].to(device), train.to(device),
-                   test.to(device), np.asarray(dataset.test.labels), dataset.num_classes,
+                   test.to(device), np.asarray(test_targets), dataset.num_classes,
                    mean.to(device).contiguous(), std.to(device).contiguous(), policy)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether there is a test split to evaluate on."""
+        return len(self.test_targets) > 0
 
 
 @dataclass
@@ -133,18 +143,31 @@ class Batch:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TrainData, batch_size: int, channels_last: bool = False) -> np.ndarray:
-    """Arg-max predictions of `model` (eval mode) on the test split."""
+def eval_outputs(model: nn.Module, data: TrainData, images: torch.Tensor, batch_size: int, channels_last: bool,
+                 reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`reduce(logits)` of `model` (eval mode, no augmentation) on uint8 images (N, C, H, W), batch
+    by batch, concatenated on the CPU."""
     was_training = model.training
     model.eval()
-    predictions = []
-    for start in range(0, len(data.test_images), batch_size):
-        x = data.normalise(augment(data.test_images[start:start + batch_size], "none", data.policy, None))
+    out = []
+    for start in range(0, len(images), batch_size):
+        x = data.normalise(augment(images[start:start + batch_size], "none", data.policy, None))
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        predictions.append(model(x).argmax(1).cpu())
+        out.append(reduce(model(x)).cpu())
     model.train(was_training)
-    return torch.cat(predictions).numpy()
+    return torch.cat(out)
+
+
+def predict(model: nn.Module, data: TrainData, batch_size: int, channels_last: bool = False) -> np.ndarray:
+    """Arg-max predictions of `model` (eval mode) on the test split."""
+    return eval_outputs(model, data, data.test_images, batch_size, channels_last, lambda z: z.argmax(1)).numpy()
+
+
+def class_probabilities(model: nn.Module, data: TrainData, images: torch.Tensor, batch_size: int,
+                        channels_last: bool = False) -> np.ndarray:
+    """Softmax of `model` (eval mode, no augmentation) on uint8 images (N, C, H, W): float32 (N, classes)."""
+    return eval_outputs(model, data, images, batch_size, channels_last, lambda z: z.float().softmax(1)).numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +186,24 @@ class ImageLearner(Learner):
         super().__init__(config)
         # test hooks: called as fn(phase, step) after each step (and its checkpoint)
         self.step_callbacks: list[Callable[[str, int], None]] = []
+        self._fitted: tuple[nn.Module, TrainData, LoopConfig, Path | None] | None = None
+
+    # --- the pool's predictions (run --labels) ------------------------------------------------
+    def predict_pool(self, dataset: Dataset, features: Any = None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """The evaluated model of the last classifier phase (the EMA weights where there is an EMA),
+        in eval mode without augmentation, on every pool image: (class ids, softmax probability)."""
+        if self._fitted is None:
+            raise RuntimeError(f"learner {self.name!r}: predict_pool before fit")
+        model, data, config, _ = self._fitted
+        with cpu_threads(config.threads):
+            proba = class_probabilities(model, data, data.unlabeled_images, config.eval_batch, config.channels_last)
+        return pool_predictions(proba)
+
+    def save_model(self, workdir: str | Path) -> Path | None:
+        """The final checkpoint of the last classifier phase (``<phase>.ckpt.pt``, written by the loop)."""
+        if self._fitted is None or self._fitted[3] is None:
+            return None
+        return self._fitted[3]
 
     # --- hooks a method may override -------------------------------------------------------
     def build_model(self, dataset: Dataset, device: str, encoder: Any = None) -> nn.Module:
@@ -211,7 +252,8 @@ class ImageLearner(Learner):
 
     def _check_shape(self, model: nn.Module, data: TrainData, device: str) -> None:
         """One tiny forward pass before training, so a wrong image shape fails with a clear message."""
-        x = data.normalise(augment(data.test_images[:2], "none", data.policy, None))
+        images = data.test_images if data.evaluated else data.unlabeled_images
+        x = data.normalise(augment(images[:2], "none", data.policy, None))
         model.eval()
         try:
             with torch.no_grad():
@@ -229,6 +271,9 @@ class ImageLearner(Learner):
                  evaluate: bool = True) -> dict[str, Any]:
         """Train `model` for config.steps steps (resuming from workdir/<phase>.ckpt.pt) and evaluate
         its EMA on the test split (`evaluate=False`: self-supervised phases without a classifier).
+        The evaluated model of a classifier phase is kept for `predict_pool` (the last such phase
+        is the one `fit` reports). Without a test split nothing is evaluated and the metrics are
+        `unevaluated_metrics` plus the schedule's.
 
         Raises
         ------
@@ -264,7 +309,7 @@ class ImageLearner(Learner):
             seeding=Seeding.per_step(seed, phase, device),
             checkpoint=Checkpoint(Path(workdir) / f"{phase}.ckpt.pt") if workdir is not None else None,
             identity=identity, mismatch=_mismatch, checkpoint_every=config.checkpoint_every,
-            period=config.eval_every if evaluate else None, on_period=on_period,
+            period=config.eval_every if evaluate and data.evaluated else None, on_period=on_period,
             extra_state=self.extra_state, load_extra_state=self.load_extra_state,
             train_mode=lambda: self.set_train_mode(model),
             callbacks=[lambda done, fn=fn: fn(phase, done) for fn in self.step_callbacks], device=device,
@@ -287,6 +332,10 @@ class ImageLearner(Learner):
         evaluated = loop.evaluated
         if not evaluate:
             return {"steps": done.steps, "train_seconds": done.train_seconds, "model": evaluated}
+        self._fitted = (evaluated, data, config, Path(workdir) / f"{phase}.ckpt.pt" if workdir is not None else None)
+        if not data.evaluated:
+            return {**unevaluated_metrics(), "best_top1_over_training": None, "curve": [], "steps": done.steps,
+                    "train_seconds": done.train_seconds}
         metrics = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
                                data.test_targets, data.num_classes)
         curve = done.history
