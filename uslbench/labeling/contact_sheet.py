@@ -2,6 +2,7 @@
 beside the export so the user can look at the images before paying for their labels."""
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 from typing import Callable
@@ -18,7 +19,15 @@ PAD = 6
 
 def contact_sheet(picks: list[Pick], image: Callable[[int], Image.Image], path: str | Path,
                   cluster_sizes: dict[int, int] | None = None, columns: int = 10) -> Path:
-    """Write a PNG grid of the picked images.
+    """Write `contact_sheet_png` to `path` (atomic) and return `path`."""
+    path = Path(path)
+    atomic_write_bytes(path, contact_sheet_png(picks, image, cluster_sizes, columns))
+    return path
+
+
+def contact_sheet_png(picks: list[Pick], image: Callable[[int], Image.Image],
+                      cluster_sizes: dict[int, int] | None = None, columns: int = 10) -> bytes:
+    """A PNG grid of the picked images, as bytes.
 
     Parameters
     ----------
@@ -27,8 +36,6 @@ def contact_sheet(picks: list[Pick], image: Callable[[int], Image.Image], path: 
         ``c<cluster> (n=<size>)`` with the cluster's size in the pool.
     image : callable
         ``image(pool_index) -> PIL.Image`` (the data set's loader; any mode, any size).
-    path : path-like
-        The PNG to write (atomic).
     cluster_sizes : dict, optional
         Cluster id -> number of pool images in it.
     columns : int
@@ -36,10 +43,9 @@ def contact_sheet(picks: list[Pick], image: Callable[[int], Image.Image], path: 
 
     Returns
     -------
-    Path
-        `path`.
+    bytes
+        The PNG file.
     """
-    path = Path(path)
     columns = max(1, min(columns, len(picks)))
     rows = math.ceil(len(picks) / columns) if picks else 1
     tile_w, tile_h = THUMB + PAD, THUMB + CAPTION + PAD
@@ -63,9 +69,6 @@ def contact_sheet(picks: list[Pick], image: Callable[[int], Image.Image], path: 
         draw.text((x, y + THUMB + 1), "  ".join(lines[:1]), fill="black", font=font)
         if len(lines) > 1:
             draw.text((x, y + THUMB + 13), lines[1], fill="dimgray", font=font)
-    import io
-
     buffer = io.BytesIO()
     sheet.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()

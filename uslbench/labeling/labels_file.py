@@ -156,7 +156,8 @@ def attach_labels(labels_file: LabelsFile, pool_paths: Sequence[str], class_name
     picked : sequence of str, optional
         Relative paths of the images the selection picked (a warning for labeled images outside it).
     digest : callable, optional
-        ``digest(relative_path) -> sha256`` of a pool file; used to tell a renamed or changed file
+        ``digest(pool_path) -> sha256`` of a pool file (called with entries of `pool_paths`); used
+        to tell a renamed or changed file
         from a removed one when the labels file carries the export's sha256 column.
 
     Raises
@@ -184,7 +185,7 @@ def attach_labels(labels_file: LabelsFile, pool_paths: Sequence[str], class_name
                         f"{_examples(notes, quote=False)}. Paths are relative to the folder given as folder:PATH, as "
                         "in the exported picks; fix the paths, or re-run select if the folder changed.")
     if digest is not None:
-        changed = [row.path for row in rows if row.sha256 and digest(row.path) != row.sha256]
+        changed = [row.path for row in rows if row.sha256 and digest(pool_paths[index[row.path]]) != row.sha256]
         if changed:
             raise UserError(f"Labels file {labels_file.path}: {len(changed)} image(s) changed content since they were "
                             f"selected: {_examples(changed)}. Check the labels still describe them, then drop the "

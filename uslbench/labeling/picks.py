@@ -37,14 +37,20 @@ class Pick:
 def relative_paths(paths, root: str | Path) -> list[str]:
     """POSIX paths of `paths` relative to `root` (the folder the user named), for exports that
     must stay valid when the folder moves."""
-    root = Path(root).expanduser().resolve()
+    root = Path(root).expanduser()
+    absolute_root, resolved_root = root.absolute(), root.resolve()
     out = []
     for path in paths:
-        path = Path(path).resolve()
-        try:
-            out.append(path.relative_to(root).as_posix())
+        path = Path(path)
+        try:  # as listed (a symlinked file stays under the folder) ...
+            out.append(path.absolute().relative_to(absolute_root).as_posix())
+            continue
         except ValueError:
-            out.append(path.as_posix())
+            pass
+        try:  # ... or with the folder itself reached through a link
+            out.append(path.resolve().relative_to(resolved_root).as_posix())
+        except ValueError:
+            out.append(path.absolute().as_posix())
     return out
 
 
@@ -123,24 +129,26 @@ def label_studio_tasks(picks: list[Pick]) -> list[dict]:
 
 
 def write_picks(picks: list[Pick], path: str | Path, fmt: str = "auto") -> Path:
-    """Write the picks (atomic). csv / json: the columns of `COLUMNS` that have values (the CSV
+    """Write `picks_bytes` to `path` (atomic) and return `path`."""
+    path = Path(path).expanduser()
+    atomic_write_bytes(path, picks_bytes(picks, export_format(path, fmt)))
+    return path
+
+
+def picks_bytes(picks: list[Pick], fmt: str) -> bytes:
+    """The picks file's content. csv / json: the columns of `COLUMNS` that have values (the CSV
     ends with an empty ``label`` column when it has paths, to be filled in and passed back with
     ``--labels``); label-studio: `label_studio_tasks`; npy: the pool indices only (int64)."""
-    path = Path(path).expanduser()
-    fmt = export_format(path, fmt)
     if fmt == "npy":
-        from ..utils import atomic_save_npy
-
-        atomic_save_npy(path, np.asarray([p.pool_index for p in picks], dtype=np.int64))
-        return path
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray([p.pool_index for p in picks], dtype=np.int64), allow_pickle=False)
+        return buffer.getvalue()
     if fmt == "label-studio":
-        atomic_write_bytes(path, (json.dumps(label_studio_tasks(picks), indent=1, ensure_ascii=False) + "\n").encode())
-        return path
+        return (json.dumps(label_studio_tasks(picks), indent=1, ensure_ascii=False) + "\n").encode()
     columns = [c for c in COLUMNS if any(getattr(p, c) is not None for p in picks)]
     if fmt == "json":
         rows = [{c: getattr(p, c) for c in columns} for p in picks]
-        atomic_write_bytes(path, (json.dumps(rows, indent=1, ensure_ascii=False) + "\n").encode())
-        return path
+        return (json.dumps(rows, indent=1, ensure_ascii=False) + "\n").encode()
     # with paths, an empty `label` column: fill it in and pass the file back as --labels
     with_label = "path" in columns
     buffer = io.StringIO()
@@ -149,5 +157,31 @@ def write_picks(picks: list[Pick], path: str | Path, fmt: str = "auto") -> Path:
     for p in picks:
         writer.writerow(["" if getattr(p, c) is None else (f"{p.score:.6g}" if c == "score" else getattr(p, c))
                          for c in columns] + ([""] if with_label else []))
-    atomic_write_bytes(path, buffer.getvalue().encode())
-    return path
+    return buffer.getvalue().encode()
+
+
+def read_picked_paths(path: str | Path) -> list[str]:
+    """The image paths of an exported picks file (csv or json from `write_picks`, or a Label
+    Studio task list), to check a labels file against what was picked.
+
+    Raises
+    ------
+    UserError
+        Missing or unreadable file, or one without paths.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"Picks file {path} does not exist (the file `select --export` wrote).")
+    text = path.read_text(encoding="utf-8-sig")
+    try:
+        if path.suffix.lower() == ".json":
+            rows = json.loads(text)
+            paths = [(row.get("data", row) if isinstance(row, dict) else {}).get("path") for row in rows]
+        else:
+            paths = [row.get("path") for row in csv.DictReader(text.splitlines())]
+    except (json.JSONDecodeError, AttributeError, TypeError) as exc:
+        raise UserError(f"Picks file {path} is not a picks export ({exc}).") from None
+    if not paths or any(not p for p in paths):
+        raise UserError(f"Picks file {path} has rows without a path: export the picks from a folder:PATH data set "
+                        "(select --dataset folder:PATH --export picks.csv).")
+    return [str(p) for p in paths]

@@ -358,7 +358,8 @@ class Selector:
             if pool_size is None:
                 raise ValueError("give features or context.pool_size")
         budget = check_budget(budget, pool_size)
-        fixed = self._check_initial_labeled(context, pool_size, budget)
+        fixed = (self.check_initial_labeled(context.initial_labeled, pool_size, budget)
+                 if context.initial_labeled is not None else None)
         representative = None
         if self.traits.uses_features:
             representative = duplicate_representatives(features)
@@ -401,12 +402,28 @@ class Selector:
         return Selection(indices=indices, info=info, seconds=dict(timer.seconds),
                          per_pick=align_per_pick(per_pick, before, indices))
 
-    def _check_initial_labeled(self, context: "SelectionContext", pool_size: int, budget: int) -> np.ndarray | None:
-        """The already-labeled set (sorted unique int64), or None; refused when this selector
-        cannot use one, when it leaves the pool or when fewer than `budget` images lie outside it."""
-        fixed = context.initial_labeled
-        if fixed is None:
-            return None
+    def check_initial_labeled(self, fixed: np.ndarray | None = None, pool_size: int | None = None,
+                              budget: int | None = None) -> np.ndarray | None:
+        """Check an already-labeled set (a second round) before any work.
+
+        Parameters
+        ----------
+        fixed : (k,) int array, optional
+            Pool indices already labeled; None: only whether this selector takes such a set.
+        pool_size, budget : int, optional
+            N and m, when known.
+
+        Returns
+        -------
+        np.ndarray of int64 or None
+            The set, sorted and unique (None when none is given).
+
+        Raises
+        ------
+        UserError
+            This selector's traits do not say `uses_initial_labeled`; an index outside the pool;
+            fewer than `budget` images outside the set.
+        """
         if not self.traits.uses_initial_labeled:
             from ..registry import SELECTORS  # lazy: the registry lists what is registered at call time
 
@@ -414,9 +431,12 @@ class Selector:
             raise UserError(f"Selector {self.name!r} cannot take an already-labeled set: its method picks from an "
                             f"empty labeled set only. Use one that builds on labeled images ({', '.join(able)}), "
                             "or drop --already-labeled.")
-        if fixed.min() < 0 or fixed.max() >= pool_size:
+        if fixed is None:
+            return None
+        fixed = np.unique(np.asarray(fixed, dtype=np.int64))
+        if pool_size is not None and len(fixed) and (fixed.min() < 0 or fixed.max() >= pool_size):
             raise UserError(f"The already-labeled set holds indices outside the pool 0..{pool_size - 1}.")
-        if budget > pool_size - len(fixed):
+        if pool_size is not None and budget is not None and budget > pool_size - len(fixed):
             raise UserError(f"Budget {budget} exceeds the {pool_size - len(fixed)} pool images that are not "
                             f"labeled yet ({len(fixed)} of {pool_size} are); lower the budget.")
         return fixed
