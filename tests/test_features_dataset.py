@@ -75,3 +75,30 @@ def test_selectors_and_probes_run_and_image_learners_refuse(tmp_path):
     assert result.exit_code != 0 and "reads images" in result.output
     board = _run("leaderboard", root)
     assert board.exit_code == 0 and "usl" in board.output
+
+
+@pytest.mark.slow
+def test_sweep_and_leaderboard_on_a_features_file(tmp_path):
+    """Label-free selectors x the three probes on your own embeddings: every run done, one leaderboard
+    row per selector; a learner that trains on images is refused when the sweep is planned, before
+    any job (no record, no cache)."""
+    data = f"features:{_blobs(tmp_path)}"
+    root = tmp_path / "results"
+    refused = CliRunner().invoke(main, ["sweep", "--dataset", data, "--selector", "usl,random", "--learner",
+                                        "linear,fixmatch", "--budget", "8", "--executor", "inline",
+                                        "--results-root", str(root)])
+    assert refused.exit_code != 0
+    assert "Learner 'fixmatch' trains a network on images" in refused.output and "linear, knn or labelprop" in refused.output
+    assert not (root / "runs").exists() and not (root / "cache").exists()
+    result = _run("sweep", "--dataset", data, "--selector", "random,usl,typiclust,probcover", "--learner",
+                  "linear,knn,labelprop", "--budget", "8", "--seeds", "1", "--executor", "inline",
+                  "--results-root", str(root))
+    assert result.exit_code == 0, result.output
+    assert "12 runs: 0 done, 0 failed, 0 crashed, 0 running, 12 new" in result.output
+    assert "after the sweep: 12 done" in result.output
+    board = _run("leaderboard", str(root))
+    assert board.exit_code == 0
+    table = board.output.split("### selectors × learners, m = 8")[1].split("###")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| selector")]
+    assert sorted(line.split("|")[1].strip() for line in rows) == ["probcover", "random", "typiclust", "usl"]
+    assert all(line.count("|") == 5 for line in rows)  # selector + knn, labelprop, linear
