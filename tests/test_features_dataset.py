@@ -1,6 +1,8 @@
 """`features:PATH`: benchmark selectors and probes on embeddings you already have."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -102,3 +104,20 @@ def test_sweep_and_leaderboard_on_a_features_file(tmp_path):
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| selector")]
     assert sorted(line.split("|")[1].strip() for line in rows) == ["probcover", "random", "typiclust", "usl"]
     assert all(line.count("|") == 5 for line in rows)  # selector + knn, labelprop, linear
+
+
+def test_bad_features_file_refused_before_any_output(tmp_path):
+    rng = np.random.default_rng(2)
+    root = tmp_path / "results"
+    cases = {"nan.npz": (dict(train=np.array([[0.0, 1.0], [np.nan, 2.0], [1.0, 1.0]]), train_labels=np.array([0, 1, 1])),
+                         r"1 row\(s\) with NaN or infinite values \(e.g. rows 1\)"),
+             "len.npz": (dict(train=rng.normal(size=(4, 2)), train_labels=np.array([0, 1, 1])),
+                         r"expected shape \(4,\), got \(3,\)")}
+    for name, (arrays, message) in cases.items():
+        np.savez(tmp_path / name, **arrays)
+        for command in (["run", "--learner", "linear"], ["sweep", "--learner", "linear", "--executor", "inline"]):
+            result = CliRunner().invoke(main, [*command, "--selector", "random", "--dataset",
+                                               f"features:{tmp_path / name}", "--budget", "2",
+                                               "--results-root", str(root)])
+            assert result.exit_code != 0 and re.search(message, " ".join(result.output.split())), result.output
+            assert not (root / "runs").exists() and not (root / "cache").exists()
