@@ -344,3 +344,28 @@ def test_labels_options_refused_before_any_work(tmp_path):
                                        str(tmp_path / "results")])
     assert result.exit_code != 0 and "Selector 'usl_t' cannot take an already-labeled set" in result.output
     assert not (tmp_path / "results" / "cache").exists()
+
+
+def test_labels_checked_against_the_picks(tmp_path):
+    """A labels file from elsewhere (Label Studio's CSV export): `--picks` names labeled images that
+    were not picked and picks left without a label; both are warnings, the run goes on."""
+    folder = image_folder(tmp_path / "pool", broken=False)
+    results = tmp_path / "results"
+    result = invoke("select", "--dataset", f"folder:{folder}", "--encoder", "pixels", "--selector", "random",
+                    "--budget", "4", "--results-root", results, "--export", tmp_path / "tasks.json",
+                    "--export-format", "label-studio")
+    assert result.exit_code == 0, result.output
+    picked = [task["data"]["path"] for task in json.loads((tmp_path / "tasks.json").read_text(encoding="utf-8"))]
+    extra = next(p.name for p in sorted(folder.iterdir()) if p.name not in picked)
+    text = "path,label\n" + "".join(f"{p},{true_class(p)}\n" for p in picked[:3] + [extra])
+    (tmp_path / "annotations.csv").write_text(text, encoding="utf-8")
+    with pytest.warns(DataWarning) as caught:
+        result = invoke("run", "--dataset", f"folder:{folder}", "--labels", tmp_path / "annotations.csv", "--picks",
+                        tmp_path / "tasks.json", "--learner", "knn", "--encoder", "pixels", "--results-root", results)
+    assert result.exit_code == 0, result.output
+    messages = [str(w.message) for w in caught if "annotations.csv" in str(w.message)]
+    assert messages == [
+        f"labels file annotations.csv: 1 labeled image(s) were not picked by the selection ('{extra}'); they are "
+        "used as labeled all the same",
+        f"labels file annotations.csv: 1 of the 4 picked image(s) have no label ('{picked[3]}'); they stay unlabeled"]
+    assert "m=4" in result.output
