@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import DATASETS
+from ..traits import DatasetTraits
 from ..utils import file_sha256
 from .base import Dataset, DatasetSource, ImageSplit
 
@@ -58,11 +59,26 @@ class _NoImages:
                         "labelprop) and the precomputed encoder, not a learner or encoder that reads images.")
 
 
+def features_test_config(workdir: Path, **_) -> dict[str, str]:
+    """Contract-test setting: 3 classes x 8 train and 3 test rows of 6-d blobs, with paths and class names."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 6)) * 3
+    y, y_test = np.repeat(np.arange(3), 8), np.repeat(np.arange(3), 3)
+    path = Path(workdir) / "features.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, train=(centres[y] + rng.normal(size=(24, 6))).astype(np.float32), train_labels=y,
+             test=(centres[y_test] + rng.normal(size=(9, 6))).astype(np.float32), test_labels=y_test,
+             paths=np.array([f"img/{i:02d}.png" for i in range(24)]), class_names=np.array(["a", "b", "c"]))
+    return {"path": str(path)}
+
+
 @DATASETS.register("features", "your embeddings: an .npz with train, train_labels, optional test/test_labels, "
                    "paths, class_names (no images; probes and label-free selectors)", config=FeaturesConfig,
-                   argument_field="path")
+                   argument_field="path", test_config=features_test_config)
 class FeaturesData(DatasetSource):
     """Precomputed embeddings of a labelled set; see the module docstring for the arrays."""
+
+    traits = DatasetTraits(images=False)
 
     def load(self) -> Dataset:
         path = Path(self.config.path).expanduser()

@@ -9,6 +9,7 @@ import numpy as np
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..registry import ENCODERS
+from ..traits import EncoderTraits
 from .base import Encoder, FeatureSet, l2_normalise
 
 
@@ -22,6 +23,8 @@ class PrecomputedConfig:
 class PrecomputedEncoder(Encoder):
     """Returns `dataset.features` (train and test) as float32, L2-normalised unless configured
     otherwise; only for data sets that carry features (`features:PATH`)."""
+
+    traits = EncoderTraits(reads_images=False)
 
     def check(self, dataset: Dataset) -> None:
         if dataset.features is None:

@@ -205,7 +205,7 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
         if learner is not None and not learner.traits.uses_features:
             raise UserError(f"Learner {spec.learner!r} trains a network on images; {spec.dataset} holds precomputed "
                             "features only. Use a feature probe: linear, knn or labelprop.")
-        if encoder_name != "precomputed":
+        if ENCODERS.traits(encoder_name).reads_images:
             raise UserError(f"Encoder {encoder_name!r} reads images; {spec.dataset} holds precomputed features. "
                             "Leave --encoder out (the data set's own embeddings are used).")
         if selector_encoder and selector_encoder != encoder_name:
