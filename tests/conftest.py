@@ -18,7 +18,7 @@ def digits_dataset():
 
 @pytest.fixture(scope="session")
 def digits_features(digits_dataset):
-    from uslbench.registry import ENCODERS
+    from uslbench.catalog import ENCODERS
 
     return ENCODERS.create("pixels").encode(digits_dataset)
 
@@ -34,6 +34,35 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="module")
+def cifar(tmp_path_factory):
+    """A tiny synthetic CIFAR-10 in torchvision's on-disk format (2 train / 1 test image per class)."""
+    import warnings
+
+    from uslbench.datasets import load_dataset
+    from uslbench.datasets.testing import write_cifar
+
+    root = write_cifar(tmp_path_factory.mktemp("cifar"), "cifar10", per_class_train=2, per_class_test=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the synthetic files differ from the official checksums
+        return load_dataset("cifar10", data_root=str(root))
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    """The digits data set cut to a 240-image pool and 120 test images (fast, still 10 classes)."""
+    import dataclasses
+
+    from uslbench.datasets import load_dataset
+    from uslbench.datasets.base import ImageSplit
+
+    full = load_dataset("digits")
+    return dataclasses.replace(
+        full, train=ImageSplit(labels=full.train.labels[:240], array=full.train.array[:240]),
+        test=ImageSplit(labels=full.test.labels[:120], array=full.test.array[:120]),
+        identity={**full.identity, "subset": "240/120"})
+
+
 @pytest.fixture
 def results_root(tmp_path):
     return tmp_path / "results"
@@ -45,3 +74,38 @@ def gaussian_mixture(n: int = 600, d: int = 16, clusters: int = 8, seed: int = 0
     centers = rng.standard_normal((clusters, d)) * 3
     x = centers[rng.integers(0, clusters, n)] + rng.standard_normal((n, d))
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+
+
+# --- real CIFAR-10 ---------------------------------------------------------------------------------
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+CIFAR10_JPEG = REPO.parent / "shared" / "data" / "cifar10"   # the JPEG copy kept beside the repository
+CIFAR10_TRAIN, CIFAR10_TEST = 1000, 500                      # the first images of each split, original order
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory):
+    """A torchvision-format CIFAR-10 folder (pass as --data-root) with the first 1,000 training
+    and 500 test images of the real data set, built once per session from ../shared/data/cifar10/.
+    CI has that folder beside the clone: its absence is a failure, not a skip."""
+    import os
+    from pathlib import Path
+
+    from uslbench.datasets.cifar_jpeg import write_cifar10_subset
+
+    source = Path(os.environ.get("USLBENCH_CIFAR10_JPEG", CIFAR10_JPEG))
+    if not (source / "cifar10-jpeg.tar.gz").is_file():
+        pytest.fail(f"Real CIFAR-10 is needed by this test: no cifar10-jpeg.tar.gz in {source} (the shared data "
+                    "folder beside the repository; set USLBENCH_CIFAR10_JPEG to its location).")
+    return write_cifar10_subset(source, tmp_path_factory.mktemp("cifar10"), CIFAR10_TRAIN, CIFAR10_TEST)
+
+
+@pytest.fixture(scope="session")
+def cifar10_real(cifar10_root):
+    """The loaded real CIFAR-10 subset (uslbench Dataset)."""
+    import warnings
+
+    from uslbench.datasets import load_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checksums differ from the official archive, by design
+        return load_dataset("cifar10", data_root=str(cifar10_root))

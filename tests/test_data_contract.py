@@ -106,8 +106,8 @@ def test_encoder_contract(name, tiny_cifar, tmp_path, one_torch_thread):
     if "weights" in overrides:
         assert entry.traits.needs_weights
         shutil.copytree(tmp_path / "a", tmp_path / "b")
-        other = ENCODERS.create(name, dataset="cifar10", weights=overrides["weights"].replace(
-            str(tmp_path / "a"), str(tmp_path / "b")))
+        other = ENCODERS.create(name, dataset="cifar10", **{**overrides, "weights": overrides["weights"].replace(
+            str(tmp_path / "a"), str(tmp_path / "b"))})
         other.use_results_root(tmp_path / "results")
         other.check(tiny_cifar)
     assert np.array_equal(other.encode(tiny_cifar).train, features.train), "same weights, same features"

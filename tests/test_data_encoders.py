@@ -3,14 +3,12 @@ deterministic batched extraction, build_module, CLIP without pretrained weights.
 from __future__ import annotations
 
 import shutil
-import warnings
 
 import numpy as np
 import pytest
 import torch
 
 from uslbench.datasets import load_dataset
-from uslbench.datasets.testing import write_cifar
 from uslbench.encoders.checkpoints import map_state_dict
 from uslbench.encoders.torch_base import default_weights_path
 from uslbench.nets.contrastive import ContrastiveNet
@@ -22,12 +20,6 @@ from uslbench.catalog import ENCODERS
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    root = write_cifar(tmp_path_factory.mktemp("cifar"), "cifar10", per_class_train=2, per_class_test=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_dataset("cifar10", data_root=str(root))
 
 
 def _net(arch="resnet18_cifar", head=(512, 512, 128), relu=True, seed=0) -> ContrastiveNet:

@@ -50,7 +50,7 @@ def layouts(tmp_path_factory):
     coarse = torch.from_numpy(np.random.default_rng(0).integers(0, 256, size=(16, 3, 2, 2)).astype(np.float32))
     images = torch.nn.functional.interpolate(coarse, size=(8, 8), mode="bilinear", align_corners=False)
     images = images.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-    path = write_npz(tmp_path_factory.mktemp("npz") / "layouts.npz", size=8, x_train=images,
+    path = write_npz(tmp_path_factory.mktemp("npz") / "layouts.npz", size=8, num_classes=2, x_train=images,
                      y_train=np.arange(16) % 2)
     return load_dataset(f"npz:{path}")
 

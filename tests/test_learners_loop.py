@@ -7,8 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-from uslbench.datasets import load_dataset
-from uslbench.datasets.base import ImageSplit
 from uslbench.errors import UserError
 from uslbench.training.augment import POLICIES, augment
 from uslbench.training.loop import IndexStream
@@ -25,14 +23,6 @@ def tiny_overrides(name: str, **extra) -> dict:
     return {k: v for k, v in values.items() if k in fields}
 
 
-@pytest.fixture(scope="module")
-def small_digits():
-    """The digits data set cut to a 240-image pool and 120 test images (fast, still 10 classes)."""
-    full = load_dataset("digits")
-    return dataclasses.replace(
-        full, train=ImageSplit(labels=full.train.labels[:240], array=full.train.array[:240]),
-        test=ImageSplit(labels=full.test.labels[:120], array=full.test.array[:120]),
-        identity={**full.identity, "subset": "240/120"})
 
 
 def labeled_set(dataset, per_class: int = 2) -> np.ndarray:

@@ -281,18 +281,6 @@ def test_a_truncated_checkpoint_without_digest_is_named_and_training_starts_agai
     assert warnings[0].endswith(f"moved it to {path}.bad, training starts again from the beginning.")
 
 
-@pytest.fixture(scope="module")
-def small_digits():
-    import dataclasses
-
-    from uslbench.datasets import load_dataset
-    from uslbench.datasets.base import ImageSplit
-
-    full = load_dataset("digits")
-    return dataclasses.replace(
-        full, train=ImageSplit(labels=full.train.labels[:240], array=full.train.array[:240]),
-        test=ImageSplit(labels=full.test.labels[:120], array=full.test.array[:120]),
-        identity={**full.identity, "subset": "240/120"})
 
 
 def _supervised(calls: list[int] | None = None, stop_at: int | None = None):

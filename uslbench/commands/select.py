@@ -26,7 +26,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.option("--encoder", default=None, help="with --dataset: encoder (default: the data set's)")
 @click.option("--encoder-weights", default=None, help="with --dataset: weights file for the encoder")
 @click.option("--data-root", default=None, help="with --dataset: folder holding the data set's files")
-@config_overrides("selector")
+@config_overrides("selector", "encoder")
 @click.option("--preset", "preset_dataset", default=None,
               help="with --features: take the selector's presets for this data set (e.g. cifar10, imagenet)")
 @click.option("--l2-normalise/--no-l2-normalise", "normalise", default=True, show_default=True,
@@ -47,8 +47,8 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @device_option("where selection runs: cpu, cuda[:N] (needs faiss-gpu: the `gpu` extra), or auto (a GPU when "
                "one is visible; faiss stays on the CPU without faiss-gpu)")
 def select_command(selector, budget, seed, features_path, dataset, encoder, encoder_weights, data_root,
-                   selector_config, preset_dataset, normalise, export_path, export_format, already_labeled,
-                   results_root, device) -> None:
+                   encoder_config, selector_config, preset_dataset, normalise, export_path, export_format,
+                   already_labeled, results_root, device) -> None:
     """Select m images from your own features or a data set; print per-phase seconds; export.
 
     \b
@@ -76,7 +76,7 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
     overrides = overrides_for("selector", selector, selector_config)
     if features_path is not None:
         for flag, value in (("--encoder", encoder), ("--encoder-weights", encoder_weights), ("--data-root", data_root),
-                            ("--already-labeled", already_labeled)):
+                            ("--encoder-config", encoder_config or None), ("--already-labeled", already_labeled)):
             if value is not None:
                 raise UserError(f"{flag} applies to --dataset; with --features your matrix is the features.")
         if export_path and export_format == "label-studio":
@@ -96,7 +96,7 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
             raise UserError("--preset applies to --features; with --dataset the data set's presets are used.")
         spec = RunSpec(dataset=dataset, selector=selector, learner=None, budget=budget, seed=seed, encoder=encoder,
                        encoder_weights=encoder_weights, data_root=data_root, selector_config=overrides,
-                       already_labeled=already_labeled)
+                       encoder_config=overrides_for("encoder", encoder, encoder_config), already_labeled=already_labeled)
         device = resolve_device(device)
         prep = prepare(spec, results_root, device)
         with_paths = pool_paths(prep.dataset, dataset) is not None

@@ -11,6 +11,8 @@ Layouts understood (key names as the published checkpoints store them):
                           dropped}  (also the EMAN MoCo v2 checkpoint the USL paper uses)
   ours                    {"format": "uslbench-encoder", "arch", "head_dims", "head_relu", "state_dict":
                           {"backbone.<torchvision names>", "projection.<i>.weight"}}
+Refused with an explanation (layout, matched / unmatched tensors, what to pass instead): a supervised
+torchvision/timm classifier (single Linear `fc`, no projection head) and a whole pickled model.
 Everything is mapped onto `ContrastiveNet`: a torchvision-named ResNet under "backbone." and the
 projection MLP under "projection.". The CIFAR layouts call the residual projection "shortcut",
 torchvision calls it "downsample".
@@ -44,16 +46,19 @@ class MappedWeights:
 
 def load_file(path: str | Path) -> Any:
     """torch.load on CPU, tensors and plain containers only (argparse options in old checkpoints
-    are allowed); a clear UserError when the file is not a PyTorch checkpoint."""
-    path = Path(path)
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"Encoder weights file {path} does not exist.") from None
-    except Exception as exc:  # unpickling errors come in many types
-        raise UserError(f"Cannot read encoder weights {path}: not a PyTorch checkpoint of tensors "
-                        f"({type(exc).__name__}: {str(exc)[:300]}).") from exc
+    are allowed); a clear UserError when the file is not a PyTorch checkpoint or holds a whole
+    pickled model (see `weights.load_checkpoint`)."""
+    from .weights import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+class NotSelfSupervised(UserError):
+    """A supervised classifier file (a single Linear `fc` over the backbone, no projection head)."""
+
+    def __init__(self, message: str, state: dict[str, torch.Tensor], head: str) -> None:
+        super().__init__(message)
+        self.state, self.head = state, head
 
 
 def _tensor_dict(obj: Any) -> bool:
@@ -118,7 +123,15 @@ def map_state_dict(checkpoint: Any) -> MappedWeights:
     if not head:
         raise UserError("The weights file has no projection head (no fc.*, linear.*, contrastive_head.* or "
                         "projection.* keys); selection uses the projection output, so a full self-supervised "
-                        "checkpoint (backbone + head) is needed.")
+                        "checkpoint (backbone + head) is needed. To use a backbone alone as a frozen feature "
+                        "extractor, pass --encoder timm --encoder-config model=NAME --encoder-weights FILE.")
+    if layout == "torchvision" and set(head) <= {"projection.weight", "projection.bias"} and "projection.weight" in head:
+        weight = head["projection.weight"]
+        what = f"fc {weight.shape[1]}->{weight.shape[0]}" if weight.ndim == 2 else "fc"
+        raise NotSelfSupervised(
+            f"The weights file is a supervised classifier (a single Linear {what} over the backbone, no "
+            "self-supervised projection head). To use its backbone as a frozen feature extractor, pass "
+            "--encoder timm --encoder-config model=NAME --encoder-weights FILE.", backbone, what)
     head, dims, relu = _normalise_head(head)
     return MappedWeights({**backbone, **head}, dims, relu, layout)
 
@@ -159,24 +172,60 @@ def describe_backbone(state: dict[str, torch.Tensor]) -> str:
     return f"ResNet-{depth or '?'} ({'bottleneck' if bottleneck else 'basic'} blocks, {stem})"
 
 
+def _advice_for(state: dict[str, torch.Tensor], path: Path | str) -> str:
+    """What to pass instead: the matching contrastive encoder, pretraining, or the timm route."""
+    from .weights import guess_architecture
+
+    plain = {k[len("backbone."):] if k.startswith("backbone.") else k: v for k, v in state.items()}
+    guess = guess_architecture(plain) or ""
+    model = re.search(r"model=(\w+)", guess)
+    timm_route = (f"--encoder timm --encoder-config model={model.group(1)} --encoder-weights {path}" if model
+                  else "--encoder timm --encoder-config model=NAME --encoder-weights FILE")
+    return ("Use the encoder that matches the checkpoint (simclr: ResNet-18 with CIFAR stem + projection head; "
+            "mocov2: ResNet-50 + 2048-2048-128 head), pretrain one with `python cli.py pretrain`, or load the "
+            f"backbone alone as a frozen feature extractor: {timm_route} (timm's ResNets use torchvision's names).")
+
+
+def classifier_message(error: NotSelfSupervised, model: torch.nn.Module, path: Path | str, encoder: str,
+                       arch: str) -> str:
+    """Issue 12 item 8: a supervised classifier file given to a contrastive encoder. Says which layout
+    was detected, how much of the backbone matched and what did not, and what to pass instead."""
+    from .weights import KeyReport
+
+    own = model.state_dict()
+    required = [k for k in own if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    state = error.state
+    report = KeyReport(layout=f"a supervised torchvision/timm ResNet classifier ({describe_backbone(state)}, "
+                              f"{error.head} classifier instead of a projection head)",
+                       state_dict={}, n_required=len(required))
+    for key in required:
+        if key not in state:
+            report.missing.append(key[len("backbone."):])
+        elif tuple(state[key].shape) != tuple(own[key].shape):
+            report.shapes.append(f"{key[len('backbone.'):]} {tuple(state[key].shape)} in the file vs "
+                                 f"{tuple(own[key].shape)}")
+    report.unused = [k[len("backbone."):] for k in state if k not in own and not k.endswith("num_batches_tracked")]
+    report.unused += ["fc.weight", "fc.bias"] if error.head.startswith("fc") else []
+    target = (f"encoder {encoder!r}, which needs a self-supervised {arch} backbone with a projection head "
+              "(selection reads the projection)")
+    return report.message(path, target, _advice_for(state, path), scope="the backbone's")
+
+
 def load_into(model: torch.nn.Module, mapped: MappedWeights, what: str, path: Path | str) -> None:
-    """Load strictly (BatchNorm counters excepted) and explain a mismatch in one paragraph."""
+    """Load strictly (BatchNorm counters excepted) and explain a mismatch in one paragraph: the
+    detected layout, how many tensors matched, what did not, and what to pass instead."""
+    from .weights import KeyReport
+
     own = model.state_dict()
     missing = [k for k in own if k not in mapped.state_dict and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in mapped.state_dict if k not in own]
-    shapes = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in mapped.state_dict.items()
+    shapes = [f"{k} {tuple(v.shape)} in the file vs {tuple(own[k].shape)}" for k, v in mapped.state_dict.items()
               if k in own and tuple(v.shape) != tuple(own[k].shape)]
     if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({', '.join(missing[:4])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:4])})")
-        if shapes:
-            parts.append(f"{len(shapes)} shape mismatches ({'; '.join(shapes[:3])})")
-        raise UserError(f"Weights {path} (read as the {mapped.source_layout} layout, a "
-                        f"{describe_backbone(mapped.state_dict)}) do not fit {what}: {', '.join(parts)}. "
-                        "Use the encoder that matches the checkpoint (simclr: ResNet-18 with CIFAR stem; "
-                        "mocov2: ResNet-50) or pretrain one with `python cli.py pretrain`.")
+        report = KeyReport(layout=f"{mapped.source_layout} ({describe_backbone(mapped.state_dict)})", state_dict={},
+                           n_required=len(missing) + sum(1 for k in own if k in mapped.state_dict
+                                                         and not k.endswith("num_batches_tracked")),
+                           missing=missing, unused=unexpected, shapes=shapes)
+        raise UserError(report.message(path, what, _advice_for(mapped.state_dict, path)))
     merged = {k: mapped.state_dict.get(k, v) for k, v in own.items()}
     model.load_state_dict(merged, strict=True)

@@ -18,7 +18,7 @@ from ..datasets.base import Dataset
 from ..errors import UserError
 from ..registry import ENCODERS
 from ..traits import EncoderTraits
-from .torch_base import TorchEncoder, cached_file_digest
+from .torch_base import TorchEncoder, cached_file_digest, no_weights_routes
 
 if TYPE_CHECKING:  # torch and open_clip are imported when the network is built (see _build_net)
     from torch import nn
@@ -96,7 +96,8 @@ class ClipEncoder(TorchEncoder):
                 f"--encoder-weights PATH with an open_clip {self.config.model} checkpoint, or fill open_clip's "
                 f"cache on a machine with internet access: python -c \"import open_clip; "
                 f"open_clip.create_model_and_transforms('{self.config.model}', "
-                f"pretrained='{self.config.pretrained}')\" (then copy ~/.cache/huggingface or ~/.cache/clip).")
+                f"pretrained='{self.config.pretrained}')\" (then copy ~/.cache/huggingface or ~/.cache/clip). "
+                f"{no_weights_routes()}")
         return found
 
     def check(self, dataset: Dataset) -> None:

