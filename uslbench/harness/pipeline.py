@@ -212,7 +212,9 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
                             "Leave --encoder out (the data set's own embeddings are used).")
         if selector_encoder and selector_encoder != encoder_name:
             raise UserError(f"Selector {spec.selector!r} computes its own features with the {selector_encoder!r} "
-                            f"encoder from images; {spec.dataset} has none.")
+                            f"encoder from images; {spec.dataset} has none. If your embeddings come from that "
+                            "encoder, run the selector it is built on with its preset (clip_usl: --selector usl "
+                            "--selector-config usl.preset=imagenet_clip).")
     encoders = {encoder_name: make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config,
                                            download=bool(spec.dataset_config.get("download")))}
     # each stage that reads features names its encoder: the run's, or the one its entry fixes
