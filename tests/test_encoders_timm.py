@@ -138,6 +138,8 @@ def test_mismatches_name_the_layout_the_counts_and_the_keys(cifar, tmp_path):
 
     with pytest.raises(UserError, match="timm has no architecture 'resnet181'. Did you mean resnet18"):
         _encode(cifar, tmp_path / "r18.pth", "resnet181", 32)
+    with pytest.raises(UserError, match=r"timm model 'resnet18.nope': Invalid pretrained tag .* Known tags: .*a1_in1k"):
+        _encode(cifar, tmp_path / "r18.pth", "resnet18.nope", 32)
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(UserError, match="Cannot read encoder weights .*junk.pt: not a PyTorch checkpoint"):
         _encode(cifar, tmp_path / "junk.pt", "resnet18", 32)
@@ -253,3 +255,51 @@ def test_onnx_backend_gives_the_eager_features(cifar, tmp_path):
     assert make("onnx").identity() == make("eager").identity()    # a runtime choice: same feature cache
     with pytest.raises(UserError, match="backend must be one of auto, eager, onnx"):
         make("tensorrt").check(cifar)
+
+
+def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(monkeypatch):
+    import io
+
+    from uslbench.encoders.progress import ImageProgress
+
+    monkeypatch.delenv("USLBENCH_QUIET", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    log = io.StringIO()
+    with ImageProgress(300, "timm train", every_s=0.0, stream=log, terminal=False) as progress:
+        for _ in range(3):
+            progress.update(100)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 3 and "\r" not in log.getvalue()          # two periodic lines + the summary
+    assert lines[0].startswith("timm train: 100/300 images (33%), ") and "img/s, about" in lines[0]
+    assert lines[-1].startswith("timm train: 300 images in ") and lines[-1].endswith("img/s)")
+    bar = io.StringIO()
+    with ImageProgress(300, "timm train", stream=bar, terminal=True) as progress:
+        progress.update(300)
+    shown = bar.getvalue()
+    assert shown.startswith("\rtimm train:") and "img/s]" in shown        # a tqdm bar counting images/s
+    assert shown.endswith("img/s)\n")                                      # and the summary line
+    monkeypatch.setenv("USLBENCH_QUIET", "1")
+    quiet = io.StringIO()
+    with ImageProgress(300, "timm train", every_s=0.0, stream=quiet, terminal=False) as progress:
+        progress.update(300)
+    assert quiet.getvalue() == ""
+
+
+def test_file_backed_images_go_through_timms_eval_transform(tmp_path):
+    from uslbench.datasets.testing import write_image_folder
+
+    root = write_image_folder(tmp_path / "imgs", per_class_train=3, per_class_test=1, num_classes=2, size=48)
+    lazy = load_dataset(f"folder:{root}", image_size=48, max_in_memory=2)   # read from the files on demand
+    assert lazy.train.array is None
+    model = _random_model("resnet18")
+    torch.save(model.state_dict(), tmp_path / "a.pth")
+    out = ENCODERS.create("timm", model="resnet18", weights=str(tmp_path / "a.pth"), image_size=32,
+                          num_workers=0).encode(lazy)
+    # by hand: timm's eval transform (resize 32 / crop_pct 0.95 -> 33, centre crop 32, mean/std), pooled features
+    transform = timm.data.create_transform(**timm.data.resolve_data_config({"input_size": (3, 32, 32)}, model=model))
+    x = torch.stack([transform(lazy.train.image(i).convert("RGB")) for i in range(len(lazy.train))])
+    with torch.no_grad():
+        expected = F.normalize(_strip_head(model).forward_head(_strip_head(model).forward_features(x),
+                                                               pre_logits=True), dim=1).numpy()
+    assert out.train.shape == (6, 512) and out.test.shape == (2, 512)
+    np.testing.assert_allclose(out.train, expected, atol=1e-5)

@@ -53,10 +53,10 @@ def test_mixup_lambda_prime_is_the_larger_of_lambda_and_one_minus_lambda():
 
 
 def test_rampup_is_linear_then_flat():
-    assert rampup(0, 1000, 0.1) == 0.0
-    assert rampup(50, 1000, 0.1) == pytest.approx(0.5)
-    assert rampup(500, 1000, 0.1) == 1.0
-    assert rampup(0, 1000, 0.0) == 1.0
+    assert rampup(0, 100.0) == 0.0
+    assert rampup(50, 100.0) == pytest.approx(0.5)
+    assert rampup(500, 100.0) == 1.0
+    assert rampup(0, 0.0) == 1.0
 
 
 def test_memory_smoothing_by_hand():

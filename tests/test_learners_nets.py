@@ -34,3 +34,35 @@ def test_resnets_from_the_resnet_module(arch):
     net = build_network(arch, 10, 3, 32).eval()
     assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
     assert net.feature_dim == (512 if arch == "resnet18_cifar" else 2048)
+
+
+def test_wrn_shortcut_reads_raw_input():
+    """Projection shortcuts as in every WRN reference (google-research/fixmatch libml/models.py
+    `residual`, CoMatch WideResNet.py, the USL FixMatch fork): the first block of group 1 projects the
+    ACTIVATED input (activate_before_residual), the first blocks of groups 2 and 3 the RAW input."""
+    from uslbench.nets.wrn import WideResNet
+
+    torch.manual_seed(0)
+    net = WideResNet(3, 28, 2).eval()
+    blocks = [b for b in net.blocks if b.shortcut is not None]
+    assert [blocks.index(b) for b in blocks] == [0, 1, 2] and len(blocks) == 3
+    seen = {}
+    hooks = [b.register_forward_pre_hook(lambda m, args, i=i: seen.setdefault(("in", i), args[0].clone()))
+             for i, b in enumerate(blocks)]
+    hooks += [b.shortcut.register_forward_pre_hook(lambda m, args, i=i: seen.setdefault(("sc", i), args[0].clone()))
+              for i, b in enumerate(blocks)]
+    # non-trivial BN statistics so that activated != raw
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    net(torch.randn(2, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    for i, block in enumerate(blocks):
+        raw = seen[("in", i)]
+        activated = block.act(block.bn1(raw))
+        expected = activated if i == 0 else raw
+        other = raw if i == 0 else activated
+        assert torch.equal(seen[("sc", i)], expected), f"shortcut input of block {i}"
+        assert not torch.allclose(seen[("sc", i)], other)

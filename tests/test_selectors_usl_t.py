@@ -75,7 +75,8 @@ def test_contrastive_augment_keeps_shape_and_range_and_is_seeded():
 def test_loss_logit_adjustment_and_sharpening():
     from types import SimpleNamespace
 
-    cfg = SimpleNamespace(tau=0.0, ema_mu=0.5, beta=5.0, sharpen_t=0.25, reweight=False, lambda_local=1.0)
+    cfg = SimpleNamespace(tau=0.0, ema_mu=0.5, beta=5.0, sharpen_t=0.25, reweight=False, lambda_local=1.0,
+                          mean_over_batch=False)
     plain = torch.tensor([[[4.0, 0.0], [4.0, 0.0]]])  # one head, both samples in cluster 0
     pbar = torch.full((1, 2), 0.5)
     strong = plain.clone().requires_grad_(True)
@@ -89,3 +90,71 @@ def test_loss_logit_adjustment_and_sharpening():
     target = torch.softmax(adjusted / 0.25, 0)
     assert target[1] > target[0]
     assert strong.grad is not None and parts["local"] > 0
+
+
+def test_confidence_follows_preset():
+    """Reference pick rule (selective_labeling/config.py USE_MEAN_PROB = True; the CIFAR-100 and
+    ImageNet configs set it False): the head-averaged confidence on CIFAR-10, head 0 elsewhere;
+    and the global loss is divided by the batch size on CIFAR-100 and ImageNet (MEAN_OUTSIDE_MASK)."""
+    from uslbench.selectors.usl_t import USLTConfig, resolve_preset
+
+    resolved = [resolve_preset(SELECTORS.resolve_config("usl_t", dataset=name), 50_000, budget)
+                for name, budget in (("cifar10", 40), ("cifar100", 400), ("imagenet", 2911))]
+    assert [(r.preset, r.confidence, r.mean_over_batch) for r in resolved] == [
+        ("cifar10", "mean", False), ("cifar100", "head0", True), ("imagenet", "head0", True)]
+    assert resolve_preset(USLTConfig(), 1_000).confidence == "mean"          # small data: the CIFAR-10 rule
+    # an explicit value wins over the preset
+    assert resolve_preset(USLTConfig(preset="cifar10", confidence="head0"), 50_000).confidence == "head0"
+    # by scale when the data set is unknown: a CIFAR-100-like budget gets the CIFAR-100 row
+    assert resolve_preset(USLTConfig(), 50_000, 400).preset == "cifar100"
+    assert resolve_preset(USLTConfig(), 50_000, 40).preset == "cifar10"
+
+
+def test_global_loss_mean_over_batch():
+    """MEAN_OUTSIDE_MASK (reference CIFAR-100 / ImageNet): sum of the (weighted) cross-entropies of
+    the confident samples / batch size; CIFAR-10: their (weighted) mean."""
+    from types import SimpleNamespace
+
+    plain = torch.tensor([[[9.0, 0.0, 0.0], [0.0, 9.0, 0.0], [9.0, 0.0, 0.0], [0.0, 0.0, 0.1]]])  # last: unconfident
+    strong = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]])
+    neighbour = plain.clone()
+    ce = torch.nn.functional.cross_entropy(strong[0, :3], torch.tensor([0, 1, 0]), reduction="none")
+    for reweight in (False, True):
+        # n / count_c over the 3 confident samples: class 0 twice (weight 1.5), class 1 once (weight 3)
+        w = torch.tensor([1.5, 3.0, 1.5]) if reweight else torch.ones(3)
+        expected = {False: float((w * ce).sum() / w.sum()), True: float((w * ce).sum() / 4)}
+        for mean_over_batch in (False, True):
+            cfg = SimpleNamespace(tau=0.9, ema_mu=0.5, beta=0.0, sharpen_t=1.0, reweight=reweight, lambda_local=0.0,
+                                  mean_over_batch=mean_over_batch)
+            _, parts = usl_t_loss(plain, strong, neighbour, torch.full((1, 3), 1 / 3), cfg)
+            assert parts["global"] == pytest.approx(expected[mean_over_batch], rel=1e-5)
+
+
+def test_backbone_mode_normalises_input(digits):
+    """mode=backbone feeds the encoder's network its own input normalisation, not raw [0, 1] images."""
+    dataset, features = digits
+    seen = []
+
+    class NormalisingEncoder(TinyEncoder):
+        def input_transform(self, dataset):
+            class Shift(torch.nn.Module):
+                def forward(self, x):
+                    seen.append((float(x.min()), float(x.max())))
+                    return (x - 0.5) / 0.25
+            return Shift()
+
+    encoder = NormalisingEncoder()
+    inputs = []
+    ctx = SelectionContext(dataset=dataset, encoder=encoder, dataset_name="digits")
+    original = encoder.build_module
+
+    def build_module():
+        module, dim = original()
+        module.register_forward_pre_hook(lambda m, args: inputs.append(float(args[0].min())))
+        return module, dim
+
+    encoder.build_module = build_module
+    SELECTORS.create("usl_t", mode="backbone", max_steps=2, batch_size=32).select(features, 12, seed=1, context=ctx)
+    assert seen and all(lo >= 0.0 and hi <= 1.0 for lo, hi in seen)
+    # the network saw normalised inputs: (0 - 0.5) / 0.25 = -2 for black pixels
+    assert min(inputs) == pytest.approx(-2.0)

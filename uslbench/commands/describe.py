@@ -6,6 +6,15 @@ import click
 
 from ..errors import UserError, unknown_name_message
 
+FIDELITY_DOC = "docs/fidelity.md"
+FIDELITY_KINDS = ("selector", "learner")  # the registries whose entries have a section in FIDELITY_DOC
+
+
+def fidelity_line(kind: str, name: str) -> str | None:
+    """'fidelity: docs/fidelity.md#NAME' for selectors and learners (their section there compares
+    each mechanism and default with the reference code); None for other entries."""
+    return f"fidelity: {FIDELITY_DOC}#{name}" if kind in FIDELITY_KINDS else None
+
 
 @click.command("describe")
 @click.argument("name")
@@ -32,5 +41,9 @@ def describe(name: str, dataset: str | None, budget: int | None) -> None:
     if dataset is not None:
         REGISTRIES["datasets"].get(dataset)  # an unknown data set gets the close matches
         pool_size = REGISTRIES["datasets"].traits(dataset).pool_size
-    click.echo("\n\n".join(registry.describe(name, dataset, pool_size=pool_size, budget=budget)
-                            for registry in found))
+    parts = []
+    for registry in found:
+        line = fidelity_line(registry.kind, registry.get(name).name)
+        text = registry.describe(name, dataset, pool_size=pool_size, budget=budget)
+        parts.append(text + (f"\n{line}" if line else ""))
+    click.echo("\n\n".join(parts))

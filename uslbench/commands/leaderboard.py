@@ -12,16 +12,21 @@ from .options import RESULTS_ROOT
               show_default=True)
 @click.option("--output", default=None, help="folder for the tables and plots  [default: ROOT/leaderboards]")
 @click.option("--plots/--no-plots", default=True, show_default=True, help="also write the PNG plots")
-def leaderboard(root: str, fmt: str, output: str | None, plots: bool) -> None:
+@click.option("--metric", type=click.Choice(["final", "best", "median20"]), default="final", show_default=True,
+              help="which top-1 of each run: final (the final evaluated model, EMA weights for the SSL learners), "
+                   "best (best evaluation during training, as the USL FixMatch fork and USB report), median20 "
+                   "(median of the last 20 evaluations, as the FixMatch and MixMatch papers report)")
+def leaderboard(root: str, fmt: str, output: str | None, plots: bool, metric: str) -> None:
     """Paper-style tables of the finished runs (mean ± std (n) and delta over random), and plots.
 
     \b
     Example:
       python cli.py leaderboard results --format markdown > LEADERBOARD.md
+      python cli.py leaderboard results --metric median20
     """
     from ..report.leaderboard import write_leaderboard  # lazy: pandas; `--help` stays light
 
-    board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots,
+    board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots, metric=metric,
                               warn=lambda m: click.echo(f"warning: {m}", err=True))
     click.echo(board.text, nl=not board.text.endswith("\n"))
     click.echo(f"written: {board.path}" + (f" (+ {len(board.plots)} plots)" if board.plots else ""), err=True)

@@ -142,6 +142,23 @@ class ClipEncoder(TorchEncoder):
         net = self.net()
         return copy.deepcopy(net).to(device), int(getattr(net, "output_dim", 512))
 
+    def input_transform(self, dataset: Dataset) -> nn.Module:
+        """CLIP's eval preprocessing on float [0, 1] tensors: resize to its input side (bicubic)
+        and its mean/std, read from open_clip's transform (a square image's resize + centre crop is
+        one resize)."""
+        from torchvision import transforms as T
+
+        from .input_transform import InputTransform
+
+        self.net(dataset)
+        steps = list(getattr(self._preprocess, "transforms", []))
+        normalise = next((t for t in steps if isinstance(t, T.Normalize)), None)
+        crop = next((t for t in steps if isinstance(t, T.CenterCrop)), None)
+        if normalise is None:
+            raise UserError("open_clip's preprocessing has no Normalize step; cannot fine-tune this CLIP model.")
+        size = int(crop.size[0]) if crop is not None else None
+        return InputTransform(tuple(normalise.mean), tuple(normalise.std), size=size, interpolation="bicubic")
+
     def preprocess(self, dataset: Dataset) -> Preprocess:
         from .extract import Preprocess  # lazy: torch (see _build_net)
 

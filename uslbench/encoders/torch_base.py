@@ -236,6 +236,16 @@ class TorchEncoder(Encoder):
         resize = self.input_resize or (dataset.image_size if lazy else None)
         return Preprocess(mean, std, resize=resize, crop=crop)
 
+    def input_transform(self, dataset: Dataset) -> nn.Module:
+        """Module mapping float images (B, C, H, W) in [0, 1] to what `build_module`'s network
+        expects: this encoder's normalisation (`preprocess(dataset)`: the data set's statistics, or
+        CLD's / ImageNet's when configured) and its fixed input side when it has one. Trainers
+        that fine-tune the network (usl_t backbone mode, simclrv2) apply it before the network."""
+        from .input_transform import InputTransform  # lazy: torch
+
+        preprocess = self.preprocess(dataset)
+        return InputTransform(preprocess.mean, preprocess.std, size=self.input_crop)
+
     def feature_module(self, dataset: Dataset) -> nn.Module:
         net = self.net(dataset)
         return net if self.config.output == "projection" else net.backbone

@@ -13,8 +13,10 @@ A learner subclasses `ImageLearner` and supplies only:
 This module does what is specific to SSL on images: the data held on the device as uint8
 (`TrainData`), batches drawn from reshuffled passes over the labeled set and the pool
 (`training.loop.IndexStream`), augmentation on the device (`training.augment`), SGD with Nesterov
-momentum and no weight decay on BN / bias, the cosine schedule lr * cos(7 pi k / (16 K)),
-evaluation of the EMA weights every `eval_every` steps, and on a GPU optional bf16 autocast,
+momentum (or AdamW: MixMatch's recipe) and no weight decay on BN / bias, the cosine schedule
+lr * cos(7 pi k / (16 K)) (or a constant rate), evaluation of the EMA weights every `eval_every`
+steps (the record keeps the final top-1, the best one and the median of the last 20 evaluations,
+the three statistics the references report), and on a GPU optional bf16 autocast,
 channels-last and torch.compile. The loop does the rest (EMA, seeding per step, checkpoints in the
 run's workdir and resume, interrupts, duration estimate, progress).
 
@@ -40,7 +42,7 @@ from torch import nn
 from .. import DEFAULT_SEED
 from ..datasets.base import Dataset
 from ..errors import UserError
-from ..training.augment import AugmentPolicy, augment, policy_for
+from ..training.augment import RANDAUGMENT_VARIANTS, AugmentPolicy, augment, policy_for
 from ..training.checkpoint import Checkpoint
 from ..training.images import split_tensor
 from ..training.loop import (IndexStream, Seeding, TrainLoop, cosine_factor, cpu_threads, parameter_groups,
@@ -51,6 +53,28 @@ from .loop_config import LoopConfig  # noqa: F401  (learners import it from here
 from ..nets import build_network, check_arch
 
 CHECKPOINT_VERSION = 1
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(groups: list[dict], config: LoopConfig) -> torch.optim.Optimizer:
+    """SGD with momentum (Nesterov by default: FixMatch, CoMatch, USB), or AdamW: Adam with the
+    decoupled weight decay of MixMatch's code (google-research/mixmatch mixmatch.py: after each
+    Adam step every conv / dense kernel is multiplied by 1 - weight_decay x lr; AdamW applies the
+    same factor before the step). The groups carry their own weight decay (none on BN / biases)."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+
+
+def curve_metrics(curve: list[dict], final_top1: float) -> dict[str, float]:
+    """The evaluation statistics the references report, from the curve of periodic evaluations:
+    `best_top1_over_training` (the USL FixMatch fork and USB log the best) and `median20_top1` (the
+    median of the last 20 evaluations: FixMatch and MixMatch papers, google-research/fixmatch
+    scripts/extract_accuracy.py). Without a curve both are the final top-1."""
+    values = [c["top1"] for c in curve]
+    if not values:
+        return {"best_top1_over_training": final_top1, "median20_top1": final_top1}
+    return {"best_top1_over_training": max(values), "median20_top1": float(np.median(values[-20:]))}
 
 
 def slow_hint(learner: str = "fixmatch") -> str:
@@ -179,8 +203,8 @@ class ImageLearner(Learner):
 
     labeled_views: tuple[str, ...] = ("weak",)
     unlabeled_views: tuple[str, ...] = ()
-    declared_metrics = ("top1", "per_class_top1", "n_test", "best_top1_over_training", "curve", "steps",
-                        "train_seconds")
+    declared_metrics = ("top1", "per_class_top1", "n_test", "best_top1_over_training", "median20_top1", "curve",
+                        "steps", "train_seconds")
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
@@ -244,6 +268,11 @@ class ImageLearner(Learner):
             raise UserError(f"Config unlabeled_ratio must be >= 0, got {config.unlabeled_ratio}.")
         if not 0.0 <= config.ema < 1.0:
             raise UserError(f"Config ema must be in [0, 1), got {config.ema}.")
+        if config.optimizer not in OPTIMIZERS:
+            raise UserError(f"Config optimizer must be one of {', '.join(OPTIMIZERS)}, got {config.optimizer!r}.")
+        if config.randaugment not in RANDAUGMENT_VARIANTS:
+            raise UserError(f"Config randaugment must be one of {', '.join(RANDAUGMENT_VARIANTS)}, "
+                            f"got {config.randaugment!r}.")
         if device is not None and not str(device).startswith("cuda"):
             for option in ("amp", "channels_last"):
                 if getattr(config, option):
@@ -294,7 +323,7 @@ class ImageLearner(Learner):
         groups = parameter_groups(model, config.weight_decay)
         if not any(g["params"] for g in groups):
             raise UserError(f"Learner {self.name!r} has no trainable parameters in phase {phase!r}.")
-        optimizer = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
+        optimizer = make_optimizer(groups, config)
         identity = {"version": CHECKPOINT_VERSION, "learner": self.name, "phase": phase,
                     "config": asdict(config), "seed": seed, "data": fingerprint}
 
@@ -334,13 +363,13 @@ class ImageLearner(Learner):
             return {"steps": done.steps, "train_seconds": done.train_seconds, "model": evaluated}
         self._fitted = (evaluated, data, config, Path(workdir) / f"{phase}.ckpt.pt" if workdir is not None else None)
         if not data.evaluated:
-            return {**unevaluated_metrics(), "best_top1_over_training": None, "curve": [], "steps": done.steps,
-                    "train_seconds": done.train_seconds}
+            return {**unevaluated_metrics(), "best_top1_over_training": None, "median20_top1": None, "curve": [],
+                    "steps": done.steps, "train_seconds": done.train_seconds}
         metrics = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
                                data.test_targets, data.num_classes)
         curve = done.history
-        metrics.update(best_top1_over_training=max((c["top1"] for c in curve), default=metrics["top1"]),
-                       curve=curve, steps=done.steps, train_seconds=done.train_seconds)
+        metrics.update(curve_metrics(curve, metrics["top1"]), curve=curve, steps=done.steps,
+                       train_seconds=done.train_seconds)
         return metrics
 
     def _batch(self, data: TrainData, labeled_stream: IndexStream, unlabeled_stream: IndexStream | None,
@@ -370,7 +399,7 @@ class ImageLearner(Learner):
         """Validate, then build the device data and the fingerprint that ties checkpoints to inputs."""
         self.check(dataset, labeled_indices)
         self.check_options(self.config, device)
-        policy = policy_for(self.config.augment, dataset.image_size)
+        policy = policy_for(self.config.augment, dataset.image_size, self.config.randaugment)
         data = TrainData.build(dataset, labeled_indices, device, policy)
         fingerprint = {"dataset": dataset.identity, "name": dataset.name,
                        "labeled": content_key(np.asarray(labeled_indices, dtype=np.int64).tolist())}

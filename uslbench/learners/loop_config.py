@@ -14,14 +14,19 @@ class LoopConfig:
     labeled_batch: int = 64
     unlabeled_ratio: int = field(default=7, metadata={"help": "mu: unlabeled batch = mu x labeled batch"})
     lr: float = 0.03
+    optimizer: str = field(default="sgd", metadata={
+        "help": "sgd (momentum, Nesterov) | adamw (Adam with decoupled weight decay lr x weight_decay)"})
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
     cosine: bool = field(default=True, metadata={"help": "lr * cos(7 pi k / (16 K)); off = constant lr"})
     ema: float = field(default=0.999, metadata={"help": "EMA decay of the evaluated weights (0 = no EMA)"})
-    eval_every: int = 5000
+    eval_every: int = field(default=1024, metadata={
+        "help": "evaluate every this many steps (the curve; best and median of the last 20)"})
     checkpoint_every: int = 1000
     augment: str = field(default="auto", metadata={"help": "augmentation policy: auto, cifar, digits, medical"})
+    randaugment: str = field(default="fork", metadata={
+        "help": "strong view: fork (USL FixMatch fork: 2 ops at p 0.5, levels 1-9, fixed Cutout) | usb"})
     amp: bool = field(default=False, metadata={"help": "bf16 autocast (CUDA only)"})
     channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (CUDA only)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the training forward pass"})

@@ -10,20 +10,25 @@ Phases, each one run of the shared loop with its own checkpoint in the run's wor
    resumed or repeated run in the same workdir does not pretrain again. Encoders that have a network
    expose `encoder.build_module(device) -> (module, feature_dim)` and skip this phase.
 2. ``finetune``: a new linear head on the encoder features. ``finetune=linear`` trains only that head
-   with the backbone frozen (BatchNorm statistics included): the USL paper's CIFAR setting
-   (SimCLRv2-CLD: lr 0.01 Nesterov, wd 1e-4, 5 epochs of the labeled set repeated 100x, batch 128).
-   ``finetune=full`` trains the whole network.
+   with the backbone's weights frozen: the USL paper's CIFAR setting (SimCLRv2-CLD,
+   TonyLianLong/UnsupervisedSelectiveLabeling semisup-simclrv2-cld/fine_tune.py): SGD lr 0.01
+   Nesterov, wd 1e-4, a constant rate, 5 epochs of the labeled set repeated 100x in batches of 128
+   (drop_last), the network in train mode (the frozen backbone's BatchNorm statistics adapt;
+   `freeze_bn=true` keeps them), CLD's training augmentation (`finetune_view=cld`), the encoder's
+   own input normalisation (CLD's statistics for the CLD checkpoints) and L2-normalised logits
+   (`normalise_logits`, the CLD model's `l2norm` after its linear layer). ``finetune=full`` trains
+   the whole network.
 3. ``distill`` (when `distill_steps` > 0): a student network (`arch`) trained on weak views of the
    pool to match the fine-tuned teacher's softened predictions (temperature `distill_temperature`);
    the student is then the evaluated model (unlabeled batch = labeled_batch x unlabeled_ratio).
 
-With ``steps = 0`` the fine-tuning length is epochs x repeat x m / labeled_batch (the reference
-recipe); a positive value overrides it.
+With ``steps = 0`` the fine-tuning length is epochs x floor(repeat x m / labeled_batch) (the
+reference's epochs of a drop_last loader); a positive value overrides it. Differences from the
+reference: docs/fidelity.md#simclrv2.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -48,10 +53,15 @@ class SimCLRv2Config(LoopConfig):
     labeled_batch: int = 128
     lr: float = 0.01
     weight_decay: float = 1e-4
+    cosine: bool = field(default=False, metadata={"help": "the reference fine-tunes at a constant rate"})
     ema: float = 0.0
     eval_every: int = 100
     checkpoint_every: int = 100
     finetune: str = "linear"
+    finetune_view: str = field(default="cld", metadata={"help": "cld (CLD's training augmentation) | weak"})
+    freeze_bn: bool = field(default=False, metadata={
+        "help": "linear fine-tuning: keep the backbone's BatchNorm statistics (false: they adapt, as the reference)"})
+    normalise_logits: bool = field(default=True, metadata={"help": "L2-normalised logits (the CLD model's head)"})
     epochs: float = 5.0
     repeat: int = 100
     distill_steps: int = 0
@@ -60,6 +70,30 @@ class SimCLRv2Config(LoopConfig):
     pretrain_batch: int = 256
     pretrain_lr: float = 0.3
     pretrain_temperature: float = 0.5
+
+
+class NormalisedClassifier(Classifier):
+    """Classifier whose logits are L2-normalised (CLD's ResNet: `linear` then `l2norm`,
+    shared/models/resnet_cifar_cld.py of the USL reference)."""
+
+    def forward(self, x: torch.Tensor, with_features: bool = False):
+        features = self.backbone(x)
+        logits = F.normalize(self.head(features), dim=1)
+        return (logits, features) if with_features else logits
+
+
+class EncoderInput(nn.Module):
+    """Map the loop's inputs (normalised with the data set's statistics) to what the encoder's
+    network expects: undo the data set normalisation, then the encoder's `input_transform`."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, transform: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.detach().clone().reshape(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", std.detach().clone().reshape(1, -1, 1, 1), persistent=False)
+        self.transform = transform
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.transform(x * self.std + self.mean)
 
 
 class ProjectionNet(nn.Module):
@@ -87,6 +121,8 @@ class SimCLRv2(ImageLearner):
         super().check(dataset, labeled_indices)
         if self.config.finetune not in ("linear", "full"):
             raise UserError(f"Config finetune must be 'linear' or 'full', got {self.config.finetune!r}.")
+        if self.config.finetune_view not in ("cld", "weak"):
+            raise UserError(f"Config finetune_view must be 'cld' or 'weak', got {self.config.finetune_view!r}.")
         if self.config.steps < 0 or self.config.distill_steps < 0 or self.config.pretrain_steps < 1:
             raise UserError("Config steps and distill_steps must be >= 0 and pretrain_steps >= 1.")
 
@@ -97,18 +133,21 @@ class SimCLRv2(ImageLearner):
         ImageLearner.check_options(config, device)
 
     def finetune_steps(self, budget: int) -> int:
+        """`steps` when positive, else epochs x floor(repeat x m / labeled_batch): the reference's
+        DataLoader over the repeated labeled set drops the last partial batch (155 steps at m = 40)."""
         if self.config.steps > 0:
             return self.config.steps
-        return max(1, math.ceil(self.config.epochs * self.config.repeat * budget / self.config.labeled_batch))
+        per_epoch = (self.config.repeat * budget) // self.config.labeled_batch
+        return max(1, round(self.config.epochs * per_epoch))
 
     # --- phases ----------------------------------------------------------------------------------
     _phase = "finetune"
     _teacher: nn.Module | None = None
 
     def set_train_mode(self, model: nn.Module) -> None:
-        model.train()
-        if self._phase == "finetune" and self.config.finetune == "linear":
-            model.backbone.eval()  # frozen encoder: its BatchNorm statistics stay as pretrained
+        model.train()  # the reference: model.train(), so a frozen backbone's BN statistics adapt
+        if self._phase == "finetune" and self.config.finetune == "linear" and self.config.freeze_bn:
+            model.backbone.eval()
 
     def loss(self, model, batch: Batch, step: int, total_steps: int):
         if self._phase == "pretrain":
@@ -132,7 +171,10 @@ class SimCLRv2(ImageLearner):
         the third value is the pretraining time in seconds (None when the encoder brought a network)."""
         if encoder is not None and hasattr(encoder, "build_module"):
             module, feature_dim = encoder.build_module(device)
-            return module, int(feature_dim), None
+            if callable(getattr(encoder, "input_transform", None)):
+                # the encoder's network was trained on its own normalisation (CLD's on CIFAR)
+                module = nn.Sequential(EncoderInput(data.mean, data.std, encoder.input_transform(dataset)), module)
+            return module.to(device), int(feature_dim), None
         config = self.config
         backbone = build_network(config.arch, dataset.num_classes, dataset.channels, dataset.image_size).backbone
         net = ProjectionNet(backbone, backbone.feature_dim)
@@ -152,11 +194,12 @@ class SimCLRv2(ImageLearner):
             backbone, feature_dim, pretrain_seconds = self._backbone(dataset, data, encoder, seed, device, workdir)
             pretrained_here = pretrain_seconds is not None
             seed_torch(seed, self.name, "head")
-            model = Classifier(backbone, feature_dim, dataset.num_classes).to(device)
+            head = NormalisedClassifier if config.normalise_logits else Classifier
+            model = head(backbone, feature_dim, dataset.num_classes).to(device)
             if config.finetune == "linear":
                 for parameter in model.backbone.parameters():
                     parameter.requires_grad_(False)
-            self._use_views("finetune", ("weak",), ())
+            self._use_views("finetune", (config.finetune_view,), ())
             finetune = replace(config, steps=self.finetune_steps(len(labeled_indices)))
             metrics = self.run_loop(model, data, finetune, seed, device, workdir, "finetune", fingerprint)
             metrics.update(encoder_pretrained_here=pretrained_here, pretrain_seconds=pretrain_seconds)

@@ -4,6 +4,13 @@ Pre-activation basic blocks, BatchNorm momentum 0.001 and LeakyReLU(0.1) (the SS
 Zagoruyko & Komodakis), 3 groups of 4 blocks of widths 16k, 32k, 64k, strides 1, 2, 2. WRN-28-2
 has 1.5 M parameters (CIFAR-10 reference), WRN-28-8 23.4 M (CIFAR-100 reference). `forward`
 returns the 64k-d pooled features; the classifier head lives in `nets.Classifier`.
+
+Projection shortcuts: in the first block of group 1 the 1x1 shortcut reads the ACTIVATED input
+(`activate_before_residual` in every reference); in the first block of groups 2 and 3 it reads
+the RAW block input (google-research/fixmatch libml/models.py `residual`, salesforce/CoMatch
+WideResNet.py, the USL FixMatch fork's models/wideresnet.py). conv1 reads the activated input
+everywhere, as in the TensorFlow and CoMatch code (the PyTorch ports feed it the raw input there;
+see docs/fidelity.md#networks).
 """
 from __future__ import annotations
 
@@ -14,10 +21,12 @@ BN_MOMENTUM = 0.001
 
 
 class _Block(nn.Module):
-    """Pre-activation basic block; a projection shortcut (1x1 conv) reads the activated input."""
+    """Pre-activation basic block. A projection shortcut (1x1 conv) reads the activated input when
+    `activate_before_residual` (first block of the network), the raw block input otherwise."""
 
-    def __init__(self, in_planes: int, out_planes: int, stride: int) -> None:
+    def __init__(self, in_planes: int, out_planes: int, stride: int, activate_before_residual: bool = False) -> None:
         super().__init__()
+        self.activate_before_residual = activate_before_residual
         self.bn1 = nn.BatchNorm2d(in_planes, momentum=BN_MOMENTUM)
         self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_planes, momentum=BN_MOMENTUM)
@@ -29,7 +38,9 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pre = self.act(self.bn1(x))
         out = self.conv2(self.act(self.bn2(self.conv1(pre))))
-        return out + (x if self.shortcut is None else self.shortcut(pre))
+        if self.shortcut is None:
+            return out + x
+        return out + self.shortcut(pre if self.activate_before_residual else x)
 
 
 class WideResNet(nn.Module):
@@ -46,7 +57,7 @@ class WideResNet(nn.Module):
         for group, stride in zip(range(3), (1, 2, 2)):
             for i in range(n):
                 layers.append(_Block(widths[group] if i == 0 else widths[group + 1], widths[group + 1],
-                                     stride if i == 0 else 1))
+                                     stride if i == 0 else 1, activate_before_residual=group == 0 and i == 0))
         self.blocks = nn.Sequential(*layers)
         self.bn = nn.BatchNorm2d(widths[3], momentum=BN_MOMENTUM)
         self.act = nn.LeakyReLU(0.1)

@@ -26,7 +26,7 @@ class Leaderboard:
 
 def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Path | None = None,
                       plots: bool = True, keys: set[str] | None = None, name: str = "LEADERBOARD",
-                      warn: Callable[[str], None] | None = None) -> Leaderboard:
+                      warn: Callable[[str], None] | None = None, metric: str = "final") -> Leaderboard:
     """Tables of the finished runs under `root` (only `keys` when given), written to
     `out_dir` (default ROOT/leaderboards) as NAME.md/.csv/.tex, plus beside them:
 
@@ -36,10 +36,14 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
     - NAME.per_class.csv: per-class test accuracy averaged over seeds (when records hold it);
     - PNG plots: class distribution of the labeled sets, accuracy vs budget, per-class accuracy.
 
+    `metric` chooses the top-1 of each run (records.METRICS): "final" (the final evaluated model,
+    the headline), "best" (best evaluation during training) or "median20" (median of the last 20
+    evaluations); the captions name it. Per-class accuracies are always the final model's.
+
     Raises
     ------
     UserError
-        Unknown format, missing root, or no finished run under it.
+        Unknown format or metric, missing root, or no finished run under it.
     """
     if fmt not in FORMATS:
         raise UserError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
@@ -47,7 +51,7 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
     if not root.exists():
         raise UserError(f"Results root {root} does not exist; run a sweep first or pass the right folder.")
     kwargs = {"warn": warn} if warn is not None else {}
-    every = load_records(root, keys=keys, include_failed=True, **kwargs)
+    every = load_records(root, keys=keys, include_failed=True, metric=metric, **kwargs)
     df = every[every["status"] == "ok"]  # failed runs only mark their cells (n=k/N and a note)
     if df.empty:
         raise UserError(f"No finished runs under {root}; `python cli.py status {root}` shows what is there.")

@@ -19,7 +19,14 @@ import pandas as pd
 from .. import SCHEMA_VERSION
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
-           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema", "status", "error"]
+           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema", "status", "error", "metric"]
+
+# --metric NAME -> how the "top1" column of a row is read (see `metric_value`)
+METRICS = {
+    "final": "top1 of the final evaluated model (the EMA weights for the SSL learners)",
+    "best": "best top-1 over the evaluations during training (what the USL FixMatch fork and USB report)",
+    "median20": "median top-1 of the last 20 evaluations (what the FixMatch and MixMatch papers report)",
+}
 Warn = Callable[[str], None]
 
 
@@ -70,7 +77,34 @@ def _trait(record: dict, kind: str, trait: str, tag: str) -> bool:
     return tag in (record.get(f"{kind}_tags") or [])
 
 
-def record_row(record: dict) -> dict[str, Any] | None:
+def metric_value(metrics: dict | None, metric: str) -> float | None:
+    """The top-1 of a run's metrics under `metric` (see METRICS).
+
+    "best" reads `best_top1_over_training`, "median20" reads `median20_top1`; records written before
+    those fields existed are read from their evaluation `curve` (max, or median of the last 20
+    entries), and learners that evaluate once (the probes: no curve) give their only top-1."""
+    if metric not in METRICS:
+        from ..errors import UserError
+
+        raise UserError(f"Unknown metric {metric!r}; use one of {', '.join(METRICS)}.")
+    metrics = metrics if isinstance(metrics, dict) else {}
+    top1 = metrics.get("top1")
+    if metric == "final" or top1 is None:
+        return top1
+    stored = metrics.get("best_top1_over_training" if metric == "best" else "median20_top1")
+    if stored is not None:
+        return stored
+    curve = [c.get("top1") for c in metrics.get("curve") or [] if isinstance(c, dict) and c.get("top1") is not None]
+    if not curve:
+        return top1
+    if metric == "best":
+        return max(curve)
+    import numpy as np
+
+    return float(np.median(curve[-20:]))
+
+
+def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
     """The table row of one record, or None when a needed field is missing."""
     row = {
         "key": _first(record, "key"),
@@ -80,7 +114,7 @@ def record_row(record: dict) -> dict[str, Any] | None:
         "learner": _label(_first(record, "spec.learner"), _first(record, "spec.learner_config")),
         "budget": _first(record, "resolved.budget"),
         "seed": _first(record, "spec.seed"),
-        "top1": _first(record, "metrics.top1"),
+        "top1": metric_value(record.get("metrics"), metric),
         "oracle": _trait(record, "selector", "needs_labels", "oracle"),
         "probe": _trait(record, "learner", "uses_features", "probe"),
         "selection_key": _first(record, "keys.selection"),
@@ -90,6 +124,7 @@ def record_row(record: dict) -> dict[str, Any] | None:
         "schema": record.get("schema"),
         "status": "ok",
         "error": None,
+        "metric": metric,
     }
     needed = ("dataset", "selector", "learner", "budget", "seed", "top1")
     if any(row[k] is None for k in needed):
@@ -103,10 +138,10 @@ def record_row(record: dict) -> dict[str, Any] | None:
     return row
 
 
-def failed_row(record: dict) -> dict[str, Any] | None:
+def failed_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
     """The row of a failed run: its cell and seed, top1 NaN, status "failed" and the error's first
     line; None when the record does not say which run it was."""
-    row = record_row({**record, "metrics": {"top1": float("nan")}})
+    row = record_row({**record, "metrics": {"top1": float("nan")}}, metric)
     if row is not None:
         error = str(record.get("error") or "no error message recorded").strip()
         row.update(status="failed", error=error.splitlines()[0] if error else error)
@@ -114,10 +149,12 @@ def failed_row(record: dict) -> dict[str, Any] | None:
 
 
 def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
-                 keys: set[str] | None = None, include_failed: bool = False) -> pd.DataFrame:
+                 keys: set[str] | None = None, include_failed: bool = False, metric: str = "final") -> pd.DataFrame:
     """A DataFrame (COLUMNS) of the finished runs under a results root (or of the given files).
     `keys`: only these run keys (a sweep's leaderboard shows that sweep's runs).
-    `include_failed`: also failed runs, as rows with status "failed" and top1 NaN."""
+    `include_failed`: also failed runs, as rows with status "failed" and top1 NaN. `metric`: which
+    top-1 fills the "top1" column (METRICS: final, best, median20)."""
+    metric_value({}, metric)  # unknown metric: UserError before reading anything
     if isinstance(root_or_paths, (str, Path)):
         paths = record_paths(root_or_paths)
     else:
@@ -135,7 +172,7 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
             continue
         if record.get("status", "ok") != "ok":
             if include_failed and record.get("status") == "failed":
-                row = failed_row(record)
+                row = failed_row(record, metric)
                 if row is not None:
                     rows.append(row)
             continue
@@ -145,7 +182,7 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
         if record.get("evaluated") is False:  # run --labels without a test split: predictions, no accuracy
             unevaluated.append(path)
             continue
-        row = record_row(record)
+        row = record_row(record, metric)
         if row is None:
             warn(f"skipped record {path}: it lacks the spec or the top-1 metric")
             continue

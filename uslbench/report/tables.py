@@ -157,9 +157,28 @@ def _pivot(part: pd.DataFrame, column: str, rows: list[str], columns: list, orac
                         columns=[column_label(c) for c in columns])
 
 
-def caption(dataset: str, encoder: str, probes: Iterable[str], oracle: set[str]) -> str:
+METRIC_CAPTIONS = {
+    "final": "Final top-1 accuracy (%)",
+    "best": ("Best top-1 accuracy (%) over the evaluations during training (as the USL FixMatch fork and USB "
+             "report; chosen on the test split, so optimistic)"),
+    "median20": ("Median top-1 accuracy (%) of the last 20 evaluations during training (as the FixMatch and "
+                 "MixMatch papers report)"),
+}
+
+
+def table_metric(df: pd.DataFrame) -> str:
+    """The metric the rows were read with (records.load_records(metric=...)); "final" by default."""
+    if "metric" not in df.columns or df.empty:
+        return "final"
+    values = set(df["metric"].dropna())
+    if len(values) > 1:
+        raise ValueError(f"rows read with different metrics: {sorted(values)}")
+    return values.pop() if values else "final"
+
+
+def caption(dataset: str, encoder: str, probes: Iterable[str], oracle: set[str], metric: str = "final") -> str:
     probes = sorted(set(probes))
-    text = (f"Final top-1 accuracy (%) on the test split of {dataset}; selection and probes use encoder "
+    text = (f"{METRIC_CAPTIONS[metric]} on the test split of {dataset}; selection and probes use encoder "
             f"`{encoder}`. Cells: mean ± sample std over seeds [95% t-interval of the mean] (number of seeds), "
             f"then the difference to `{BASELINE}` in the same column; a single seed shows its value alone; "
             f"{MISSING}: not run.")
@@ -175,6 +194,7 @@ def build_tables(df: pd.DataFrame) -> list[Table]:
     """Per data set and encoder: one selectors x learners table per budget, then one
     selectors x budgets table per learner."""
     agg = aggregate(df)
+    metric = table_metric(df)
     tables: list[Table] = []
     for (dataset, encoder), part in agg.groupby(["dataset", "encoder"], sort=True):
         rows = selector_order(part)
@@ -182,7 +202,7 @@ def build_tables(df: pd.DataFrame) -> list[Table]:
         probes = set(df.loc[(df["dataset"] == dataset) & (df["encoder"] == encoder) & df["probe"], "learner"])
         learners = sorted(set(part["learner"]), key=lambda n: (n not in probes, n))
         budgets = sorted(set(part["budget"]))
-        cap = caption(dataset, encoder, probes, oracle)
+        cap = caption(dataset, encoder, probes, oracle, metric)
         section = f"{dataset} (encoder {encoder})"
         for budget in budgets:
             cells = part[part["budget"] == budget]
@@ -261,6 +281,7 @@ def _latex_escape(text: str) -> str:
 def render_csv(df: pd.DataFrame) -> str:
     """Tidy CSV of the aggregated cells (machine-readable: numbers, not formatted text)."""
     agg = aggregate(df)
+    agg.insert(len(GROUP), "metric", table_metric(df))
     return agg.to_csv(index=False, float_format="%.4f")
 
 

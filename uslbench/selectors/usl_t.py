@@ -3,13 +3,17 @@
 A clustering head with C' = budget outputs (3 heads, head 0 selects) is trained with
 * a global loss (Eq. 10): cross-entropy of a strongly augmented view against the argmax of the
   un-augmented view, counting only samples whose confidence exceeds tau, optionally reweighted
-  by n / count_c so big clusters do not dominate;
+  by n / count_c so big clusters do not dominate; averaged over the confident samples (CIFAR-10)
+  or summed over them and divided by the batch size (`mean_over_batch`: CIFAR-100, ImageNet);
 * a local loss (Eq. 11-14): a random one of the k = 20 nearest neighbours (initial feature space,
   computed once) gives the target: its logits adjusted by -beta * log(pbar) (pbar: EMA, momentum
   mu, of the batch-mean softmax; against one-cluster collapse) and sharpened with temperature t
   (against uniform collapse); loss = KL(target || softmax(sample logits)).
 Total = global + lambda_local * local, summed over the heads. Then in each cluster of head 0 the
-member with the highest confidence is selected.
+member with the highest confidence is selected: the max softmax averaged over the heads
+(`confidence=mean`, the reference default, CIFAR-10 and small data) or head 0's alone
+(`confidence=head0`, the reference's CIFAR-100 and ImageNet configs). Every difference from the
+reference code is listed in docs/fidelity.md#usl_t.
 
 Two modes:
 * `head` (default, CPU, minutes at N = 50,000): cosine heads (scale 40, no bias, initialised from
@@ -34,22 +38,39 @@ from ..traits import SelectorTraits
 from .base import Selector
 from .toolkit import KnnParams, knn_excluding_self, per_group_argmax
 
-#  preset     beta  t     lambda_local tau   reweight  lr     epochs batch
+# Reference values (TonyLianLong/UnsupervisedSelectiveLabeling: usl-t_pretraining/configs/*_usl-t_pretrain.yaml
+# and config.py for training, selective_labeling/configs/*_usl-t*.yaml and config.py for the pick).
+# mean_over_batch: the global loss is the (weighted) sum over the confident samples divided by the
+# batch size (MEAN_OUTSIDE_MASK, CIFAR-100 and ImageNet) instead of their (weighted) mean (CIFAR-10).
+# confidence: "mean" = max softmax averaged over the heads (USE_MEAN_PROB, the default, CIFAR-10),
+# "head0" = head 0 alone (the CIFAR-100 and ImageNet configs).
+# The ImageNet row keeps 100 epochs of batch 1024 (the reference script stops each epoch after one
+# step, see docs/fidelity.md#usl_t).
+_CIFAR10 = dict(beta=5.0, sharpen_t=0.25, lambda_local=5.0, tau=0.95, reweight=True, mean_over_batch=False,
+                confidence="mean", lr=1e-4, epochs=200, batch_size=1024)
 PRESETS: dict[str, dict] = {
-    "cifar":    dict(beta=5.0, sharpen_t=0.25, lambda_local=5.0, tau=0.95, reweight=True, lr=1e-4, epochs=200, batch_size=1024),
-    "imagenet": dict(beta=2.5, sharpen_t=0.5, lambda_local=0.5, tau=0.0, reweight=False, lr=1e-4, epochs=100, batch_size=1024),
+    "cifar10":  _CIFAR10,
+    "cifar100": {**_CIFAR10, "mean_over_batch": True, "confidence": "head0"},
+    "cifar":    _CIFAR10,  # the name before the CIFAR-10 / CIFAR-100 split
+    "imagenet": dict(beta=2.5, sharpen_t=0.5, lambda_local=0.5, tau=0.0, reweight=False, mean_over_batch=True,
+                     confidence="head0", lr=1e-4, epochs=100, batch_size=1024),
     # small embedded data sets (digits): few steps per epoch, so a larger learning rate
-    "small":    dict(beta=5.0, sharpen_t=0.25, lambda_local=5.0, tau=0.95, reweight=True, lr=1e-3, epochs=200, batch_size=256),
+    "small":    {**_CIFAR10, "lr": 1e-3, "batch_size": 256},
 }
 # The one map from data set to preset row (registry presets set config.preset when the selector is
 # created for a data set); any other data set keeps preset="auto": a row by pool size at select time.
-DATASET_PRESETS = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "imagenet100": "imagenet"}
+DATASET_PRESETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "imagenet", "imagenet100": "imagenet"}
 SMALL_POOL, LARGE_POOL = 20_000, 500_000
 
 
-def auto_preset(pool_size: int) -> str:
-    """The row "auto" stands for: small below 20,000 points, imagenet from 500,000, else cifar."""
-    return "small" if pool_size < SMALL_POOL else "imagenet" if pool_size >= LARGE_POOL else "cifar"
+def auto_preset(pool_size: int, budget: int | None = None) -> str:
+    """The row "auto" stands for: small below 20,000 points, imagenet from 500,000, else cifar10
+    (cifar100 for a budget above 100, the CIFAR-100 scale)."""
+    if pool_size < SMALL_POOL:
+        return "small"
+    if pool_size >= LARGE_POOL:
+        return "imagenet"
+    return "cifar100" if budget is not None and budget > 100 else "cifar10"
 
 
 @dataclass
@@ -64,6 +85,8 @@ class USLTConfig:
     lambda_local: float | None = None
     tau: float | None = field(default=None, metadata={"help": "confidence threshold of the global loss"})
     reweight: bool | None = field(default=None, metadata={"help": "global loss weights n / count_c"})
+    mean_over_batch: bool | None = field(default=None, metadata={
+        "help": "global loss: weighted sum over confident samples / batch size (true) or their weighted mean"})
     ema_mu: float = 0.5
     lr: float | None = None
     weight_decay: float = 1e-4
@@ -71,13 +94,13 @@ class USLTConfig:
     batch_size: int | None = None
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps (tests, smoke runs)"})
     head_scale: float = field(default=40.0, metadata={"help": "cosine head scale"})
-    confidence: str = field(default="head0", metadata={"help": "head0 | mean (max softmax averaged over heads)"})
+    confidence: str | None = field(default=None, metadata={"help": "head0 | mean (max softmax averaged over heads)"})
     feature_dropout: float = field(default=0.3, metadata={"help": "head mode: dropout of the strong view"})
     noise_std: float = field(default=0.05, metadata={"help": "head mode: Gaussian noise of the strong view"})
     num_workers: int = 0
 
 
-def resolve_preset(config: USLTConfig, pool_size: int) -> USLTConfig:
+def resolve_preset(config: USLTConfig, pool_size: int, budget: int | None = None) -> USLTConfig:
     """A copy with `preset` naming the row (``auto``: by pool size) and every None field from it.
 
     Raises
@@ -85,7 +108,7 @@ def resolve_preset(config: USLTConfig, pool_size: int) -> USLTConfig:
     UserError
         `preset` names no row.
     """
-    name = auto_preset(pool_size) if config.preset == "auto" else config.preset
+    name = auto_preset(pool_size, budget) if config.preset == "auto" else config.preset
     if name not in PRESETS:
         raise UserError(f"Unknown usl_t preset {name!r}; choose one of auto, {', '.join(PRESETS)}.")
     values = {k: v for k, v in PRESETS[name].items() if getattr(config, k) is None}
@@ -126,14 +149,14 @@ class USLTSelector(Selector):
         """The config as `select` will resolve it, for ``describe usl_t --dataset D``."""
         if config.preset == "auto" and pool_size is None:
             return config, [f"preset auto picks its row at select time: small below {SMALL_POOL:,} points, "
-                            f"imagenet from {LARGE_POOL:,}, else cifar"]
-        return resolve_preset(config, pool_size if pool_size is not None else LARGE_POOL), []
+                            f"imagenet from {LARGE_POOL:,}, else cifar10 (cifar100 above a budget of 100)"]
+        return resolve_preset(config, pool_size if pool_size is not None else LARGE_POOL, budget), []
 
     def validate(self, pool_size, budget, context):
         cfg = self.config
         if cfg.mode not in ("head", "backbone"):
             raise UserError(f"usl_t mode must be 'head' or 'backbone', got {cfg.mode!r}.")
-        if cfg.confidence not in ("head0", "mean"):
+        if cfg.confidence not in (None, "head0", "mean"):
             raise UserError(f"usl_t confidence must be 'head0' or 'mean', got {cfg.confidence!r}.")
         if cfg.n_heads < 1:
             raise UserError(f"usl_t needs at least one head, got n_heads={cfg.n_heads}.")
@@ -154,7 +177,7 @@ class USLTSelector(Selector):
 
         from .usl_t_train import train_heads
 
-        cfg = resolve_preset(self.config, features.shape[0])
+        cfg = resolve_preset(self.config, features.shape[0], budget)
         n_clusters = max(budget, cfg.n_clusters or budget)
         with timer("knn_neighbours"):
             nn_d2, neighbours, index_kind = knn_excluding_self(features, cfg.knn_k, KnnParams(), seed=seed,

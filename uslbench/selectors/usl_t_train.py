@@ -33,7 +33,13 @@ class CosineHeads(nn.Module):
 def usl_t_loss(plain: torch.Tensor, strong: torch.Tensor, neighbour: torch.Tensor, pbar: torch.Tensor,
                cfg: Any) -> tuple[torch.Tensor, dict[str, float]]:
     """Global + lambda_local * local loss summed over heads; logits are (heads, B, C').
-    Updates pbar (heads, C') in place: EMA of the batch-mean softmax of the plain view."""
+    Updates pbar (heads, C') in place: EMA of the batch-mean softmax of the plain view.
+
+    Global loss: cross-entropy of the strong view against the plain view's argmax over the samples
+    whose confidence exceeds tau, weighted by n / count_c when `cfg.reweight`; the weighted mean
+    over those samples, or (`cfg.mean_over_batch`, the reference's MEAN_OUTSIDE_MASK on CIFAR-100
+    and ImageNet: shared/utils/uslt_utils.py OursLossGlobal) their weighted sum divided by the batch
+    size B."""
     n_clusters = plain.shape[2]
     total = plain.new_zeros(())
     global_sum = local_sum = 0.0
@@ -50,7 +56,13 @@ def usl_t_loss(plain: torch.Tensor, strong: torch.Tensor, neighbour: torch.Tenso
             if cfg.reweight:  # n / count_c: every pseudo-class present weighs the same
                 counts = torch.bincount(pseudo[mask], minlength=n_clusters).float()
                 weight = mask.sum().float() / counts.clamp_min(1.0)
-            global_loss = F.cross_entropy(strong[h][mask], pseudo[mask], weight=weight)
+            if cfg.mean_over_batch:
+                per_sample = F.cross_entropy(strong[h][mask], pseudo[mask], reduction="none")
+                if weight is not None:
+                    per_sample = per_sample * weight[pseudo[mask]]
+                global_loss = per_sample.sum() / plain.shape[1]
+            else:
+                global_loss = F.cross_entropy(strong[h][mask], pseudo[mask], weight=weight)
         else:
             global_loss = plain.new_zeros(())
         local_loss = F.kl_div(strong[h].log_softmax(dim=1), target, reduction="batchmean")
@@ -81,13 +93,17 @@ def _train_heads(cfg: Any, features: np.ndarray, neighbours: np.ndarray, n_clust
         module, _ = context.encoder.build_module()
         module = module.to(device)
         dataset = context.dataset
+        # the encoder's network expects its own input normalisation (and CLIP its input side), not
+        # raw [0, 1] images; encoders without `input_transform` get the images as they are
+        make_input = getattr(context.encoder, "input_transform", None)
+        to_input = make_input(dataset).to(device) if callable(make_input) else nn.Identity()
         images = PoolImages(dataset.train, dataset.image_size, dataset.channels)
 
         def embed(indices: np.ndarray, augment: bool) -> torch.Tensor:
             batch = images.batch(indices, cfg.num_workers).to(device)
             if augment:
                 batch = contrastive_augment(batch, generator)
-            return module(batch)
+            return module(to_input(batch))
     else:
         module = None
 

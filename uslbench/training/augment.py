@@ -4,7 +4,7 @@ USL-T's feature-space stand-in for image augmentation.
 
 | function | used by | input | randomness |
 |---|---|---|---|
-| `augment` (views ``none`` / ``weak`` / ``strong``) | image learners (learners/) | uint8 (B, C, H, W) on the device | an explicit `torch.Generator` per step |
+| `augment` (views ``none`` / ``weak`` / ``strong`` / ``cld``) | image learners (learners/) | uint8 (B, C, H, W) on the device | an explicit `torch.Generator` per step |
 | `contrastive_augment` | USL-T ``mode=backbone`` | float (B, C, H, W) in [0, 1] | an explicit `torch.Generator` |
 | `simclr_transform` | SimCLR pretraining (encoders/pretrain.py) | one PIL image | torch's global generator (per worker) |
 | `feature_augment` | USL-T ``mode=head`` | float (B, d) feature rows | an explicit `torch.Generator` |
@@ -20,13 +20,26 @@ SSL views (a learner declares which ones it needs):
 - ``weak``: random horizontal flip (when the policy allows it) + random translation by up to
   ``pad`` pixels with reflect padding (the "flip + reflect-padded crop" of FixMatch; a translation
   by an integer shift through reflection-padded sampling is exactly a crop of the padded image).
-- ``strong``: ``weak``, then RandAugment with random magnitudes (FixMatch's "RA" variant):
-  ``n_ops`` ops (2 or 3, drawn per image when ``n_ops_max > n_ops_min``) chosen uniformly from the
-  14-op list below, each with a magnitude drawn uniformly in its range, then Cutout of a square
-  whose side is a random fraction (up to ``cutout``) of the image side, filled with ``fill``.
+- ``strong``: ``weak``, then RandAugment and Cutout. Two variants (`AugmentPolicy.randaugment`):
+
+  * ``fork`` (default): the RandAugment of the USL authors' FixMatch fork, which produced the
+    paper's FixMatch numbers (TonyLianLong/UnsupervisedSelectiveLabeling,
+    semisup-fixmatch-cifar/dataset/randaugment.py, ``RandAugmentMC(n=2, m=10)``; the scheme of
+    google-research/fixmatch's ``AugmentPoolRAM``): 2 ops drawn with replacement from the 14 of
+    `FORK_OPS`, each applied with probability 0.5 at a level v drawn uniformly in 1..9; at level v
+    the enhance factor is 0.05 + 0.09 v, posterize keeps 4 + int(0.4 v) bits, solarize inverts
+    from 256 - int(25.6 v), rotate int(v x max_rotate / 10) degrees, shear v x max_shear / 10,
+    translate int(v x max_translate / 10 x side) pixels (random signs; black fill, `warp_fill`);
+    then a FIXED Cutout: a square of int(cutout x side) pixels (16 at 32) at a uniform centre,
+    clipped at the border, grey (`fill`, 127 / 255), as the fork's ``CutoutAbs``.
+  * ``usb``: the previous variant, as USB's re-implementation (semilearn RandAugment): 2-3 ops
+    (drawn per image) always applied, magnitudes uniform in their ranges (table below), then
+    Cutout of a random side up to ``cutout`` of the image side, filled with ``fill``.
+- ``cld``: the training augmentation of CLD / MoCo v2 that the USL paper's SimCLRv2-CLD
+  fine-tuning uses (`cld_view`): random resized crop, colour jitter, greyscale, Gaussian blur, flip.
 - ``none``: the image as is (evaluation, distillation teachers).
 
-The 14 RandAugment ops (FixMatch list) and their magnitude ranges:
+The 14 RandAugment ops of the ``usb`` variant and their magnitude ranges:
 
 | op | range | op | range |
 |---|---|---|---|
@@ -55,7 +68,8 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 
-VIEWS = ("none", "weak", "strong")
+VIEWS = ("none", "weak", "strong", "cld")
+RANDAUGMENT_VARIANTS = ("fork", "usb")
 
 OPS = ("identity", "autocontrast", "brightness", "color", "contrast", "equalize", "posterize",
        "rotate", "sharpness", "shear_x", "shear_y", "solarize", "translate_x", "translate_y")
@@ -67,8 +81,11 @@ class AugmentPolicy:
     pad_fraction: float = 0.125       # max translation of the weak view, fraction of the side
     n_ops_min: int = 2
     n_ops_max: int = 3
-    cutout: float = 0.5               # max Cutout side, fraction of the image side
-    fill: float = 0.5                 # value ([0, 1]) for pixels that come from outside the image
+    cutout: float = 0.5               # Cutout side, fraction of the image side (fork: fixed; usb: the maximum)
+    fill: float = 127 / 255           # Cutout value in [0, 1] (and, for usb, pixels from outside the image)
+    warp_fill: float = 0.0            # fork: pixels from outside the image after a geometric op (PIL's black)
+    randaugment: str = "fork"         # strong view: "fork" (USL FixMatch fork, default) or "usb"
+    fork_ops: int = 2                 # fork: ops drawn per image (RandAugmentMC n)
     max_rotate_degrees: float = 30.0
     max_shear: float = 0.3
     max_translate: float = 0.3
@@ -85,19 +102,26 @@ POLICIES = {
 }
 
 
-def policy_for(name: str, image_size: int) -> AugmentPolicy:
+def policy_for(name: str, image_size: int, randaugment: str | None = None) -> AugmentPolicy:
     """Resolve a policy name; "auto" = digits policy for images of 16 px or less, cifar otherwise.
+    `randaugment` (fork | usb) replaces the policy's strong-view variant when given.
 
     Raises
     ------
     UserError
-        For a name that is neither "auto" nor a key of `POLICIES`.
+        For a name that is neither "auto" nor a key of `POLICIES`, or an unknown `randaugment`.
     """
     if name == "auto":
         name = "digits" if image_size <= 16 else "cifar"
     if name not in POLICIES:
         raise UserError(f"Unknown augmentation policy {name!r}; known: auto, {', '.join(sorted(POLICIES))}.")
-    return POLICIES[name]
+    if randaugment is None:
+        return POLICIES[name]
+    if randaugment not in RANDAUGMENT_VARIANTS:
+        raise UserError(f"Unknown randaugment variant {randaugment!r}; known: {', '.join(RANDAUGMENT_VARIANTS)}.")
+    from dataclasses import replace
+
+    return replace(POLICIES[name], randaugment=randaugment)
 
 
 def augment(images: torch.Tensor, view: str, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
@@ -107,10 +131,18 @@ def augment(images: torch.Tensor, view: str, policy: AugmentPolicy, generator: t
         return x
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}")
+    if view == "cld":
+        return cld_view(x, policy, generator)
     x = weak(x, policy, generator)
     if view == "strong":
-        x = randaugment(x, policy, generator)
-        x = cutout(x, policy, generator)
+        if policy.randaugment == "fork":
+            x = randaugment_fork(x, policy, generator)
+            x = cutout_fixed(x, policy, generator)
+        elif policy.randaugment == "usb":
+            x = randaugment(x, policy, generator)
+            x = cutout(x, policy, generator)
+        else:
+            raise ValueError(f"unknown randaugment variant {policy.randaugment!r}")
     return x
 
 
@@ -259,6 +291,253 @@ def cutout(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -
     mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]
     return torch.where(mask, torch.full_like(x, policy.fill), x)
 
+# ---------------------------------------------------------------------------------------------
+# RandAugment of the USL FixMatch fork (the default strong view)
+
+FORK_OPS = ("autocontrast", "brightness", "color", "contrast", "equalize", "identity", "posterize", "rotate",
+            "sharpness", "shear_x", "shear_y", "solarize", "translate_x", "translate_y")
+
+
+@dataclass(frozen=True)
+class RandAugmentPlan:
+    """The draws of one batch's fork-style RandAugment: for each image and op slot, the op (index
+    into FORK_OPS, with replacement), its level (1 .. levels - 1), whether it is applied
+    (probability `p_apply`) and its sign (geometric ops). Tensors of shape (B, n_ops)."""
+
+    ops: torch.Tensor
+    levels: torch.Tensor
+    applied: torch.Tensor
+    signs: torch.Tensor
+
+
+def draw_randaugment_plan(batch: int, generator: torch.Generator, n_ops: int = 2, levels: int = 10,
+                          p_apply: float = 0.5, device: torch.device | str = "cpu") -> RandAugmentPlan:
+    """Draw `n_ops` ops per image, uniformly with replacement from the 14 of FORK_OPS, each with a
+    level uniform in 1 .. levels - 1 and applied with probability `p_apply` (the fork's
+    RandAugmentMC(n=2, m=10): ``random.choices(pool, k=n)``, ``np.random.randint(1, m)``,
+    ``random.random() < 0.5``)."""
+    shape = (batch, n_ops)
+    ops = torch.randint(0, len(FORK_OPS), shape, generator=generator, device=device)
+    level = torch.randint(1, levels, shape, generator=generator, device=device)
+    applied = torch.rand(shape, generator=generator, device=device) < p_apply
+    signs = torch.where(torch.rand(shape, generator=generator, device=device) < 0.5, -1.0, 1.0)
+    return RandAugmentPlan(ops, level, applied, signs)
+
+
+def _fork_colour(x: torch.Tensor, op: str, level: torch.Tensor) -> torch.Tensor:
+    """One photometric op of the fork at integer levels (per image): enhance factor 0.05 + 0.09 v
+    (PIL ImageEnhance: blend with black / grey / the grey mean / a smoothed image), posterize to
+    4 + int(0.4 v) bits, solarize above 256 - int(25.6 v)."""
+    v = level.to(x.dtype)
+    if op in ("autocontrast", "equalize"):
+        return _apply_colour_op(x, op, v, v)
+    if op == "posterize":
+        bits = 4 + torch.div(level * 4, 10, rounding_mode="floor")
+        mask = (255 - (2 ** (8 - bits) - 1)).to(torch.uint8)[:, None, None, None]
+        return torch.bitwise_and((x * 255.0).round().to(torch.uint8), mask).float() / 255.0
+    if op == "solarize":
+        threshold = (256 - torch.div(level * 256, 10, rounding_mode="floor")).to(x.dtype)[:, None, None, None]
+        return torch.where(x * 255.0 >= threshold - 0.5, 1.0 - x, x)
+    factor = 0.05 + 0.09 * v
+    if op == "brightness":
+        return _blend(x, torch.zeros_like(x), factor)
+    if op == "color":
+        return _blend(x, _grey(x).expand_as(x), factor)
+    if op == "contrast":
+        return _blend(x, _grey(x).mean(dim=(2, 3), keepdim=True).expand_as(x), factor)
+    if op == "sharpness":
+        return _blend(x, _smooth(x), factor)
+    raise ValueError(op)
+
+
+def _fork_affine(op: str, level: torch.Tensor, sign: torch.Tensor, policy: AugmentPolicy, size: int) -> torch.Tensor:
+    """Affine maps (normalised output -> input coordinates) of the fork's geometric ops at integer
+    levels: rotate int(v x max_rotate / 10) degrees, shear v x max_shear / 10, translate
+    int(v x max_translate / 10 x side) pixels; each with a random sign."""
+    v = level.to(torch.float32)
+    n = v.shape[0]
+    theta = torch.eye(2, 3, device=v.device).repeat(n, 1, 1)
+    if op == "rotate":
+        angle = sign * torch.floor(v * policy.max_rotate_degrees / 10.0) * (math.pi / 180.0)
+        theta[:, 0, 0] = torch.cos(angle)
+        theta[:, 0, 1] = -torch.sin(angle)
+        theta[:, 1, 0] = torch.sin(angle)
+        theta[:, 1, 1] = torch.cos(angle)
+    elif op in ("shear_x", "shear_y"):
+        shear = sign * v * policy.max_shear / 10.0
+        theta[:, 0 if op == "shear_x" else 1, 1 if op == "shear_x" else 0] = shear
+    elif op in ("translate_x", "translate_y"):
+        pixels = sign * torch.floor(v * policy.max_translate / 10.0 * size)
+        theta[:, 0 if op == "translate_x" else 1, 2] = 2.0 * pixels / size
+    return theta
+
+
+def randaugment_fork(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator,
+                     plan: RandAugmentPlan | None = None) -> torch.Tensor:
+    """The fork's RandAugment on a float batch in [0, 1]: for each op slot in turn, every image
+    whose drawn op is applied gets it at its level (geometric ops fill with `policy.warp_fill`,
+    black as PIL's default)."""
+    b, _, h, w = x.shape
+    if plan is None:
+        plan = draw_randaugment_plan(b, generator, policy.fork_ops, 10, 0.5, x.device)
+    for slot in range(plan.ops.shape[1]):
+        ops, level, applied, sign = (plan.ops[:, slot], plan.levels[:, slot], plan.applied[:, slot],
+                                     plan.signs[:, slot])
+        for op_index, op in enumerate(FORK_OPS):
+            members = applied & (ops == op_index)
+            if op == "identity" or not bool(members.any()):
+                continue
+            if op in _GEOMETRIC:
+                theta = _fork_affine(op, level[members], sign[members], policy, min(h, w))
+                x[members] = _warp(x[members], theta, policy.warp_fill)
+            else:
+                x[members] = _fork_colour(x[members], op, level[members])
+    return x
+
+
+def cutout_fixed(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
+    """The fork's CutoutAbs: side v = int(cutout x side) (16 px at 32 px), corner
+    (int(max(0, c - v / 2)) for a uniform centre c, filled with `policy.fill` over the inclusive
+    box [x0, x0 + v] clipped to the image (PIL's rectangle includes both corners)."""
+    b, _, h, w = x.shape
+    device = x.device
+    side = int(policy.cutout * min(h, w))
+    if side < 1:
+        return x
+    cy = torch.rand(b, generator=generator, device=device) * h
+    cx = torch.rand(b, generator=generator, device=device) * w
+    y0 = torch.clamp(cy - side / 2.0, min=0.0).floor()
+    x0 = torch.clamp(cx - side / 2.0, min=0.0).floor()
+    rows = torch.arange(h, device=device, dtype=torch.float32)[None, :]
+    cols = torch.arange(w, device=device, dtype=torch.float32)[None, :]
+    inside_y = (rows >= y0[:, None]) & (rows <= y0[:, None] + side)
+    inside_x = (cols >= x0[:, None]) & (cols <= x0[:, None] + side)
+    mask = (inside_y[:, :, None] & inside_x[:, None, :])[:, None]
+    return torch.where(mask, torch.full_like(x, policy.fill), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# CLD's training augmentation (the SimCLRv2-CLD fine-tuning view)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> HSV in [0, 1]. Hand-written because torchvision's
+    `adjust_hue` takes one hue factor per call and the CLD view needs one per image."""
+    r, g, b = x.unbind(1)
+    maxc, _ = x.max(1)
+    minc, _ = x.min(1)
+    delta = maxc - minc
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    rc, gc, bc = (maxc - r) / safe, (maxc - g) / safe, (maxc - b) / safe
+    hue = torch.where(maxc == r, bc - gc, torch.where(maxc == g, 2.0 + rc - bc, 4.0 + gc - rc))
+    hue = torch.where(delta > 0, (hue / 6.0) % 1.0, torch.zeros_like(hue))
+    sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
+    return torch.stack([hue, sat, maxc], 1)
+
+
+def _hsv_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    h, s, v = x.unbind(1)
+    i = torch.floor(h * 6.0)
+    f = h * 6.0 - i
+    i = i.to(torch.int64) % 6
+    p, q, t = v * (1.0 - s), v * (1.0 - s * f), v * (1.0 - s * (1.0 - f))
+    choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+    out = torch.zeros_like(x)
+    for k, (r, g, b) in enumerate(choices):
+        sel = (i == k)[:, None]
+        out = torch.where(sel, torch.stack([r, g, b], 1), out)
+    return out
+
+
+def _colour_jitter(x: torch.Tensor, generator: torch.Generator, strength: tuple[float, float, float, float]) -> torch.Tensor:
+    """torchvision's ColorJitter(brightness, contrast, saturation, hue) with per-image factors and
+    a per-image random order of the four adjustments."""
+    b = x.shape[0]
+    device = x.device
+    bri, con, sat, hue = strength
+    factors = {
+        "brightness": 1.0 + (torch.rand(b, generator=generator, device=device) * 2.0 - 1.0) * bri,
+        "contrast": 1.0 + (torch.rand(b, generator=generator, device=device) * 2.0 - 1.0) * con,
+        "saturation": 1.0 + (torch.rand(b, generator=generator, device=device) * 2.0 - 1.0) * sat,
+        "hue": (torch.rand(b, generator=generator, device=device) * 2.0 - 1.0) * hue,
+    }
+    order = torch.argsort(torch.rand(b, 4, generator=generator, device=device), dim=1)
+    names = list(factors)
+    for slot in range(4):
+        for op_index, name in enumerate(names):
+            members = order[:, slot] == op_index
+            if not bool(members.any()):
+                continue
+            part, factor = x[members], factors[name][members]
+            if name == "brightness":
+                part = _blend(part, torch.zeros_like(part), factor)
+            elif name == "contrast":
+                part = _blend(part, _grey(part).mean(dim=(1, 2, 3), keepdim=True).expand_as(part), factor)
+            elif name == "saturation":
+                part = _blend(part, _grey(part).expand_as(part), factor) if part.shape[1] == 3 else part
+            elif part.shape[1] == 3:
+                hsv = _rgb_to_hsv(part)
+                hsv[:, 0] = (hsv[:, 0] + factor[:, None, None]) % 1.0
+                part = _hsv_to_rgb(hsv)
+            x[members] = part
+    return x
+
+
+def _gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Separable Gaussian blur with one sigma (pixels) per image, reflect padding, kernel radius
+    ceil(3 sigma_max)."""
+    b, c, h, w = x.shape
+    radius = int(math.ceil(3.0 * float(sigma.max())))
+    radius = max(1, min(radius, min(h, w) - 1))
+    offsets = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    kernel = torch.exp(-0.5 * (offsets[None, :] / sigma[:, None]) ** 2)
+    kernel = kernel / kernel.sum(1, keepdim=True)                        # (B, K)
+    weights = kernel.repeat_interleave(c, 0)                             # (B * C, K)
+    flat = x.reshape(1, b * c, h, w)
+    flat = F.conv2d(F.pad(flat, (radius, radius, 0, 0), mode="reflect"), weights[:, None, None, :], groups=b * c)
+    flat = F.conv2d(F.pad(flat, (0, 0, radius, radius), mode="reflect"), weights[:, None, :, None], groups=b * c)
+    return flat.reshape(b, c, h, w)
+
+
+def cld_view(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
+    """CLD's training augmentation (MoCo v2 style), batched with per-image draws: random resized
+    crop (area 0.2-1, aspect 3/4-4/3, bilinear), colour jitter 0.4 / 0.4 / 0.4 / 0.1 with
+    probability 0.8, greyscale with probability 0.2, Gaussian blur (sigma 0.1-2 px) with
+    probability 0.5, horizontal flip (when the policy allows it). Reference:
+    TonyLianLong/UnsupervisedSelectiveLabeling, shared/utils/nn_utils_cifar.py,
+    `train_dataset_cifar("CLD-cifar10")`. The crop's sides are clamped to the image instead of
+    torchvision's 10 retries."""
+    b, c, h, w = x.shape
+    device = x.device
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(b, generator=generator, device=device)
+
+    area = uniform(0.2, 1.0)
+    ratio = torch.exp(uniform(math.log(3 / 4), math.log(4 / 3)))
+    sx = torch.sqrt(area * ratio).clamp(max=1.0)
+    sy = torch.sqrt(area / ratio).clamp(max=1.0)
+    theta = torch.zeros(b, 2, 3, device=device)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = uniform(-1.0, 1.0) * (1 - sx)
+    theta[:, 1, 1] = sy
+    theta[:, 1, 2] = uniform(-1.0, 1.0) * (1 - sy)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    jitter = uniform(0.0, 1.0) < 0.8
+    if bool(jitter.any()):
+        x[jitter] = _colour_jitter(x[jitter], generator, (0.4, 0.4, 0.4, 0.1)).clamp(0.0, 1.0)
+    grey = (uniform(0.0, 1.0) < 0.2) & (c == 3)
+    if bool(grey.any()):
+        x[grey] = _grey(x[grey]).expand(-1, c, -1, -1).contiguous()
+    blur = uniform(0.0, 1.0) < 0.5
+    sigma = uniform(0.1, 2.0)
+    if bool(blur.any()):
+        x[blur] = _gaussian_blur(x[blur], sigma[blur])
+    flips = uniform(0.0, 1.0) < 0.5
+    if policy.flip:
+        x = torch.where(flips[:, None, None, None], x.flip(-1), x)
+    return x.clamp(0.0, 1.0)
 
 
 # ---------------------------------------------------------------------------------------------
