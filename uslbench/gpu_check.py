@@ -260,7 +260,8 @@ def measure_steps(learners, dataset, labeled: np.ndarray, device: str, steps: in
     per_step = np.diff([start] + stamps)
     steady = per_step[1:] if len(per_step) > 1 else per_step
     seconds = float(np.median(steady))
-    return {"amp": amp, "channels_last": cuda, "steps_timed": int(len(steady)),
+    return {"amp": amp, "precision": metrics.get("precision", "bf16" if amp else "fp32"), "channels_last": cuda,
+            "steps_timed": int(len(steady)),
             "first_step_seconds": round(float(per_step[0]), 3), "seconds_per_step": round(seconds, 4),
             "steps_per_second": round(1.0 / seconds, 2), "final_top1": round(float(metrics["top1"]), 2)}
 
@@ -321,7 +322,7 @@ def table(out: Path) -> str:
         rows.append([f"(c) FixMatch WRN-28-2, batch {fm['labeled_batch']} + {fm['unlabeled_batch']}, CIFAR-10 "
                      f"({fm['pool']:,} images)",
                      f"{main['steps_per_second']} steps/s on {fm['device']} ("
-                     + ("bf16 autocast + channels-last" if main["amp"] else "float32") + ")",
+                     + (f"{main.get('precision', 'bf16')} autocast + channels-last" if main["amp"] else "float32") + ")",
                      "-", "-",
                      (f"float32: {other['steps_per_second']} steps/s; " if other else "")
                      + f"{main['steps_timed']} steps timed, first step {main['first_step_seconds']} s"])

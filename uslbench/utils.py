@@ -7,6 +7,7 @@ import hashlib
 import json
 import numbers
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -137,8 +138,15 @@ class Timer:
 
 
 def progress_disabled() -> bool:
-    """Progress bars are quiet under CI=true or USLBENCH_QUIET=1."""
-    return os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("USLBENCH_QUIET") == "1"
+    """Progress bars only on a terminal: none when stderr is not one (job logs, pipes, files; they
+    get plain lines where a phase writes any), under CI=true or under USLBENCH_QUIET=1 (issue 12
+    item 15). Read at each call, so a redirected stderr counts."""
+    if os.environ.get("CI", "").lower() in ("1", "true") or os.environ.get("USLBENCH_QUIET") == "1":
+        return True
+    try:
+        return not sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed or replaced one
+        return True
 
 
 def writable_root(path: str | os.PathLike) -> Path:

@@ -53,7 +53,7 @@ def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, down
 @click.option("--batch-size", type=int, default=None, help="images per batch (default 512)")
 @click.option("--lr", type=float, default=None, help="learning rate per 512 images (default 0.4)")
 @click.option("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.1)")
-@click.option("--amp/--no-amp", default=None, help="float16 autocast on GPU (default on)")
+@click.option("--amp/--no-amp", default=None, help="autocast on GPU: bf16, or fp16 with loss scaling on GPUs without bf16 (default on)")
 @click.option("--num-workers", type=int, default=None, help="data-loading workers (default: automatic)")
 @click.option("--seed", type=int, default=None, help=f"seed of initialisation, shuffling and augmentation (default {DEFAULT_SEED})")
 @click.option("--resume", is_flag=True, help="continue from the checkpoint left by an interrupted run")

@@ -4,7 +4,6 @@ channels-last. The output is float32 whatever the compute precision."""
 from __future__ import annotations
 
 import contextlib
-import os
 from typing import Callable
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 from PIL import Image
 
 from ..datasets.base import ImageSplit
-from ..training.images import SplitImages
+from ..training.images import SplitImages, default_workers
 from ..utils import progress_disabled
 
 
@@ -59,11 +58,6 @@ class Preprocess:
         return self.normalise(torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2))
 
 
-def default_workers(split: ImageSplit) -> int:
-    """Decoding files is the bottleneck for file-backed splits; arrays need no workers."""
-    if split.array is not None:
-        return 0
-    return max(0, min(8, (os.cpu_count() or 1) - 1))
 
 
 def batches(split: ImageSplit, preprocess: Preprocess, batch_size: int, num_workers: int | None = None):

@@ -26,6 +26,7 @@ from ..datasets.base import Dataset
 from ..errors import UserError
 from ..training.augment import simclr_transform
 from ..training.checkpoint import Checkpoint
+from ..training.device import resolve_precision, to_device
 from ..training.images import SplitImages
 from ..training.loop import Seeding, TrainLoop, half_cosine_factor, seed_torch
 from ..training.losses import nt_xent
@@ -42,7 +43,7 @@ class PretrainOptions:
     lr: float = 0.4                 # for 512 images per batch; scaled linearly with the batch size
     weight_decay: float = 1e-4
     temperature: float = 0.1
-    amp: bool = True                # float16 autocast + gradient scaling on GPU
+    amp: bool = True                # on a GPU: bf16 autocast (fp16 + loss scaling without bf16); ignored on the CPU
     seed: int = DEFAULT_SEED
     num_workers: int = -1           # -1: min(4, cores - 1)
     max_steps: int | None = None    # stop early after this many steps in total (smoke tests)
@@ -152,13 +153,13 @@ def pretrain_simclr(dataset: Dataset, weights_path: str | Path, mean: tuple[floa
     total_steps = steps_per_epoch * options.epochs
     base_lr = options.lr * batch_size / 512
 
+    # on a GPU: autocast (bf16, or fp16 with loss scaling) and channels-last; float32 on the CPU
+    precision = resolve_precision(device, amp=options.amp if cuda else None)
     seed_torch("simclr-pretrain", options.seed)
-    net = ContrastiveNet("resnet18_cifar", [512, 512, 128], True).to(device)
-    if cuda:
-        net = net.to(memory_format=torch.channels_last)
+    net = precision.model(ContrastiveNet("resnet18_cifar", [512, 512, 128], True).to(device))
     optimizer = torch.optim.SGD(net.parameters(), lr=base_lr, momentum=0.9, nesterov=True,
                                 weight_decay=options.weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and options.amp)
+    scaler = precision.scaler()
     run_identity = {"dataset": dataset.identity, "batch_size": batch_size, "epochs": options.epochs,
                     "lr": options.lr, "temperature": options.temperature, "seed": options.seed,
                     "mean": list(mean), "std": list(std)}
@@ -198,11 +199,8 @@ def pretrain_simclr(dataset: Dataset, weights_path: str | Path, mean: tuple[floa
 
     def step_fn(step: int, _: Any) -> tuple[torch.Tensor, dict]:
         v1, v2 = batches(step)
-        v1, v2 = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True)
-        if cuda:
-            v1 = v1.contiguous(memory_format=torch.channels_last)
-            v2 = v2.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda and options.amp):
+        v1, v2 = precision.images(to_device(v1, device)), precision.images(to_device(v2, device))
+        with precision.autocast():
             return nt_xent(net(v1), net(v2), options.temperature), {}
 
     start = time.perf_counter()

@@ -254,7 +254,8 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
     s_key = selection_key(sources["selection"].key if "selection" in sources else d_key, spec.selector, key_cfg,
                           budget, spec.seed)
     learner_cfg = _config_dict(learner.config) if learner is not None else {}
-    r_key = run_key(s_key, spec.learner, learner_cfg, spec.seed,
+    learner_key_cfg = learner.key_config() if hasattr(learner, "key_config") else learner_cfg
+    r_key = run_key(s_key, spec.learner, learner_key_cfg, spec.seed,
                     sources["learner"].key if "learner" in sources else d_key) if learner is not None else ""
     configs = {"dataset": dataset.identity, "encoder": encoders[encoder_name].identity(), "selector": selector_cfg,
                "learner": learner_cfg}

@@ -149,4 +149,4 @@ class CoMatch(ImageLearner):
         loss_u = (soft_cross_entropy(logits_s0.float(), probs) * mask).mean()
         loss_c = graph_contrastive_loss(emb_s0.float(), emb_s1.float(), target, config.temperature)
         loss = loss_x + config.lambda_u * loss_u + config.lambda_c * loss_c
-        return loss, {"loss_x": float(loss_x.detach()), "loss_c": float(loss_c.detach()), "mask": float(mask.mean())}
+        return loss, {"loss_x": loss_x.detach(), "loss_c": loss_c.detach(), "mask": mask.mean()}

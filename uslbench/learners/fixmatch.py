@@ -51,4 +51,5 @@ class FixMatch(ImageLearner):
         logits_x, logits_w, logits_s = Batch.forward(model, [batch.labeled[0], *batch.unlabeled])
         loss_x = F.cross_entropy(logits_x.float(), batch.targets)
         loss_u, mask = fixmatch_unlabeled_loss(logits_w, logits_s, self.config.threshold)
-        return loss_x + self.config.lambda_u * loss_u, {"loss_x": float(loss_x.detach()), "mask": float(mask.mean())}
+        # logs stay 0-d tensors: the loop reads them only when it shows them (no host sync per step)
+        return loss_x + self.config.lambda_u * loss_u, {"loss_x": loss_x.detach(), "mask": mask.mean()}

@@ -10,15 +10,20 @@ A learner subclasses `ImageLearner` and supplies only:
 - optionally `build_model` (network + extra heads), `extra_state` / `load_extra_state` (CoMatch's
   memory bank), `parameter_groups` (frozen backbones).
 
-This module does what is specific to SSL on images: the data held on the device as uint8
-(`TrainData`), batches drawn from reshuffled passes over the labeled set and the pool
-(`training.loop.IndexStream`), augmentation on the device (`training.augment`), SGD with Nesterov
-momentum (or AdamW: MixMatch's recipe) and no weight decay on BN / bias, the cosine schedule
-lr * cos(7 pi k / (16 K)) (or a constant rate), evaluation of the EMA weights every `eval_every`
-steps (the record keeps the final top-1, the best one and the median of the last 20 evaluations,
-the three statistics the references report), and on a GPU optional bf16 autocast,
-channels-last and torch.compile. The loop does the rest (EMA, seeding per step, checkpoints in the
-run's workdir and resume, interrupts, duration estimate, progress).
+This module does what is specific to SSL on images: the data as uint8 (`TrainData`: the labeled
+images on the device; the pool and the test split as `training.images.ImagePool`s, on the GPU only
+when they fit in a share of its free memory, else gathered on the host and sent per batch, and
+file-backed splits decoded by DataLoader workers ahead of the step), batches drawn from reshuffled
+passes over the labeled set and the pool (`training.loop.IndexStream`), augmentation on the device
+(`training.augment`), SGD with Nesterov momentum (or AdamW: MixMatch's recipe) and no weight decay
+on BN / bias, the cosine schedule lr * cos(7 pi k / (16 K)) (or a constant rate), evaluation of the
+EMA weights every `eval_every` steps under the training's autocast (the record keeps the final
+top-1, the best one and the median of the last 20 evaluations, the three statistics the references
+report), and the precision of `training.device.resolve_precision`: on a GPU by default bf16
+autocast (fp16 with a GradScaler where bf16 is missing) and channels-last, float32 on the CPU;
+optional torch.compile. The loop does the rest (EMA, seeding per step, checkpoints in the run's
+workdir and resume, interrupts, duration estimate, progress). Nothing is read back from the GPU per
+step: losses and logs stay tensors until an evaluation or a checkpoint.
 
 Determinism and resume: every random draw of step k (batch indices, augmentations, MixUp) comes
 from generators seeded by (seed, k), never from a stream carried across steps; so a run stopped
@@ -31,7 +36,7 @@ is what the reference FixMatch loaders do by repeating the labeled set. Neither 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,7 +49,8 @@ from ..datasets.base import Dataset
 from ..errors import UserError
 from ..training.augment import RANDAUGMENT_VARIANTS, AugmentPolicy, augment, policy_for
 from ..training.checkpoint import Checkpoint
-from ..training.images import split_tensor
+from ..training.device import Precision, resolve_precision
+from ..training.images import ImagePool
 from ..training.loop import (IndexStream, Seeding, TrainLoop, cosine_factor, cpu_threads, parameter_groups,
                              seed_torch)
 from ..utils import content_key
@@ -100,12 +106,13 @@ def _mismatch(path: Path, differences: str) -> str:
 
 @dataclass
 class TrainData:
-    """Everything a training phase reads, held on the device as uint8."""
+    """Everything a training phase reads: the labeled images (uint8, on the device), the pool and
+    the test split as `ImagePool`s (on the device when they fit, else sent batch by batch)."""
 
     labeled_images: torch.Tensor
     labeled_targets: torch.Tensor
-    unlabeled_images: torch.Tensor
-    test_images: torch.Tensor
+    unlabeled: ImagePool
+    test: ImagePool
     test_targets: np.ndarray
     num_classes: int
     mean: torch.Tensor
@@ -113,21 +120,23 @@ class TrainData:
     policy: AugmentPolicy
 
     @classmethod
-    def build(cls, dataset: Dataset, labeled_indices: np.ndarray, device: str, policy: AugmentPolicy) -> "TrainData":
-        """The device tensors of a data set; without a labelled test split (`run --labels` on your
-        own folder) the test tensors are empty and nothing is evaluated."""
-        train = split_tensor(dataset.train, dataset.image_size, dataset.channels)
-        if dataset.evaluated:
-            test, test_targets = split_tensor(dataset.test, dataset.image_size, dataset.channels), dataset.test.labels
-        else:
-            test, test_targets = train[:0], np.zeros(0, dtype=np.int64)
+    def build(cls, dataset: Dataset, labeled_indices: np.ndarray, device: str, policy: AugmentPolicy,
+              needs_pool: bool = True) -> "TrainData":
+        """`needs_pool` False (a learner that never reads the unlabeled pool): the pool stays in
+        host memory (or its files) and only the labeled images go to the device. Without a labelled
+        test split (`run --labels` on your own folder) `test` is None and nothing is evaluated."""
+        host = "files" if dataset.train.array is None else "host"
+        pool = ImagePool(dataset.train, dataset.image_size, dataset.channels, device,
+                         placement=None if needs_pool else host)
+        test = ImagePool(dataset.test, dataset.image_size, dataset.channels, device) if dataset.evaluated else None
+        test_targets = dataset.test.labels if dataset.evaluated else np.zeros(0, dtype=np.int64)
         labeled_indices = torch.as_tensor(np.asarray(labeled_indices, dtype=np.int64))
         labels = torch.as_tensor(dataset.train.labels)
-        channels = train.shape[1]
+        channels = dataset.channels
         mean = torch.tensor(dataset.mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
         std = torch.tensor(dataset.std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
-        return cls(train[labeled_indices].to(device), labels[labeled_indices].to(device), train.to(device),
-                   test.to(device), np.asarray(test_targets), dataset.num_classes,
+        return cls(pool.take(labeled_indices), labels[labeled_indices].to(device), pool, test,
+                   np.asarray(test_targets), dataset.num_classes,
                    mean.to(device).contiguous(), std.to(device).contiguous(), policy)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,7 +145,33 @@ class TrainData:
     @property
     def evaluated(self) -> bool:
         """Whether there is a test split to evaluate on."""
-        return len(self.test_targets) > 0
+        return self.test is not None
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """Where the pool and the test split are kept (see `training.images.ImagePool`)."""
+        return {"pool": self.unlabeled.placement, "test": self.test.placement if self.test is not None else "none"}
+
+
+class StepImages:
+    """Step k's pool images, ``pool.take(stream.indices(k))``, for steps in increasing order. A
+    file-backed pool is read through one DataLoader for the steps from the first asked up to
+    `stop` (workers decode ahead); asking for another step than the next starts a new one."""
+
+    def __init__(self, pool: ImagePool, stream: IndexStream, stop: int) -> None:
+        self.pool, self.stream, self.stop = pool, stream, stop
+        self._iterator = None
+        self._next = -1
+
+    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images on the device, int64 indices on the CPU) of step `step`."""
+        indices = self.stream.indices(step)
+        if self.pool.placement != "files":
+            return self.pool.take(indices), indices
+        if step != self._next:
+            self._iterator = self.pool.batches(self.stream.indices(k) for k in range(step, self.stop))
+        self._next = step + 1
+        return next(self._iterator), indices
 
 
 @dataclass
@@ -149,6 +184,9 @@ class Batch:
     unlabeled_indices: torch.Tensor | None
     generator: torch.Generator
     num_classes: int
+    # a CPU generator of the same step for draws the host needs (MixUp's lambda): the step's
+    # generator itself on the CPU, a separately seeded one when that lives on a GPU (no host sync)
+    host_generator: torch.Generator | None = None
 
     @staticmethod
     def forward(model: nn.Module, tensors: list[torch.Tensor], **kwargs: Any) -> list[Any]:
@@ -167,31 +205,32 @@ class Batch:
 
 
 @torch.no_grad()
-def eval_outputs(model: nn.Module, data: TrainData, images: torch.Tensor, batch_size: int, channels_last: bool,
+def eval_outputs(model: nn.Module, data: TrainData, images: ImagePool, batch_size: int, precision: Precision | None,
                  reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """`reduce(logits)` of `model` (eval mode, no augmentation) on uint8 images (N, C, H, W), batch
-    by batch, concatenated on the CPU."""
+    """`reduce(logits)` of `model` (eval mode, no augmentation) on every image of `images` in
+    order, under the training's autocast and memory format (`precision`; default float32); the
+    outputs stay on the device until the last batch (one copy to the host)."""
+    precision = precision or Precision(str(data.mean.device))
     was_training = model.training
     model.eval()
     out = []
-    for start in range(0, len(images), batch_size):
-        x = data.normalise(augment(images[start:start + batch_size], "none", data.policy, None))
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        out.append(reduce(model(x)).cpu())
+    for batch in images.ordered(batch_size):
+        x = precision.images(data.normalise(augment(batch, "none", data.policy, None)))
+        with precision.autocast():
+            out.append(reduce(model(x)))
     model.train(was_training)
-    return torch.cat(out)
+    return torch.cat(out).cpu()
 
 
-def predict(model: nn.Module, data: TrainData, batch_size: int, channels_last: bool = False) -> np.ndarray:
-    """Arg-max predictions of `model` (eval mode) on the test split."""
-    return eval_outputs(model, data, data.test_images, batch_size, channels_last, lambda z: z.argmax(1)).numpy()
+def predict(model: nn.Module, data: TrainData, batch_size: int, precision: Precision | None = None) -> np.ndarray:
+    """Arg-max predictions of `model` (eval mode) on the test split, int64 (n_test,)."""
+    return eval_outputs(model, data, data.test, batch_size, precision, lambda z: z.argmax(1)).numpy()
 
 
-def class_probabilities(model: nn.Module, data: TrainData, images: torch.Tensor, batch_size: int,
-                        channels_last: bool = False) -> np.ndarray:
-    """Softmax of `model` (eval mode, no augmentation) on uint8 images (N, C, H, W): float32 (N, classes)."""
-    return eval_outputs(model, data, images, batch_size, channels_last, lambda z: z.float().softmax(1)).numpy()
+def class_probabilities(model: nn.Module, data: TrainData, batch_size: int,
+                        precision: Precision | None = None) -> np.ndarray:
+    """Softmax of `model` (eval mode, no augmentation) on every pool image: float32 (N, classes)."""
+    return eval_outputs(model, data, data.unlabeled, batch_size, precision, lambda z: z.float().softmax(1)).numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,7 +249,7 @@ class ImageLearner(Learner):
         super().__init__(config)
         # test hooks: called as fn(phase, step) after each step (and its checkpoint)
         self.step_callbacks: list[Callable[[str, int], None]] = []
-        self._fitted: tuple[nn.Module, TrainData, LoopConfig, Path | None] | None = None
+        self._fitted: tuple[nn.Module, TrainData, LoopConfig, Precision, Path | None] | None = None
 
     # --- the pool's predictions (run --labels) ------------------------------------------------
     def predict_pool(self, dataset: Dataset, features: Any = None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
@@ -218,16 +257,16 @@ class ImageLearner(Learner):
         in eval mode without augmentation, on every pool image: (class ids, softmax probability)."""
         if self._fitted is None:
             raise RuntimeError(f"learner {self.name!r}: predict_pool before fit")
-        model, data, config, _ = self._fitted
+        model, data, config, precision, _ = self._fitted
         with cpu_threads(config.threads):
-            proba = class_probabilities(model, data, data.unlabeled_images, config.eval_batch, config.channels_last)
+            proba = class_probabilities(model, data, config.eval_batch, precision)
         return pool_predictions(proba)
 
     def save_model(self, workdir: str | Path) -> Path | None:
         """The final checkpoint of the last classifier phase (``<phase>.ckpt.pt``, written by the loop)."""
-        if self._fitted is None or self._fitted[3] is None:
+        if self._fitted is None or self._fitted[4] is None:
             return None
-        return self._fitted[3]
+        return self._fitted[4]
 
     # --- hooks a method may override -------------------------------------------------------
     def build_model(self, dataset: Dataset, device: str, encoder: Any = None) -> nn.Module:
@@ -273,19 +312,38 @@ class ImageLearner(Learner):
         if config.randaugment not in RANDAUGMENT_VARIANTS:
             raise UserError(f"Config randaugment must be one of {', '.join(RANDAUGMENT_VARIANTS)}, "
                             f"got {config.randaugment!r}.")
-        if device is not None and not str(device).startswith("cuda"):
-            for option in ("amp", "channels_last"):
-                if getattr(config, option):
-                    raise UserError(f"Config {option}=true needs a CUDA GPU, but this run's device is {device!r}. "
-                                    f"Drop {option}=true or run with --device cuda on a GPU machine.")
+        if device is not None:
+            resolve_precision(device, config.amp, config.channels_last)  # amp=true on the CPU: UserError
 
-    def _check_shape(self, model: nn.Module, data: TrainData, device: str) -> None:
+    @staticmethod
+    def resolved(config: LoopConfig, precision: Precision) -> LoopConfig:
+        """`config` with amp and channels_last as they run on the device (None -> True / False):
+        the checkpoint identity of a CPU run is then that of the float32 default."""
+        return replace(config, amp=precision.dtype is not None, channels_last=precision.channels_last)
+
+    def key_config(self) -> dict:
+        """What of the config enters the run key: the config, with amp and channels_last left to
+        the device (None) written as false. Like the device itself, which is not in the key, the
+        precision the device picks is not either; and the keys of runs made when false was the
+        default stay the same."""
+        values = asdict(self.config)
+        for option in ("amp", "channels_last"):
+            if values.get(option) is None:
+                values[option] = False
+        return values
+
+    def needs_pool(self) -> bool:
+        """Whether the unlabeled pool is read (else it never goes to the device)."""
+        return bool(self.unlabeled_views)
+
+    def _check_shape(self, model: nn.Module, data: TrainData, precision: Precision) -> None:
         """One tiny forward pass before training, so a wrong image shape fails with a clear message."""
-        images = data.test_images if data.evaluated else data.unlabeled_images
-        x = data.normalise(augment(images[:2], "none", data.policy, None))
+        images = data.test if data.evaluated else data.unlabeled
+        x = precision.images(data.normalise(augment(images.take([0, min(1, len(images) - 1)]), "none",
+                                                    data.policy, None)))
         model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), precision.autocast():
                 logits = model(x)
         except RuntimeError as exc:
             raise UserError(f"Images of shape {tuple(x.shape[1:])} (C, H, W) do not fit the network of "
@@ -313,11 +371,12 @@ class ImageLearner(Learner):
             SIGINT / SIGTERM: the checkpoint was written and the message says how to resume.
         """
         self.check_options(config, device)
+        precision = resolve_precision(device, config.amp, config.channels_last)
+        config = self.resolved(config, precision)
         model.to(device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
+        precision.model(model)
         if evaluate:
-            self._check_shape(model, data, device)
+            self._check_shape(model, data, precision)
         self.reset_state(data, model)
         total = config.steps
         groups = parameter_groups(model, config.weight_decay)
@@ -328,14 +387,14 @@ class ImageLearner(Learner):
                     "config": asdict(config), "seed": seed, "data": fingerprint}
 
         def on_period(done: int, losses: list[float]) -> dict:
-            top1 = top1_metrics(predict(loop.evaluated, data, config.eval_batch, config.channels_last),
+            top1 = top1_metrics(predict(loop.evaluated, data, config.eval_batch, precision),
                                 data.test_targets, data.num_classes)["top1"]
             return {"step": done, "top1": round(top1, 4), "loss": round(float(np.mean(losses)), 6)}
 
         loop = TrainLoop(
             name=f"{self.name}/{phase}", model=model, optimizer=optimizer, steps=total,
             lr_factor=(lambda k: cosine_factor(k, total)) if config.cosine else None, ema=config.ema,
-            seeding=Seeding.per_step(seed, phase, device),
+            scaler=precision.scaler(), seeding=Seeding.per_step(seed, phase, device),
             checkpoint=Checkpoint(Path(workdir) / f"{phase}.ckpt.pt") if workdir is not None else None,
             identity=identity, mismatch=_mismatch, checkpoint_every=config.checkpoint_every,
             period=config.eval_every if evaluate and data.evaluated else None, on_period=on_period,
@@ -347,50 +406,46 @@ class ImageLearner(Learner):
         forward = torch.compile(model) if config.compile else model
         labeled_stream = IndexStream(len(data.labeled_targets), config.labeled_batch, seed, f"{phase}/labeled")
         unlabeled_batch = config.labeled_batch * config.unlabeled_ratio
-        unlabeled_stream = (IndexStream(len(data.unlabeled_images), unlabeled_batch, seed, f"{phase}/unlabeled")
-                            if self.unlabeled_views and unlabeled_batch > 0 else None)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.amp
-                    else torch.autocast("cpu", enabled=False))
+        unlabeled = (StepImages(data.unlabeled, IndexStream(len(data.unlabeled), unlabeled_batch, seed,
+                                                            f"{phase}/unlabeled"), loop.stop_at)
+                     if self.unlabeled_views and unlabeled_batch > 0 else None)
 
         def step_fn(step: int, generator: torch.Generator) -> tuple[torch.Tensor, dict]:
-            batch = self._batch(data, labeled_stream, unlabeled_stream, step, generator, config)
-            with autocast:
+            batch = self._batch(data, labeled_stream, unlabeled, step, generator, precision)
+            batch.host_generator = loop.seeding.host_generator(step, generator)
+            with precision.autocast():
                 return self.loss(forward, batch, step, total)
 
         done = loop.run(step_fn)
         evaluated = loop.evaluated
         if not evaluate:
             return {"steps": done.steps, "train_seconds": done.train_seconds, "model": evaluated}
-        self._fitted = (evaluated, data, config, Path(workdir) / f"{phase}.ckpt.pt" if workdir is not None else None)
+        self._fitted = (evaluated, data, config, precision,
+                        Path(workdir) / f"{phase}.ckpt.pt" if workdir is not None else None)
         if not data.evaluated:
             return {**unevaluated_metrics(), "best_top1_over_training": None, "median20_top1": None, "curve": [],
                     "steps": done.steps, "train_seconds": done.train_seconds}
-        metrics = top1_metrics(predict(evaluated, data, config.eval_batch, config.channels_last),
+        metrics = top1_metrics(predict(evaluated, data, config.eval_batch, precision),
                                data.test_targets, data.num_classes)
         curve = done.history
         metrics.update(curve_metrics(curve, metrics["top1"]), curve=curve, steps=done.steps,
-                       train_seconds=done.train_seconds)
+                       train_seconds=done.train_seconds, precision=precision.name, data_placement=data.placement)
         return metrics
 
-    def _batch(self, data: TrainData, labeled_stream: IndexStream, unlabeled_stream: IndexStream | None,
-               step: int, generator: torch.Generator, config: LoopConfig) -> Batch:
+    def _batch(self, data: TrainData, labeled_stream: IndexStream, unlabeled: StepImages | None,
+               step: int, generator: torch.Generator, precision: Precision) -> Batch:
         def views(images: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
-            out = []
-            for name in names:
-                x = data.normalise(augment(images, name, data.policy, generator))
-                if config.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                out.append(x)
-            return out
+            return [precision.images(data.normalise(augment(images, name, data.policy, generator))) for name in names]
 
         device = data.labeled_images.device
-        labeled_idx = labeled_stream.indices(step).to(device)
+        labeled_idx = labeled_stream.indices(step).to(device, non_blocking=True)
         labeled = views(data.labeled_images[labeled_idx], self.labeled_views) if self.labeled_views else []
-        unlabeled, unlabeled_idx = [], None
-        if unlabeled_stream is not None:
-            unlabeled_idx = unlabeled_stream.indices(step).to(device)
-            unlabeled = views(data.unlabeled_images[unlabeled_idx], self.unlabeled_views)
-        return Batch(labeled, data.labeled_targets[labeled_idx], unlabeled, unlabeled_idx, generator,
+        unlabeled_views, unlabeled_idx = [], None
+        if unlabeled is not None:
+            images, unlabeled_idx = unlabeled(step)
+            unlabeled_idx = unlabeled_idx.to(device, non_blocking=True)
+            unlabeled_views = views(images, self.unlabeled_views)
+        return Batch(labeled, data.labeled_targets[labeled_idx], unlabeled_views, unlabeled_idx, generator,
                      data.num_classes)
 
     # --- fit -----------------------------------------------------------------------------------
@@ -400,7 +455,7 @@ class ImageLearner(Learner):
         self.check(dataset, labeled_indices)
         self.check_options(self.config, device)
         policy = policy_for(self.config.augment, dataset.image_size, self.config.randaugment)
-        data = TrainData.build(dataset, labeled_indices, device, policy)
+        data = TrainData.build(dataset, labeled_indices, device, policy, needs_pool=self.needs_pool())
         fingerprint = {"dataset": dataset.identity, "name": dataset.name,
                        "labeled": content_key(np.asarray(labeled_indices, dtype=np.int64).tolist())}
         return data, fingerprint

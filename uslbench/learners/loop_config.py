@@ -27,8 +27,10 @@ class LoopConfig:
     augment: str = field(default="auto", metadata={"help": "augmentation policy: auto, cifar, digits, medical"})
     randaugment: str = field(default="fork", metadata={
         "help": "strong view: fork (USL FixMatch fork: 2 ops at p 0.5, levels 1-9, fixed Cutout) | usb"})
-    amp: bool = field(default=False, metadata={"help": "bf16 autocast (CUDA only)"})
-    channels_last: bool = field(default=False, metadata={"help": "channels-last memory format (CUDA only)"})
+    amp: bool | None = field(default=None, metadata={
+        "help": "autocast: bf16, or fp16 + loss scaling on GPUs without bf16 (CUDA only; none = on with CUDA)"})
+    channels_last: bool | None = field(default=None, metadata={
+        "help": "channels-last memory format (CUDA only; none = on with CUDA)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the training forward pass"})
     eval_batch: int = 1024
     threads: int = field(default=0, metadata={"help": "CPU threads for torch during fit (0 = torch's default)"})

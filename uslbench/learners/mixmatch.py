@@ -141,7 +141,10 @@ class MixMatch(ImageLearner):
                             config.temperature)
         inputs = torch.cat([x, u1, u2])
         targets = torch.cat([one_hot(batch.targets, batch.num_classes), guess, guess])
-        draw = int(torch.randint(0, 2**31 - 1, (1,), generator=batch.generator, device=batch.generator.device))
+        # the Beta draws need a host value: from the step's CPU generator (on the CPU the step's
+        # generator itself, at the same place in its stream as ever), never int() of a GPU tensor
+        host = batch.host_generator or batch.generator
+        draw = int(torch.randint(0, 2**31 - 1, (1,), generator=host, device=host.device))
         rng = np.random.default_rng(draw)
         if config.mixup_per_example:
             lam = rng.beta(config.alpha, config.alpha, size=len(inputs))
@@ -155,4 +158,4 @@ class MixMatch(ImageLearner):
         loss_x = soft_cross_entropy(logits[:n], mixed_y[:n]).mean()
         loss_u = ((torch.softmax(logits[n:], 1) - mixed_y[n:]) ** 2).mean()
         weight = config.lambda_u * rampup(step, rampup_length(config, total_steps))
-        return loss_x + weight * loss_u, {"loss_x": float(loss_x.detach()), "loss_u": float(loss_u.detach())}
+        return loss_x + weight * loss_u, {"loss_x": loss_x.detach(), "loss_u": loss_u.detach()}

@@ -132,6 +132,10 @@ class SimCLRv2(ImageLearner):
             config = replace(config, steps=1)
         ImageLearner.check_options(config, device)
 
+    def needs_pool(self) -> bool:
+        """Pretraining (an encoder without a network) and distillation read the pool."""
+        return True
+
     def finetune_steps(self, budget: int) -> int:
         """`steps` when positive, else epochs x floor(repeat x m / labeled_batch): the reference's
         DataLoader over the repeated labeled set drops the last partial batch (155 steps at m = 40)."""

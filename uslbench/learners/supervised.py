@@ -34,4 +34,4 @@ class Supervised(ImageLearner):
 
     def loss(self, model, batch: Batch, step: int, total_steps: int):
         loss = torch.nn.functional.cross_entropy(model(batch.labeled[0]), batch.targets)
-        return loss, {"loss_x": float(loss.detach())}
+        return loss, {"loss_x": loss.detach()}

@@ -97,7 +97,7 @@ class USLTConfig:
     confidence: str | None = field(default=None, metadata={"help": "head0 | mean (max softmax averaged over heads)"})
     feature_dropout: float = field(default=0.3, metadata={"help": "head mode: dropout of the strong view"})
     noise_std: float = field(default=0.05, metadata={"help": "head mode: Gaussian noise of the strong view"})
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata={"help": "backbone mode: DataLoader workers decoding a file-backed pool"})
 
 
 def resolve_preset(config: USLTConfig, pool_size: int, budget: int | None = None) -> USLTConfig:
@@ -202,5 +202,7 @@ class USLTSelector(Selector):
             "mean_knn_sq_dist_pool": float(mean_nn_sq.mean()),
             "steps": history["steps"],
             "loss_first_last": history["loss_first_last"],
+            "training_device": history["training_device"],
+            "precision": history["precision"],
         }
         return np.sort(picks), info

@@ -5,7 +5,9 @@
   checkpoints and resume, SIGINT / SIGTERM, duration estimate, progress;
 - `checkpoint`: atomic, digest-verified checkpoint files (`Checkpoint`);
 - `augment`: every augmentation (SSL weak / strong views, contrastive views, SimCLR, feature space);
-- `images`: the one image loader (a split's images as uint8 tensors, whole or by index);
+- `images`: the one image loader (a split's images as uint8 tensors, whole or by index; `ImagePool`
+  serves them on the training device);
+- `device`: where tensors live and the precision of a step (autocast, loss scaling, channels-last);
 - `losses`: losses shared by several trainers (NT-Xent, soft cross-entropy).
 
 Layering: this package imports only `datasets.base`, `errors`, `utils` (and torch); learners,

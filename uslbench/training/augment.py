@@ -220,7 +220,11 @@ _GEOMETRIC = {"rotate", "shear_x", "shear_y", "translate_x", "translate_y"}
 
 
 def randaugment(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generator) -> torch.Tensor:
-    """RandAugment with random magnitudes: each image gets n ops (uniform choice, with repetition)."""
+    """RandAugment with random magnitudes: each image gets n ops (uniform choice, with repetition).
+
+    Which images an op applies to is decided on the host: one copy of the slot's op choices per
+    slot (nothing on the CPU, where it is already), then index tensors; a boolean mask tested or
+    indexed per op would make the host wait for the GPU about 15 times per slot."""
     b = x.shape[0]
     device = x.device
     n_ops = torch.randint(policy.n_ops_min, policy.n_ops_max + 1, (b,), generator=generator, device=device)
@@ -228,20 +232,23 @@ def randaugment(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Generat
         choice = torch.randint(0, len(OPS), (b,), generator=generator, device=device)
         magnitude = torch.rand(b, generator=generator, device=device)
         signs = torch.where(torch.rand(b, generator=generator, device=device) < 0.5, -1.0, 1.0)
-        active = slot < n_ops
+        op_of = torch.where(slot < n_ops, choice, -1).cpu()  # -1: no op in this slot
         theta = torch.eye(2, 3, device=device).repeat(b, 1, 1)
-        geometric = torch.zeros(b, dtype=torch.bool, device=device)
+        geometric: list[torch.Tensor] = []
         for op_index, op in enumerate(OPS):
-            members = active & (choice == op_index)
-            if op == "identity" or not bool(members.any()):
+            members = torch.nonzero(op_of == op_index).squeeze(1)  # increasing image indices, on the host
+            if op == "identity" or len(members) == 0:
                 continue
+            if members.device != device:
+                members = members.to(device, non_blocking=True)
             if op in _GEOMETRIC:
-                geometric |= members
+                geometric.append(members)
                 theta[members] = _affine(op, magnitude[members] * signs[members], policy)
                 continue
             x[members] = _apply_colour_op(x[members], op, magnitude[members], signs[members])
-        if bool(geometric.any()):
-            x[geometric] = _warp(x[geometric], theta[geometric], policy.fill)
+        if geometric:
+            rows = torch.sort(torch.cat(geometric)).values
+            x[rows] = _warp(x[rows], theta[rows], policy.fill)
     return x
 
 
@@ -380,13 +387,17 @@ def randaugment_fork(x: torch.Tensor, policy: AugmentPolicy, generator: torch.Ge
     b, _, h, w = x.shape
     if plan is None:
         plan = draw_randaugment_plan(b, generator, policy.fork_ops, 10, 0.5, x.device)
+    # which images get which op is decided on the host, from one copy of the plan's ops (none on
+    # the CPU): a boolean mask tested and indexed per op would make the host wait for the GPU
+    # about 26 times per slot
+    op_of = torch.where(plan.applied, plan.ops, -1).cpu()  # -1: not applied
     for slot in range(plan.ops.shape[1]):
-        ops, level, applied, sign = (plan.ops[:, slot], plan.levels[:, slot], plan.applied[:, slot],
-                                     plan.signs[:, slot])
+        level, sign = plan.levels[:, slot], plan.signs[:, slot]
         for op_index, op in enumerate(FORK_OPS):
-            members = applied & (ops == op_index)
-            if op == "identity" or not bool(members.any()):
+            members = torch.nonzero(op_of[:, slot] == op_index).squeeze(1)  # increasing image indices
+            if op == "identity" or len(members) == 0:
                 continue
+            members = members.to(x.device, non_blocking=True)
             if op in _GEOMETRIC:
                 theta = _fork_affine(op, level[members], sign[members], policy, min(h, w))
                 x[members] = _warp(x[members], theta, policy.warp_fill)
@@ -462,12 +473,14 @@ def _colour_jitter(x: torch.Tensor, generator: torch.Generator, strength: tuple[
         "hue": (torch.rand(b, generator=generator, device=device) * 2.0 - 1.0) * hue,
     }
     order = torch.argsort(torch.rand(b, 4, generator=generator, device=device), dim=1)
+    order_host = order.cpu()  # the membership tests on the host: one copy instead of 16 waits on a GPU
     names = list(factors)
     for slot in range(4):
         for op_index, name in enumerate(names):
-            members = order[:, slot] == op_index
-            if not bool(members.any()):
+            members = torch.nonzero(order_host[:, slot] == op_index).squeeze(1)
+            if len(members) == 0:
                 continue
+            members = members.to(device, non_blocking=True)
             part, factor = x[members], factors[name][members]
             if name == "brightness":
                 part = _blend(part, torch.zeros_like(part), factor)
@@ -652,17 +665,20 @@ def feature_augment(x: torch.Tensor, dropout: float, noise_std: float, generator
     Parameters
     ----------
     x : torch.Tensor
-        float (B, d) on the CPU.
+        float (B, d) on any device.
     dropout, noise_std : float
         Drop probability in [0, 1); noise level per row.
     generator : torch.Generator
-        CPU generator for both draws (mask first, then noise).
+        Generator for both draws (mask first, then noise), which are made on its device: give one
+        on `x`'s device (a CPU generator with GPU features works, at the price of a copy per draw).
 
     Returns
     -------
     torch.Tensor
-        float (B, d).
+        float (B, d) on `x`'s device.
     """
-    keep = (torch.rand(x.shape, generator=generator) >= dropout).to(x.dtype) / max(1.0 - dropout, 1e-6)
-    noise = torch.randn(x.shape, generator=generator) * (noise_std / math.sqrt(x.shape[1]))
+    where = generator.device
+    keep = (torch.rand(x.shape, generator=generator, device=where) >= dropout).to(x.device, x.dtype)
+    keep = keep / max(1.0 - dropout, 1e-6)
+    noise = torch.randn(x.shape, generator=generator, device=where).to(x.device) * (noise_std / math.sqrt(x.shape[1]))
     return x * keep + noise

@@ -50,7 +50,8 @@ from ..utils import content_key, progress_disabled, seed_from
 from .checkpoint import Checkpoint
 
 Echo = Callable[[str], None]
-StepFn = Callable[[int, "torch.Generator | None"], "tuple[torch.Tensor, dict[str, float]]"]
+# step_fn(step, generator) -> (loss, logs); log values are floats or 0-d tensors (read only when shown)
+StepFn = Callable[[int, "torch.Generator | None"], "tuple[torch.Tensor, dict[str, Any]]"]
 
 
 def stderr_echo(message: str) -> None:
@@ -63,11 +64,9 @@ def quiet() -> bool:
 
 
 def interactive() -> bool:
-    """Progress bars only on a terminal (and not under CI=true / USLBENCH_QUIET=1)."""
-    try:
-        return sys.stderr.isatty() and not progress_disabled()
-    except (AttributeError, ValueError):  # a closed or replaced stderr
-        return False
+    """Progress bars only on a terminal (and not under CI=true / USLBENCH_QUIET=1): the same rule
+    as every other bar (`utils.progress_disabled`)."""
+    return not progress_disabled()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +112,14 @@ class Seeding:
         generator = torch.Generator(device=self.device).manual_seed(seed_from(self.seed, self.phase, "step", step))
         torch.manual_seed(seed_from(self.seed, self.phase, "global", step))
         return generator
+
+    def host_generator(self, step: int, generator: torch.Generator | None) -> torch.Generator | None:
+        """A CPU generator of step `step` for values the host needs (a draw read with int() from a
+        GPU generator would wait for the GPU): `generator` itself when it is a CPU one (so CPU runs
+        keep their single stream), else one seeded by (seed, phase, "host", step)."""
+        if generator is None or generator.device.type == "cpu":
+            return generator
+        return torch.Generator().manual_seed(seed_from(self.seed, self.phase, "host", step))
 
     def state(self) -> dict[str, Any]:
         return {"torch": torch.get_rng_state(), "generators": [g.get_state() for g in self.generators]}
@@ -176,20 +183,47 @@ def half_cosine_factor(step: int, total_steps: int) -> float:
 
 
 class EMA:
-    """Exponential moving average of the parameters; buffers (BN statistics) are copied."""
+    """Exponential moving average of the parameters, ema <- decay ema + (1 - decay) p; buffers (BN
+    statistics) are copied.
 
-    def __init__(self, model: nn.Module, decay: float) -> None:
+    On the CPU the update is one ``mul_`` + ``add_`` per parameter (the arithmetic every CPU result
+    so far was computed with); elsewhere it is one fused ``torch._foreach_lerp_`` (ema + (1 - decay)
+    (p - ema), equal to float rounding) and one ``torch._foreach_copy_`` for the buffers: a few
+    kernel launches per step instead of a few per parameter (`foreach` forces either path)."""
+
+    def __init__(self, model: nn.Module, decay: float, foreach: bool | None = None) -> None:
         self.decay = decay
         self.model = copy.deepcopy(model)
         for parameter in self.model.parameters():
             parameter.requires_grad_(False)
+        self.foreach = foreach
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        for ema_p, p in zip(self.model.parameters(), model.parameters()):
-            ema_p.mul_(self.decay).add_(p.detach(), alpha=1.0 - self.decay)
+        ema_params, params = list(self.model.parameters()), [p.detach() for p in model.parameters()]
+        foreach = self.foreach
+        if foreach is None:
+            foreach = bool(params) and params[0].device.type != "cpu"
+        if foreach:
+            torch._foreach_lerp_(ema_params, params, 1.0 - self.decay)
+            ema_buffers, buffers = list(self.model.buffers()), list(model.buffers())
+            if ema_buffers:
+                torch._foreach_copy_(ema_buffers, buffers)
+            return
+        for ema_p, p in zip(ema_params, params):
+            ema_p.mul_(self.decay).add_(p, alpha=1.0 - self.decay)
         for ema_b, b in zip(self.model.buffers(), model.buffers()):
             ema_b.copy_(b)
+
+
+def as_floats(values: Sequence[Any]) -> list[float]:
+    """Floats and 0-d tensors (a step's detached loss, on any device) -> floats, with one copy
+    from the device for all the tensors (not one host sync per step)."""
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if not tensors:
+        return [float(v) for v in values]
+    converted = iter(torch.stack([t.detach().reshape(()).double() for t in tensors]).tolist())
+    return [next(converted) if isinstance(v, torch.Tensor) else float(v) for v in values]
 
 
 @contextlib.contextmanager
@@ -216,6 +250,7 @@ ABSURD_SECONDS = {"cpu": 24 * 3600.0, "cuda": 30 * 24 * 3600.0}
 # Estimates shorter than this are not worth a line.
 MENTION_SECONDS = 60.0
 LINE_SECONDS = 10.0  # least time between two progress lines (job logs)
+POSTFIX_SECONDS = 1.0  # least time between two updates of the bar's loss numbers (each reads the device)
 PROBE_STEPS = 3  # steps timed (after the first one of an invocation, which carries the warm-up)
 
 
@@ -328,12 +363,20 @@ class _Progress:
         elif not quiet():
             self.lines = True
         self.since, self.since_step = clock(), initial
+        self.postfix_at = -math.inf
         self.printed = 0
 
-    def update(self, done: int, loss: float, logs: dict[str, float]) -> None:
+    def update(self, done: int, loss: Any, logs: dict[str, Any]) -> None:
+        """`loss` and the `logs` values are floats or 0-d tensors; tensors are read (a host sync on
+        a GPU) only when a line or the bar's numbers are written, at most once a second."""
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix({"loss": f"{loss:.3f}", **{k: f"{v:.3f}" for k, v in logs.items()}}, refresh=False)
+            now = self.clock()
+            if now - self.postfix_at >= POSTFIX_SECONDS or done == self.total:
+                self.postfix_at = now
+                values = as_floats([loss, *logs.values()])
+                self.bar.set_postfix({"loss": f"{values[0]:.3f}",
+                                      **{k: f"{v:.3f}" for k, v in zip(logs, values[1:])}}, refresh=False)
         elif self.lines and (done % self.every == 0 or done == self.total):
             now = self.clock()
             # short phases stay silent: a line needs LINE_SECONDS since the last one (the last step
@@ -343,7 +386,8 @@ class _Progress:
             self.printed += 1
             rate = (now - self.since) / max(done - self.since_step, 1)
             self.since, self.since_step = now, done
-            extras = "".join(f" {k} {v:.3f}" for k, v in logs.items())
+            loss, *values = as_floats([loss, *logs.values()])
+            extras = "".join(f" {k} {v:.3f}" for k, v in zip(logs, values))
             self.echo(f"{self.name}: step {done:,}/{self.total:,} loss {loss:.4f}{extras} "
                       f"({format_duration(rate)} a step, {format_duration(rate * (self.total - done))} left)")
 
@@ -517,7 +561,9 @@ class TrainLoop:
         state = self.state
         stop_at = self.stop_at
         every = max(1, min(self.checkpoint_every or stop_at, stop_at))
-        pending: list[float] = list(state["pending_losses"])
+        # floats (from a checkpoint) and this invocation's detached 0-d loss tensors, read from the
+        # device only at a period or a checkpoint (no host sync per step)
+        pending: list[Any] = list(state["pending_losses"])
         started = self.clock()
         saved_at = -1
 
@@ -525,6 +571,7 @@ class TrainLoop:
             nonlocal started, saved_at
             now = self.clock()
             state["step"] = done
+            pending[:] = as_floats(pending)
             state["pending_losses"] = list(pending)
             state["train_seconds"] += now - started
             started = now
@@ -565,12 +612,12 @@ class TrainLoop:
                         self._stop(stop.signum, step, persist, saved_at, exc)
                     if self.ema_model is not None:
                         self.ema_model.update(self.model)
-                    value = float(loss.detach())
+                    value = loss.detach()
                     pending.append(value)
                     done = step + 1
                     progress.update(done, value, logs)
                     if self.period and self.on_period is not None and (done % self.period == 0 or done == self.steps):
-                        state["history"].append(self.on_period(done, pending))
+                        state["history"].append(self.on_period(done, as_floats(pending)))
                         pending = []
                         if self.train_mode is not None:
                             self.train_mode()
@@ -588,7 +635,7 @@ class TrainLoop:
         finally:
             progress.close()
         return LoopResult(steps=state["step"], train_seconds=round(state["train_seconds"], 3),
-                          history=state["history"], pending_losses=list(pending), resumed_from=start,
+                          history=state["history"], pending_losses=as_floats(pending), resumed_from=start,
                           model=self.evaluated)
 
     def _report_estimate(self, seconds_per_step: float, steps: int) -> None:

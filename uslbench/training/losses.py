@@ -39,5 +39,5 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Ten
     n = z1.shape[0]
     logits = z @ z.t() / temperature
     logits.fill_diagonal_(float("-inf"))
-    targets = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)]).to(z.device)
+    targets = torch.cat([torch.arange(n, 2 * n, device=z.device), torch.arange(0, n, device=z.device)])
     return torch.nn.functional.cross_entropy(logits, targets)
