@@ -424,7 +424,8 @@ class ImageLearner(Learner):
                         Path(workdir) / f"{phase}.ckpt.pt" if workdir is not None else None)
         if not data.evaluated:
             return {**unevaluated_metrics(), "best_top1_over_training": None, "median20_top1": None, "curve": [],
-                    "steps": done.steps, "train_seconds": done.train_seconds}
+                    "steps": done.steps, "train_seconds": done.train_seconds, "precision": precision.name,
+                    "data_placement": data.placement}
         metrics = top1_metrics(predict(evaluated, data, config.eval_batch, precision),
                                data.test_targets, data.num_classes)
         curve = done.history
