@@ -19,6 +19,7 @@ from PIL import Image
 from uslbench.datasets import load_dataset
 from uslbench.datasets.base import Dataset, ImageSplit
 from uslbench.catalog import DATASETS, ENCODERS
+from uslbench.errors import UserError
 
 
 
@@ -38,8 +39,12 @@ def test_dataset_contract(name, tmp_path):
     if not traits.needs_files:
         assert dataset.pool_size == traits.pool_size
     assert dataset.default_encoder in ENCODERS
-    assert len(dataset.mean) == len(dataset.std) == dataset.channels and min(dataset.std) > 0
-    for split in (dataset.train, dataset.test):
+    assert dataset.has_images == traits.images
+    # a data set of precomputed features names an encoder that does not read images, and only it
+    assert ENCODERS.traits(dataset.default_encoder).reads_images == traits.images
+    if traits.images:
+        assert len(dataset.mean) == len(dataset.std) == dataset.channels and min(dataset.std) > 0
+    for split_name, split in (("train", dataset.train), ("test", dataset.test)):
         assert len(split) > 0
         if split.labels is not None:
             assert split.labels.dtype == np.int64 and split.labels.shape == (len(split),)
@@ -47,6 +52,12 @@ def test_dataset_contract(name, tmp_path):
         if split.array is not None:
             assert split.array.dtype == np.uint8 and split.array.shape[1:] == (
                 dataset.image_size, dataset.image_size, dataset.channels)
+        if not traits.images:  # one finite float32 row per image, and no image to read
+            matrix = dataset.features[split_name]
+            assert matrix.dtype == np.float32 and matrix.shape[0] == len(split) and np.isfinite(matrix).all()
+            with pytest.raises(UserError, match="holds precomputed features, no images"):
+                split.image(0)
+            continue
         image = split.image(len(split) - 1)
         assert isinstance(image, Image.Image) and image.mode == ("L" if dataset.channels == 1 else "RGB")
     assert len(np.unique(dataset.train.labels)) == dataset.num_classes
@@ -80,6 +91,10 @@ def test_encoder_contract(name, tiny_cifar, tmp_path, one_torch_thread):
     overrides = entry.test_overrides(tmp_path / "a")
     encoder = ENCODERS.create(name, dataset="cifar10", **overrides)
     encoder.use_results_root(tmp_path / "results")
+    if not entry.traits.reads_images:  # it serves the embeddings of a features:PATH data set, and refuses images
+        with pytest.raises(UserError):
+            encoder.check(tiny_cifar)
+        tiny_cifar = load("features", tmp_path / "features")[0]
     encoder.check(tiny_cifar)
     features = encoder.encode(tiny_cifar)
     for split, matrix in ((tiny_cifar.train, features.train), (tiny_cifar.test, features.test)):

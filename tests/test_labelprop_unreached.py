@@ -27,7 +27,7 @@ def two_islands():
                      [100.0, 0.05], [100.0, 0.35], [100.0, 0.65]], dtype=np.float32)
     test_labels = np.array([0, 0, 1, 1, 1, 1, 1])
     dataset = SimpleNamespace(train=SimpleNamespace(labels=pool_labels), test=SimpleNamespace(labels=test_labels),
-                              num_classes=2)
+                              num_classes=2, evaluated=True)
     labeled = np.array([0, 1, 6, 7])  # two of each class, all on island A
     return dataset, FeatureSet(train=pool, test=test), labeled
 

@@ -49,6 +49,10 @@ class SelectorTraits:
     in_quick_preset : bool, default True
         Part of ``sweep --preset quick`` (every CPU selector on digits). False for selectors that
         need a file or weights that the quick preset does not have.
+    uses_initial_labeled : bool, default False
+        Takes an already-labeled set (``SelectionContext.initial_labeled``, ``select
+        --already-labeled``) the way its paper describes one and picks m new images outside it
+        (a second round). Every other selector refuses an already-labeled set before any work.
     """
 
     needs_labels: bool = False
@@ -57,6 +61,7 @@ class SelectorTraits:
     seed_dependent: bool = True
     gpu_recommended: bool = False
     in_quick_preset: bool = True
+    uses_initial_labeled: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,10 +92,15 @@ class EncoderTraits:
         ``pretrain``, or a library cache); False for encoders computed from the pixels alone.
     gpu_recommended : bool, default False
         Runs a network: a sweep with ``--gpus N`` gives its feature jobs the GPUs.
+    reads_images : bool, default True
+        Computes features from a data set's images. False: returns the embeddings a data set of
+        precomputed features brings (``precomputed`` for ``features:PATH``); it refuses data
+        sets of images, and it is the only kind of encoder such a data set takes.
     """
 
     needs_weights: bool = False
     gpu_recommended: bool = False
+    reads_images: bool = True
 
 
 @dataclass(frozen=True)
@@ -106,10 +116,15 @@ class DatasetTraits:
         Number of train (pool) images with the default config, for data sets whose size is
         fixed; ``describe SELECTOR --dataset NAME`` uses it to show the settings that a selector
         picks from the pool size. None when it depends on the user's files.
+    images : bool, default True
+        Holds images. False: precomputed embeddings only (``features:PATH``): the label-free
+        selectors and the probes run on it, learners that train on images and encoders that
+        read images refuse it before any work.
     """
 
     needs_files: bool = True
     pool_size: int | None = None
+    images: bool = True
 
 
 TRAIT_CLASSES = (SelectorTraits, LearnerTraits, EncoderTraits, DatasetTraits)

@@ -5,7 +5,7 @@ import json
 from typing import Any
 
 from .base import Dataset, ImageSplit  # noqa: F401
-from . import cifar, custom, digits, imagenet, medmnist  # noqa: F401
+from . import cifar, custom, digits, features, imagenet, medmnist  # noqa: F401
 from ..registry import DATASETS
 
 

@@ -49,6 +49,8 @@ def validate_labels(dataset: "Dataset") -> None:
         if split is None or split.labels is None or not split.labels.size:
             continue
         outside = (split.labels < 0) | (split.labels >= declared)
+        if split_name == "train" and dataset.labels_source is not None:
+            outside &= split.labels != UNLABELED  # labels from a file: the rest of the pool is unlabeled
         if outside.any():
             values, counts = np.unique(split.labels[outside], return_counts=True)
             raise UserError(
@@ -56,8 +58,8 @@ def validate_labels(dataset: "Dataset") -> None:
                 f"classes); {int(outside.sum())} image(s) carry other values: "
                 f"{name_some(f'{v} ({c} image(s))' for v, c in zip(values.tolist(), counts.tolist()))}. "
                 "Fix the labels, or load your own arrays as npz:PATH, which takes its classes from y_train.")
-    if dataset.train.labels is None or not declared:
-        return
+    if dataset.train.labels is None or not declared or dataset.labels_source is not None:
+        return  # a labels file's missing classes are reported when it is read
     present = np.bincount(dataset.train.labels, minlength=declared) > 0
     if not present.all():
         absent = np.flatnonzero(~present)
@@ -66,6 +68,10 @@ def validate_labels(dataset: "Dataset") -> None:
             and dataset.test.labels is not None else 0
         warn_data(f"{dataset.name}: {len(absent)} of the {declared} classes have no train image and cannot be "
                   f"learned: {name_some(names)}" + (f" ({in_test} test image(s) of them count as errors)" if in_test else ""))
+
+
+#: The train label of a pool image without one, in a data set whose labels come from a labels file.
+UNLABELED = -1
 
 
 @dataclass
@@ -143,6 +149,16 @@ class Dataset:
     identity : dict
         Goes into every cache key: it names the content (source, split, file digests), never a
         path, so moving the files keeps the caches.
+    features : dict or None
+        Precomputed embeddings instead of images (the ``features:PATH`` source): ``{"train":
+        (N, d) float32, "test": (N_test, d) float32 or None}``, read by the ``precomputed``
+        encoder; None for data sets of images.
+    labels_source : dict or None
+        Set when the train labels come from a labels file (``run --labels``): ``{"file", "sha256",
+        "rows"}``. Then ``train.labels`` holds a class id for the labeled images and `UNLABELED`
+        (-1) for every other pool image, the labeled set is exactly the labeled images, and a
+        data set without a test split is trained on all the same (learners then predict the
+        pool instead of reporting accuracy).
     """
 
     name: str
@@ -156,6 +172,13 @@ class Dataset:
     default_encoder: str
     class_names: list[str] = field(default_factory=list)
     identity: dict = field(default_factory=dict)
+    features: dict | None = None
+    labels_source: dict | None = None
+
+    @property
+    def has_images(self) -> bool:
+        """False for a data set of precomputed features (learners that train a network need images)."""
+        return self.features is None
 
     def __post_init__(self) -> None:
         validate_labels(self)
@@ -167,6 +190,11 @@ class Dataset:
     @property
     def has_train_labels(self) -> bool:
         return self.train.labels is not None
+
+    @property
+    def evaluated(self) -> bool:
+        """Whether learners can report accuracy: a test split with labels."""
+        return self.test is not None and self.test.labels is not None
 
     def summary(self) -> str:
         test = len(self.test) if self.test is not None else 0

@@ -34,6 +34,7 @@ from ..selectors.base import SelectionContext, check_budget
 from ..traits import as_dict
 from ..utils import atomic_write_json, writable_root
 from .cache import FeatureCache, SelectionCache, indices_digest
+from .own_data import LABELS_SELECTOR, PREDICTIONS_FILE, initial_labeled, labels_selection, write_predictions
 from .spec import RunSpec, dataset_key, feature_key, run_key, selection_key
 
 Echo = Callable[[str], None]
@@ -105,10 +106,12 @@ class Prepared:
     """A resolved run and the live objects that compute it (nothing computed or written yet)."""
 
     resolved: ResolvedRun
-    dataset: Dataset
-    selector: Any
+    dataset: Dataset                        # with a labels file's labels for `run --labels`
+    selector: Any                           # run --labels: own_data.LabelsFileSelection
     learner: Any                            # None for a spec without a learner
     encoders: dict[str, Any]                # by registry name: the run's encoder and any a stage reads
+    initial_labeled: np.ndarray | None = None   # select --already-labeled: pool indices already labeled
+    already_labeled_source: dict | None = None  # its {file, sha256, rows}
 
     # the resolved value's fields that the stages read most
     @property
@@ -166,14 +169,20 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
     A spec without a learner (`select --dataset`) prepares the features and selection stages only.
     `loader` loads the data set (a memoising one when many specs share data sets)."""
     loader = loader or DatasetLoader()
+    from_labels = spec.labels is not None  # run --labels: the labels file is the selection
+    _check_own_labels(spec)
     for registry, name in ((DATASETS, spec.dataset), (SELECTORS, spec.selector), (LEARNERS, spec.learner)):
+        if registry is SELECTORS and from_labels:
+            continue
         if name is not None or registry is not LEARNERS:
             registry.get(name)
     if spec.encoder is not None:
         ENCODERS.get(spec.encoder)
-    selector = SELECTORS.create(spec.selector, dataset=spec.dataset, **spec.selector_config)
+    selector = None if from_labels else SELECTORS.create(spec.selector, dataset=spec.dataset, **spec.selector_config)
     learner = LEARNERS.create(spec.learner, dataset=spec.dataset, **spec.learner_config) if spec.learner else None
-    selector_encoder = fixed_encoder(selector)
+    if selector is not None and spec.already_labeled is not None:
+        selector.check_initial_labeled()  # a selector that cannot take one: refused before loading anything
+    selector_encoder = fixed_encoder(selector) if selector is not None else None
     if selector_encoder and selector_encoder not in ENCODERS:
         raise UserError(f"Selector {spec.selector!r} computes its features with the {selector_encoder!r} encoder, "
                         f"which is not available in this installation (known encoders: {', '.join(ENCODERS.names())}). "
@@ -183,8 +192,29 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
         raise UserError(f"Seed must be a non-negative integer, got {spec.seed!r}.")
     root = writable_root(results_root)
     dataset = loader(spec.dataset, data_root=spec.data_root, **spec.dataset_config)
+    initial, initial_source = None, None
+    if from_labels:
+        dataset, selector = labels_selection(spec.labels, dataset, spec.dataset, spec.labels_picks)
+        rows = len(selector.attached.labeled_indices)
+        if spec.budget != rows:
+            raise UserError(f"The labels file {spec.labels} labels {rows} image(s) of the pool, but the run's budget "
+                            f"is {spec.budget}; with a labels file the budget is its number of labeled images.")
+    elif spec.already_labeled is not None:
+        initial, initial_source = initial_labeled(spec.already_labeled, dataset, spec.dataset)
     budget = check_budget(spec.budget, dataset.pool_size)
     encoder_name = spec.encoder or dataset.default_encoder
+    if not dataset.has_images:  # features:PATH: embeddings only, nothing that reads images can run
+        if learner is not None and not learner.traits.uses_features:
+            raise UserError(f"Learner {spec.learner!r} trains a network on images; {spec.dataset} holds precomputed "
+                            "features only. Use a feature probe: linear, knn or labelprop.")
+        if ENCODERS.traits(encoder_name).reads_images:
+            raise UserError(f"Encoder {encoder_name!r} reads images; {spec.dataset} holds precomputed features. "
+                            "Leave --encoder out (the data set's own embeddings are used).")
+        if selector_encoder and selector_encoder != encoder_name:
+            raise UserError(f"Selector {spec.selector!r} computes its own features with the {selector_encoder!r} "
+                            f"encoder from images; {spec.dataset} has none. If your embeddings come from that "
+                            "encoder, run the selector it is built on with its preset (clip_usl: --selector usl "
+                            "--selector-config usl.preset=imagenet_clip).")
     encoders = {encoder_name: make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config,
                                            download=bool(spec.dataset_config.get("download")))}
     # each stage that reads features names its encoder: the run's, or the one its entry fixes
@@ -206,9 +236,11 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
     if labels_allowed and not dataset.has_train_labels:
         raise UserError(f"Selector {spec.selector!r} reads labels, but {dataset.name} has no train labels.")
     selection_encoder = encoders[stage_encoders.get("selection", encoder_name)]
+    if initial is not None:
+        selector.check_initial_labeled(initial, dataset.pool_size, budget)
     selector.validate(dataset.pool_size, budget, SelectionContext(
         pool_size=dataset.pool_size, dataset=dataset, dataset_name=spec.dataset, labels=dataset.train.labels,
-        labels_allowed=labels_allowed, encoder=selection_encoder))
+        labels_allowed=labels_allowed, encoder=selection_encoder, initial_labeled=initial))
     if learner is not None:
         learner.check_dataset(dataset)
         learner.check_device(device)
@@ -217,6 +249,8 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
     sources = {stage: FeatureSource(name, feature_keys[name]) for stage, name in stage_encoders.items()}
     selector_cfg = _config_dict(selector.config)
     key_cfg = selector.key_config() if hasattr(selector, "key_config") else selector_cfg
+    if initial is not None:  # a second round: another already-labeled set is another selection
+        key_cfg = {**key_cfg, "already_labeled_sha256": indices_digest(initial)}
     s_key = selection_key(sources["selection"].key if "selection" in sources else d_key, spec.selector, key_cfg,
                           budget, spec.seed)
     learner_cfg = _config_dict(learner.config) if learner is not None else {}
@@ -228,9 +262,27 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
     for stage, source in sources.items():
         if source.encoder != encoder_name:
             configs[f"{stage}_encoder"] = encoders[source.encoder].identity()
+    if dataset.labels_source is not None:
+        configs["labels_source"] = dict(dataset.labels_source)
+    if initial_source is not None:
+        configs["already_labeled"] = dict(initial_source)
     resolved = ResolvedRun(spec, root, budget, encoder_name, d_key, feature_keys[encoder_name], s_key, r_key, configs,
                            sources)
-    return Prepared(resolved, dataset, selector, learner, encoders)
+    return Prepared(resolved, dataset, selector, learner, encoders, initial, initial_source)
+
+
+def _check_own_labels(spec: RunSpec) -> None:
+    """The labels options of a spec, before anything is loaded."""
+    if spec.labels is not None:
+        if spec.learner is None:
+            raise UserError("A labels file (--labels) is the labeled set of a run: give --learner to train on it "
+                            "(to pick more images to label, use select --already-labeled FILE).")
+        if spec.selector != LABELS_SELECTOR:
+            raise UserError(f"A run on a labels file takes its labeled set from the file; drop --selector "
+                            f"{spec.selector} (the record names the selector {LABELS_SELECTOR!r}).")
+        if spec.already_labeled is not None:
+            raise UserError("--labels and --already-labeled do not go together: the first trains on your labels, "
+                            "the second selects more images to label.")
 
 
 def compute_features(prep: Prepared, source: FeatureSource, device: str = "cpu",
@@ -259,18 +311,20 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
     loaded = cache.load(echo)
     if loaded is not None:
         return loaded, True
-    reads_labels = SELECTORS.traits(spec.selector).needs_labels
+    reads_labels = prep.selector.traits.needs_labels
     context = SelectionContext(pool_size=prep.dataset.pool_size, dataset=prep.dataset, dataset_name=spec.dataset,
                                labels=prep.dataset.train.labels if prep.selector.traits.needs_labels else None,
                                labels_allowed=prep.selector.traits.needs_labels,
                                encoder=prep.stage_encoder("selection"), device=device,
-                               workdir=prep.root / "cache" / "work")
+                               workdir=prep.root / "cache" / "work", initial_labeled=prep.initial_labeled)
     selection = prep.selector.select(features.train if features is not None else None, resolved.budget,
                                      seed=spec.seed, context=context)
     data = {"schema": SCHEMA_VERSION, "key": resolved.selection_key, "selector": spec.selector,
             "budget": resolved.budget, "seed": spec.seed, "config": _config_dict(prep.selector.config),
             "indices": selection.indices, "info": selection.info, "seconds": selection.seconds,
-            "reads_labels": reads_labels, "created": _now()}
+            "per_pick": selection.per_pick, "reads_labels": reads_labels, "created": _now()}
+    if prep.already_labeled_source is not None:
+        data["already_labeled"] = prep.already_labeled_source
     cache.save(data)
     data["indices"] = selection.indices
     return data, False
@@ -348,6 +402,14 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
                                    workdir=prep.run_dir, features=features.get("run"),
                                    encoder=prep.encoder)
         seconds["learner"] = time.perf_counter() - t0
+        if prep.dataset.labels_source is not None:
+            t0 = time.perf_counter()
+            record.update(_pool_outputs(prep, features.get("run"), device))
+            seconds["predictions"] = time.perf_counter() - t0
+        if not prep.dataset.evaluated:
+            record["evaluated"] = False
+            record["note"] = (f"{prep.dataset.name} has no labelled test split: no accuracy; the pool's predictions "
+                              f"are in {PREDICTIONS_FILE}")
         record.update(status="ok", metrics=metrics, seconds=seconds, cached=cached, finished=_now())
     except (UserError, KeyboardInterrupt, SystemExit):  # refused or interrupted, not failed: no record
         _remove(prep.run_dir / "running.json")
@@ -363,11 +425,27 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
     return RunOutcome(record, prep.record_path, cached)
 
 
+def _pool_outputs(prep: Prepared, features: FeatureSet | None, device: str) -> dict[str, Any]:
+    """A run on a labels file: predictions.csv for every pool image and the model file, in the run folder."""
+    predicted, confidence = prep.learner.predict_pool(prep.dataset, features=features, device=device)
+    path = write_predictions(prep.run_dir / PREDICTIONS_FILE, prep.dataset, prep.spec.dataset, predicted, confidence)
+    model = prep.learner.save_model(prep.run_dir)
+    counts = np.bincount(predicted, minlength=prep.dataset.num_classes)
+    return {"predictions": {"file": path.name, "rows": int(len(predicted)),
+                            "per_class": {name: int(n) for name, n in zip(prep.dataset.class_names, counts.tolist())}},
+            "model_file": model.name if model is not None else None}
+
+
 def select_spec(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, device: str = "cpu",
                 echo: Echo = _stderr) -> tuple[dict, dict[str, bool], dict[str, float]]:
     """The features and selection stages of a spec without a learner (spec.learner None),
     through the same caches as run_spec. Returns (selection data, cached flags, seconds)."""
-    prep = prepare(spec, results_root, device)
+    return select_prepared(prepare(spec, results_root, device), device, echo)
+
+
+def select_prepared(prep: Prepared, device: str = "cpu",
+                    echo: Echo = _stderr) -> tuple[dict, dict[str, bool], dict[str, float]]:
+    """`select_spec` of an already prepared spec (the caller keeps `prep.dataset` for the export)."""
     cached: dict[str, bool] = {}
     seconds: dict[str, float] = {}
     _, selection = selection_stage(prep, device, echo, cached, seconds)
@@ -398,7 +476,8 @@ def _base_record(prep: Prepared) -> dict[str, Any]:
         "resolved": {"encoder_name": resolved.encoder_name, "budget": resolved.budget, **resolved.configs},
         "keys": {"dataset": resolved.dataset_key, "features": resolved.feature_key,
                  "selection": resolved.selection_key},
-        "selector_traits": as_dict(SELECTORS.traits(prep.spec.selector)),
+        "selector_traits": as_dict(prep.selector.traits),
+        **({"labels_source": dict(prep.dataset.labels_source)} if prep.dataset.labels_source is not None else {}),
         "learner_traits": as_dict(LEARNERS.traits(prep.spec.learner)),
         "dataset_summary": {"pool_size": prep.dataset.pool_size, "num_classes": prep.dataset.num_classes,
                             "test_size": len(prep.dataset.test) if prep.dataset.test is not None else 0},

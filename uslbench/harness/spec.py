@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import DEFAULT_SEED, SCHEMA_VERSION
@@ -28,6 +29,10 @@ class RunSpec:
     dataset_config: dict[str, Any] = field(default_factory=dict)
     encoder_weights: str | None = None         # a path: never part of a key (its digest is)
     data_root: str | None = None               # a path: never part of a key
+    # your own labels (a CSV path,label; never part of a key, its sha256 and positions are):
+    labels: str | None = None                  # run --labels: the labeled set and its labels (selector "labels")
+    labels_picks: str | None = None            # run --picks: the export the labels answer (warnings only)
+    already_labeled: str | None = None         # select --already-labeled: a second round picks m new images
 
     def __post_init__(self) -> None:
         self.budget = check_budget(self.budget, sys.maxsize)
@@ -41,7 +46,8 @@ class RunSpec:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def short(self) -> str:
-        return (f"{self.dataset} | {self.selector} | {self.learner} | m={self.budget} | seed={self.seed}"
+        selector = f"labels from {Path(self.labels).name}" if self.labels else self.selector
+        return (f"{self.dataset} | {selector} | {self.learner} | m={self.budget} | seed={self.seed}"
                 + (f" | encoder={self.encoder}" if self.encoder else ""))
 
 

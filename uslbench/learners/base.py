@@ -51,6 +51,21 @@ def top1_metrics(predictions: np.ndarray, targets: np.ndarray, num_classes: int)
 SINGLE_CLASS = "single_class"
 
 
+def unevaluated_metrics() -> dict[str, Any]:
+    """The metrics of a run on a data set without a labelled test split (`run --labels` on your own
+    folder): no accuracy (``top1`` None, ``n_test`` 0); the pipeline writes the pool's predictions."""
+    return {"top1": None, "per_class_top1": None, "n_test": 0}
+
+
+def pool_predictions(proba: np.ndarray, classes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class ids (N,) int64, their probability (N,) float64) from class probabilities
+    (N, C'); `classes` maps the C' columns to class ids (scikit-learn's ``classes_``)."""
+    proba = np.asarray(proba, dtype=np.float64)
+    best = np.argmax(proba, axis=1)
+    predicted = best if classes is None else np.asarray(classes)[best]
+    return predicted.astype(np.int64), proba[np.arange(len(proba)), best]
+
+
 def single_class(dataset: Dataset, labeled_indices: np.ndarray) -> int | None:
     """The class of a labeled set that holds one class only (a degenerate selection), else None."""
     classes = np.unique(dataset.train.labels[np.asarray(labeled_indices, dtype=np.int64)])
@@ -106,17 +121,22 @@ class Learner:
     def check_dataset(self, dataset: Dataset) -> None:
         """Fail fast (before features or selection) on a data set this learner cannot use.
 
+        A data set whose labels come from a labels file (``run --labels``) needs no test split:
+        the run then reports no accuracy and predicts the pool instead (`predict_pool`).
+
         Raises
         ------
         UserError
-            No labelled test split, or no train labels.
+            No labelled test split (and no labels file), or no train labels.
         """
-        if dataset.test is None or dataset.test.labels is None:
+        if not dataset.evaluated and dataset.labels_source is None:
             raise UserError(f"Data set {dataset.name} has no labelled test split, so learners cannot be "
-                            "evaluated on it; use `select` to only choose images to label.")
+                            "evaluated on it; use `select` to only choose images to label, or train on the labels "
+                            "you gave them with `run --labels FILE` (predictions instead of accuracy).")
         if dataset.train.labels is None:
             raise UserError(f"Data set {dataset.name} has no train labels, so the selected images cannot be "
-                            "given labels for training; use `select` to export the indices to label.")
+                            "given labels for training; use `select` to export the images to label, then "
+                            "`run --labels FILE` with their labels.")
 
     def check_device(self, device: str) -> None:
         """Fail fast on options the device cannot honour (AMP without a GPU...).
@@ -178,7 +198,8 @@ class Learner:
         -------
         dict
             At least `declared_metrics`: ``top1`` (final accuracy of the evaluated model, %),
-            ``per_class_top1`` and ``n_test``; image learners add the training curve.
+            ``per_class_top1`` and ``n_test``; image learners add the training curve. Without a
+            labelled test split: `unevaluated_metrics` (``top1`` None).
 
         Raises
         ------
@@ -186,3 +207,34 @@ class Learner:
             A labeled set or option this learner cannot use (raised before training starts).
         """
         raise NotImplementedError
+
+    def predict_pool(self, dataset: Dataset, features: Any = None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """Predict every pool image with the model the last `fit` trained.
+
+        Parameters
+        ----------
+        dataset : Dataset
+            The data set `fit` trained on.
+        features : FeatureSet, optional
+            The frozen features (learners whose traits say `uses_features`).
+        device : str
+            Torch device (image learners).
+
+        Returns
+        -------
+        predicted : np.ndarray of int64, shape (N,)
+            Class ids (into ``dataset.class_names``), in pool order.
+        confidence : np.ndarray of float64, shape (N,)
+            The model's probability of the predicted class, in [0, 1].
+
+        Raises
+        ------
+        RuntimeError
+            `fit` has not run.
+        """
+        raise NotImplementedError(f"learner {self.name!r} does not predict the pool")
+
+    def save_model(self, workdir: str | Path) -> Path | None:
+        """The file holding the model the last `fit` trained, in `workdir` (written here when `fit`
+        did not already write it); None when there is none."""
+        return None

@@ -54,7 +54,7 @@ from ..training.images import ImagePool
 from ..training.loop import (IndexStream, Seeding, TrainLoop, cosine_factor, cpu_threads, parameter_groups,
                              seed_torch)
 from ..utils import content_key
-from .base import Learner, top1_metrics
+from .base import Learner, pool_predictions, top1_metrics, unevaluated_metrics
 from .loop_config import LoopConfig  # noqa: F401  (learners import it from here too)
 from ..nets import build_network, check_arch
 
@@ -123,27 +123,34 @@ class TrainData:
     def build(cls, dataset: Dataset, labeled_indices: np.ndarray, device: str, policy: AugmentPolicy,
               needs_pool: bool = True) -> "TrainData":
         """`needs_pool` False (a learner that never reads the unlabeled pool): the pool stays in
-        host memory (or its files) and only the labeled images go to the device."""
+        host memory (or its files) and only the labeled images go to the device. Without a labelled
+        test split (`run --labels` on your own folder) `test` is None and nothing is evaluated."""
         host = "files" if dataset.train.array is None else "host"
         pool = ImagePool(dataset.train, dataset.image_size, dataset.channels, device,
                          placement=None if needs_pool else host)
-        test = ImagePool(dataset.test, dataset.image_size, dataset.channels, device)
+        test = ImagePool(dataset.test, dataset.image_size, dataset.channels, device) if dataset.evaluated else None
+        test_targets = dataset.test.labels if dataset.evaluated else np.zeros(0, dtype=np.int64)
         labeled_indices = torch.as_tensor(np.asarray(labeled_indices, dtype=np.int64))
         labels = torch.as_tensor(dataset.train.labels)
         channels = dataset.channels
         mean = torch.tensor(dataset.mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
         std = torch.tensor(dataset.std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
         return cls(pool.take(labeled_indices), labels[labeled_indices].to(device), pool, test,
-                   np.asarray(dataset.test.labels), dataset.num_classes,
+                   np.asarray(test_targets), dataset.num_classes,
                    mean.to(device).contiguous(), std.to(device).contiguous(), policy)
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
     @property
+    def evaluated(self) -> bool:
+        """Whether there is a test split to evaluate on."""
+        return self.test is not None
+
+    @property
     def placement(self) -> dict[str, str]:
         """Where the pool and the test split are kept (see `training.images.ImagePool`)."""
-        return {"pool": self.unlabeled.placement, "test": self.test.placement}
+        return {"pool": self.unlabeled.placement, "test": self.test.placement if self.test is not None else "none"}
 
 
 class StepImages:
@@ -198,20 +205,32 @@ class Batch:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TrainData, batch_size: int, precision: Precision | None = None) -> np.ndarray:
-    """Arg-max predictions of `model` (eval mode) on the test split, int64 (n_test,), under the
-    training's autocast and memory format (`precision`; default float32). The predictions stay on
-    the device until the last batch (one copy to the host)."""
+def eval_outputs(model: nn.Module, data: TrainData, images: ImagePool, batch_size: int, precision: Precision | None,
+                 reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`reduce(logits)` of `model` (eval mode, no augmentation) on every image of `images` in
+    order, under the training's autocast and memory format (`precision`; default float32); the
+    outputs stay on the device until the last batch (one copy to the host)."""
     precision = precision or Precision(str(data.mean.device))
     was_training = model.training
     model.eval()
-    predictions = []
-    for images in data.test.ordered(batch_size):
-        x = precision.images(data.normalise(augment(images, "none", data.policy, None)))
+    out = []
+    for batch in images.ordered(batch_size):
+        x = precision.images(data.normalise(augment(batch, "none", data.policy, None)))
         with precision.autocast():
-            predictions.append(model(x).argmax(1))
+            out.append(reduce(model(x)))
     model.train(was_training)
-    return torch.cat(predictions).cpu().numpy()
+    return torch.cat(out).cpu()
+
+
+def predict(model: nn.Module, data: TrainData, batch_size: int, precision: Precision | None = None) -> np.ndarray:
+    """Arg-max predictions of `model` (eval mode) on the test split, int64 (n_test,)."""
+    return eval_outputs(model, data, data.test, batch_size, precision, lambda z: z.argmax(1)).numpy()
+
+
+def class_probabilities(model: nn.Module, data: TrainData, batch_size: int,
+                        precision: Precision | None = None) -> np.ndarray:
+    """Softmax of `model` (eval mode, no augmentation) on every pool image: float32 (N, classes)."""
+    return eval_outputs(model, data, data.unlabeled, batch_size, precision, lambda z: z.float().softmax(1)).numpy()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,6 +249,24 @@ class ImageLearner(Learner):
         super().__init__(config)
         # test hooks: called as fn(phase, step) after each step (and its checkpoint)
         self.step_callbacks: list[Callable[[str, int], None]] = []
+        self._fitted: tuple[nn.Module, TrainData, LoopConfig, Precision, Path | None] | None = None
+
+    # --- the pool's predictions (run --labels) ------------------------------------------------
+    def predict_pool(self, dataset: Dataset, features: Any = None, device: str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+        """The evaluated model of the last classifier phase (the EMA weights where there is an EMA),
+        in eval mode without augmentation, on every pool image: (class ids, softmax probability)."""
+        if self._fitted is None:
+            raise RuntimeError(f"learner {self.name!r}: predict_pool before fit")
+        model, data, config, precision, _ = self._fitted
+        with cpu_threads(config.threads):
+            proba = class_probabilities(model, data, config.eval_batch, precision)
+        return pool_predictions(proba)
+
+    def save_model(self, workdir: str | Path) -> Path | None:
+        """The final checkpoint of the last classifier phase (``<phase>.ckpt.pt``, written by the loop)."""
+        if self._fitted is None or self._fitted[4] is None:
+            return None
+        return self._fitted[4]
 
     # --- hooks a method may override -------------------------------------------------------
     def build_model(self, dataset: Dataset, device: str, encoder: Any = None) -> nn.Module:
@@ -301,7 +338,8 @@ class ImageLearner(Learner):
 
     def _check_shape(self, model: nn.Module, data: TrainData, precision: Precision) -> None:
         """One tiny forward pass before training, so a wrong image shape fails with a clear message."""
-        x = precision.images(data.normalise(augment(data.test.take([0, min(1, len(data.test) - 1)]), "none",
+        images = data.test if data.evaluated else data.unlabeled
+        x = precision.images(data.normalise(augment(images.take([0, min(1, len(images) - 1)]), "none",
                                                     data.policy, None)))
         model.eval()
         try:
@@ -320,6 +358,9 @@ class ImageLearner(Learner):
                  evaluate: bool = True) -> dict[str, Any]:
         """Train `model` for config.steps steps (resuming from workdir/<phase>.ckpt.pt) and evaluate
         its EMA on the test split (`evaluate=False`: self-supervised phases without a classifier).
+        The evaluated model of a classifier phase is kept for `predict_pool` (the last such phase
+        is the one `fit` reports). Without a test split nothing is evaluated and the metrics are
+        `unevaluated_metrics` plus the schedule's.
 
         Raises
         ------
@@ -356,7 +397,7 @@ class ImageLearner(Learner):
             scaler=precision.scaler(), seeding=Seeding.per_step(seed, phase, device),
             checkpoint=Checkpoint(Path(workdir) / f"{phase}.ckpt.pt") if workdir is not None else None,
             identity=identity, mismatch=_mismatch, checkpoint_every=config.checkpoint_every,
-            period=config.eval_every if evaluate else None, on_period=on_period,
+            period=config.eval_every if evaluate and data.evaluated else None, on_period=on_period,
             extra_state=self.extra_state, load_extra_state=self.load_extra_state,
             train_mode=lambda: self.set_train_mode(model),
             callbacks=[lambda done, fn=fn: fn(phase, done) for fn in self.step_callbacks], device=device,
@@ -379,6 +420,12 @@ class ImageLearner(Learner):
         evaluated = loop.evaluated
         if not evaluate:
             return {"steps": done.steps, "train_seconds": done.train_seconds, "model": evaluated}
+        self._fitted = (evaluated, data, config, precision,
+                        Path(workdir) / f"{phase}.ckpt.pt" if workdir is not None else None)
+        if not data.evaluated:
+            return {**unevaluated_metrics(), "best_top1_over_training": None, "median20_top1": None, "curve": [],
+                    "steps": done.steps, "train_seconds": done.train_seconds, "precision": precision.name,
+                    "data_placement": data.placement}
         metrics = top1_metrics(predict(evaluated, data, config.eval_batch, precision),
                                data.test_targets, data.num_classes)
         curve = done.history

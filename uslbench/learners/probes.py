@@ -2,21 +2,46 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from .. import DEFAULT_SEED
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
-from .base import Learner, single_class, single_class_metrics, top1_metrics
+from .base import (SINGLE_CLASS, Learner, pool_predictions, single_class, single_class_metrics, top1_metrics,
+                   unevaluated_metrics)
+
+MODEL_FILE = "model.joblib"
 
 
 class FeatureProbe(Learner):
+    """A scikit-learn model on frozen features; `fit` keeps it as `model` for `predict_pool`
+    (``predict_proba`` on the pool's features) and `save_model` (joblib)."""
+
     traits = LearnerTraits(uses_features=True)
+    model = None
 
     def _labeled(self, dataset, labeled_indices, features):
         labeled_indices = np.asarray(labeled_indices, dtype=np.int64)
         return features.train[labeled_indices], dataset.train.labels[labeled_indices]
+
+    def _pool_proba(self, features) -> np.ndarray:
+        return self.model.predict_proba(features.train)
+
+    def predict_pool(self, dataset, features=None, device="cpu"):
+        if self.model is None:
+            raise RuntimeError(f"learner {self.name!r}: predict_pool before fit")
+        return pool_predictions(self._pool_proba(features), self.model.classes_)
+
+    def save_model(self, workdir):
+        import joblib  # scikit-learn's own persistence (installed with it)
+
+        if self.model is None:
+            return None
+        path = Path(workdir) / MODEL_FILE
+        joblib.dump(self.model, path)
+        return path
 
 
 @dataclass
@@ -34,15 +59,21 @@ class LinearProbe(FeatureProbe):
     say so (`degenerate: single_class`)."""
 
     def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
-        from sklearn.linear_model import LogisticRegression  # lazy: the probes register without sklearn
+        from sklearn.dummy import DummyClassifier  # lazy: the probes register without sklearn
+        from sklearn.linear_model import LogisticRegression
 
         only = single_class(dataset, labeled_indices)
-        if only is not None:
-            return single_class_metrics(dataset, only)
         x, y = self._labeled(dataset, labeled_indices, features)
-        model = LogisticRegression(C=self.config.C, max_iter=self.config.max_iter, random_state=seed)
-        model.fit(x, y)
-        return top1_metrics(model.predict(features.test), dataset.test.labels, dataset.num_classes)
+        if only is not None:  # the one class for every image (probability 1)
+            self.model = DummyClassifier(strategy="most_frequent").fit(x, y)
+            if not dataset.evaluated:
+                return {**unevaluated_metrics(), "degenerate": SINGLE_CLASS}
+            return single_class_metrics(dataset, only)
+        self.model = LogisticRegression(C=self.config.C, max_iter=self.config.max_iter, random_state=seed)
+        self.model.fit(x, y)
+        if not dataset.evaluated:
+            return unevaluated_metrics()
+        return top1_metrics(self.model.predict(features.test), dataset.test.labels, dataset.num_classes)
 
 
 @dataclass
@@ -60,9 +91,11 @@ class KnnProbe(FeatureProbe):
         from sklearn.neighbors import KNeighborsClassifier  # lazy: as above
 
         x, y = self._labeled(dataset, labeled_indices, features)
-        model = KNeighborsClassifier(n_neighbors=min(self.config.k, len(y)), weights=self.config.weights)
-        model.fit(x, y)
-        return top1_metrics(model.predict(features.test), dataset.test.labels, dataset.num_classes)
+        self.model = KNeighborsClassifier(n_neighbors=min(self.config.k, len(y)), weights=self.config.weights)
+        self.model.fit(x, y)
+        if not dataset.evaluated:
+            return unevaluated_metrics()
+        return top1_metrics(self.model.predict(features.test), dataset.test.labels, dataset.num_classes)
 
 
 @dataclass
@@ -99,15 +132,33 @@ class LabelPropProbe(FeatureProbe):
         model = LabelSpreading(kernel="knn", n_neighbors=min(self.config.k, len(targets) - 1),
                                alpha=self.config.alpha, max_iter=self.config.max_iter)
         model.fit(features.train, targets)
+        self.model, self._labeled_indices, self._labels = model, np.asarray(labeled_indices), dataset.train.labels
+        unreached_pool = int((model.label_distributions_.sum(axis=1) == 0).sum())
+        if not dataset.evaluated:
+            return {**unevaluated_metrics(), "unreached_test": 0, "unreached_pool": unreached_pool,
+                    "iterations": int(model.n_iter_)}
         with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 rows are handled below
             proba = model.predict_proba(features.test)
         predictions, unreached = predict_with_fallback(proba, model.classes_, features.train, features.test,
                                                        labeled_indices, dataset.train.labels)
         metrics = top1_metrics(predictions, dataset.test.labels, dataset.num_classes)
-        metrics.update(unreached_test=int(unreached.sum()),
-                       unreached_pool=int((model.label_distributions_.sum(axis=1) == 0).sum()),
+        metrics.update(unreached_test=int(unreached.sum()), unreached_pool=unreached_pool,
                        iterations=int(model.n_iter_))
         return metrics
+
+    def predict_pool(self, dataset, features=None, device="cpu"):
+        """The spread label distributions of the pool (``predict_proba`` on its features); a pool
+        image that no label mass reached gets the class of its nearest labeled image, as the test
+        images do in `fit`, with confidence 0."""
+        if self.model is None:
+            raise RuntimeError(f"learner {self.name!r}: predict_pool before fit")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            proba = self.model.predict_proba(features.train)
+        predicted, unreached = predict_with_fallback(proba, self.model.classes_, features.train, features.train,
+                                                     self._labeled_indices, self._labels)
+        confidence = np.nan_to_num(proba).max(axis=1)
+        confidence[unreached] = 0.0
+        return predicted, confidence
 
 
 def predict_with_fallback(proba: np.ndarray, classes: np.ndarray, pool: np.ndarray, test: np.ndarray,

@@ -2,7 +2,8 @@
 
 Records of the current schema are read as they are. Records of an older schema are read when the
 fields the reports need can be found (a warning says so), and skipped with a warning otherwise;
-records that are not JSON never reach a table. Failed runs are left out unless
+records that are not JSON never reach a table, nor do runs on your own labels without a test split
+(`evaluated: false`: no accuracy, one warning counts them). Failed runs are left out unless
 `include_failed=True` (the leaderboard uses it): they then come as rows with status "failed",
 top1 NaN and the error, so a cell can say which of its seeds failed.
 """
@@ -158,7 +159,7 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
         paths = record_paths(root_or_paths)
     else:
         paths = list(root_or_paths)
-    rows, other_schema = [], []
+    rows, other_schema, unevaluated = [], [], []
     for path in paths:
         if keys is not None and path.parent.name not in keys:
             continue
@@ -178,11 +179,17 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
         if record.get("schema") != SCHEMA_VERSION:
             other_schema.append(path)
             continue
+        if record.get("evaluated") is False:  # run --labels without a test split: predictions, no accuracy
+            unevaluated.append(path)
+            continue
         row = record_row(record, metric)
         if row is None:
             warn(f"skipped record {path}: it lacks the spec or the top-1 metric")
             continue
         rows.append(row)
+    if unevaluated:
+        warn(f"skipped {len(unevaluated)} run(s) without a test split (no accuracy to rank; their predictions.csv "
+             f"is in the run folder), e.g. {unevaluated[0].parent}")
     if other_schema:
         warn(f"skipped {len(other_schema)} record(s) of another schema than {SCHEMA_VERSION}, e.g. "
              f"{other_schema[0]}; re-run them with this version to include them")

@@ -47,11 +47,18 @@ class Selection:
         cached selection and the run record.
     seconds : dict of str to float
         Wall-clock seconds per named phase (``knn_density``, ``kmeans``, ...).
+    per_pick : dict
+        What the selector knows of each pick, for the picks export and its contact sheet (empty
+        when it knows nothing): ``cluster`` (m ints or None, aligned with `indices`), ``score``
+        (m floats or None), ``score_name`` (str: what the score is) and ``cluster_sizes``
+        ({cluster id as str: pool images in it}). A `_select` returns it under the info key
+        `PER_PICK` with arrays in the order of its own indices; `select` aligns it.
     """
 
     indices: np.ndarray
     info: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    per_pick: dict[str, Any] = field(default_factory=dict)
 
     @property
     def total_seconds(self) -> float:
@@ -85,11 +92,16 @@ class SelectionContext:
         Whether `labels` may be read.
     workdir : path-like, optional
         A folder for the selector's scratch files.
+    initial_labeled : np.ndarray of int64, shape (k,), optional
+        Pool indices already labeled (a second round, ``select --already-labeled``). Only
+        selectors whose traits say `uses_initial_labeled` take it; they pick m NEW indices,
+        none of them in this set. Only the positions are given, never the labels.
     """
 
     def __init__(self, *, pool_size: int | None = None, dataset: Any = None, dataset_name: str | None = None,
                  labels: np.ndarray | None = None, encoder: Any = None, device: str = "cpu",
-                 labels_allowed: bool = False, workdir: Any = None) -> None:
+                 labels_allowed: bool = False, workdir: Any = None,
+                 initial_labeled: np.ndarray | None = None) -> None:
         self.pool_size = pool_size
         self.dataset = dataset
         self.dataset_name = dataset_name or getattr(dataset, "name", None)
@@ -99,6 +111,15 @@ class SelectionContext:
         self.labels_allowed = labels_allowed
         self.workdir = workdir
         self.labels_read = False
+        self.initial_labeled = (None if initial_labeled is None or len(initial_labeled) == 0
+                                else np.unique(np.asarray(initial_labeled, dtype=np.int64)))
+
+    def unlabeled_mask(self, pool_size: int) -> np.ndarray:
+        """(N,) bool: True for the pool images outside `initial_labeled` (all True without one)."""
+        mask = np.ones(pool_size, dtype=bool)
+        if self.initial_labeled is not None:
+            mask[self.initial_labeled] = False
+        return mask
 
     @property
     def labels(self) -> np.ndarray:
@@ -186,25 +207,29 @@ def count_distinct_rows(features: np.ndarray) -> int:
 
 
 def replace_duplicate_picks(features: np.ndarray, indices: np.ndarray,
-                            representative: np.ndarray) -> tuple[np.ndarray, int]:
+                            representative: np.ndarray, fixed: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Enforce the duplicate rule on a selection: the first pick (in the selector's order) of each
     group of identical rows stays; every later copy is replaced, in place, by the distinct row
     farthest from everything selected so far (k-center greedy, ties: lowest index; Sener &
-    Savarese 2018), never by a copy of a row already selected. Returns (indices, replaced).
-    A selection that was sorted stays sorted. Assumes the pool holds at least len(indices)
-    distinct rows (`Selector.select` checks it first)."""
+    Savarese 2018), never by a copy of a row already selected. `fixed` (an already-labeled set)
+    counts as selected before the first pick: a pick that copies one of its rows is replaced as
+    well. Returns (indices, replaced). A selection that was sorted stays sorted. Assumes the pool
+    holds at least len(indices) distinct rows outside `fixed` (`Selector.select` checks it first)."""
     from .toolkit import FarthestFirst
 
     indices = np.asarray(indices, dtype=np.int64).copy()
+    fixed = np.zeros(0, dtype=np.int64) if fixed is None else np.asarray(fixed, dtype=np.int64)
     groups = representative[indices]
+    fixed_groups = np.unique(representative[fixed])
     _, first = np.unique(groups, return_index=True)
+    first = first[~np.isin(groups[first], fixed_groups)]
     repeated = np.setdiff1d(np.arange(len(indices)), first)
     if len(repeated) == 0:
         return indices, 0
     was_sorted = bool(np.all(np.diff(indices) > 0))
     state = FarthestFirst(features)
-    state.add_many(indices[first])
-    taken = np.isin(representative, groups)  # every copy of a selected row
+    state.add_many(np.concatenate([fixed, indices[first]]))
+    taken = np.isin(representative, np.concatenate([groups[first], fixed_groups]))  # every copy of a selected row
     state.min_sq[taken] = -1.0
     for position in repeated:
         pick = state.next()
@@ -212,6 +237,54 @@ def replace_duplicate_picks(features: np.ndarray, indices: np.ndarray,
         state.add(pick)
         state.min_sq[representative == representative[pick]] = -1.0
     return (np.sort(indices) if was_sorted else indices), int(len(repeated))
+
+
+#: The info key under which `_select` hands back what it knows of each pick (see `Selection.per_pick`).
+PER_PICK = "_per_pick"
+
+
+def per_pick_info(count: int, cluster: Any = None, score: Any = None, score_name: str | None = None,
+                  cluster_sizes: Any = None) -> dict[str, Any]:
+    """The `PER_PICK` entry of a `_select` info: per-pick arrays in the order of its indices.
+
+    Parameters
+    ----------
+    count : int
+        m, the number of picks.
+    cluster : array-like of int, shape (m,), optional
+        The cluster of each pick.
+    score : array-like of float, shape (m,), optional
+        The selector's score of each pick (named by `score_name`).
+    cluster_sizes : array-like of int, shape (K,), optional
+        Pool images per cluster id.
+    """
+    out: dict[str, Any] = {}
+    if cluster is not None:
+        cluster = np.asarray(cluster, dtype=np.int64)
+        assert cluster.shape == (count,), (cluster.shape, count)
+        out["cluster"] = [int(c) for c in cluster]
+    if score is not None:
+        score = np.asarray(score, dtype=np.float64)
+        assert score.shape == (count,), (score.shape, count)
+        out["score"] = [float(v) if np.isfinite(v) else None for v in score]  # None: not scored (JSON has no NaN)
+        out["score_name"] = score_name or "score"
+    if cluster_sizes is not None:
+        out["cluster_sizes"] = {str(c): int(n) for c, n in enumerate(np.asarray(cluster_sizes)) if n > 0}
+    return out
+
+
+def align_per_pick(per_pick: dict | None, before: np.ndarray, after: np.ndarray) -> dict[str, Any]:
+    """`per_pick` (aligned with `before`) aligned with `after`, the final indices: a pick that the
+    duplicate rule put in gets None (the selector never scored it)."""
+    if not per_pick:
+        return {}
+    position = {int(index): i for i, index in enumerate(before)}
+    out = {k: v for k, v in per_pick.items() if k not in ("cluster", "score")}
+    for key in ("cluster", "score"):
+        if key in per_pick:
+            values = per_pick[key]
+            out[key] = [values[position[int(i)]] if int(i) in position else None for i in after]
+    return out
 
 
 class Selector:
@@ -285,15 +358,24 @@ class Selector:
             if pool_size is None:
                 raise ValueError("give features or context.pool_size")
         budget = check_budget(budget, pool_size)
+        fixed = (self.check_initial_labeled(context.initial_labeled, pool_size, budget)
+                 if context.initial_labeled is not None else None)
         representative = None
         if self.traits.uses_features:
             representative = duplicate_representatives(features)
             distinct = int(np.count_nonzero(representative == np.arange(pool_size)))
+            if fixed is not None:  # distinct rows that no labeled image already holds
+                is_first = representative == np.arange(pool_size)
+                available = int(np.count_nonzero(is_first & ~np.isin(representative, representative[fixed])))
+            else:
+                available = distinct
             if distinct == pool_size:
                 representative = None  # no duplicates: nothing to enforce
-            elif budget > distinct:
-                raise UserError(f"Budget {budget} exceeds the {distinct} distinct points among the {pool_size} "
-                                "feature rows (the rest are exact duplicates); lower the budget or deduplicate.")
+            if budget > available:
+                outside = " outside the already-labeled set" if fixed is not None else ""
+                raise UserError(f"Budget {budget} exceeds the {available} distinct points{outside} among the "
+                                f"{pool_size} feature rows (the rest are exact duplicates); lower the budget or "
+                                "deduplicate.")
         self.validate(pool_size, budget, context)
         timer = Timer()
         with compute_device(context.device) as compute:  # where the toolkit runs (see toolkit.compute_device)
@@ -302,15 +384,62 @@ class Selector:
             info = {**info, **compute.record()}
         indices = np.asarray(indices, dtype=np.int64)
         info = dict(info)
+        per_pick = info.pop(PER_PICK, None)
         if indices.shape != (budget,) or len(np.unique(indices)) != budget \
                 or indices.min() < 0 or indices.max() >= pool_size:
             raise AssertionError(f"selector {self.name} broke its contract: {len(indices)} indices, "
                                  f"{len(np.unique(indices))} unique, budget {budget}, pool {pool_size}")
+        if fixed is not None and np.isin(indices, fixed).any():
+            raise AssertionError(f"selector {self.name} broke its contract: it picked "
+                                 f"{int(np.isin(indices, fixed).sum())} already-labeled indices")
+        before = indices
         if representative is not None:
             with timer("duplicate_replacement"):
-                indices, replaced = replace_duplicate_picks(features, indices, representative)
+                indices, replaced = replace_duplicate_picks(features, indices, representative, fixed)
             info.update(pool_distinct_rows=distinct, duplicate_picks_replaced=replaced)
-        return Selection(indices=indices, info=info, seconds=dict(timer.seconds))
+        if fixed is not None:
+            info["already_labeled"] = int(len(fixed))
+        return Selection(indices=indices, info=info, seconds=dict(timer.seconds),
+                         per_pick=align_per_pick(per_pick, before, indices))
+
+    def check_initial_labeled(self, fixed: np.ndarray | None = None, pool_size: int | None = None,
+                              budget: int | None = None) -> np.ndarray | None:
+        """Check an already-labeled set (a second round) before any work.
+
+        Parameters
+        ----------
+        fixed : (k,) int array, optional
+            Pool indices already labeled; None: only whether this selector takes such a set.
+        pool_size, budget : int, optional
+            N and m, when known.
+
+        Returns
+        -------
+        np.ndarray of int64 or None
+            The set, sorted and unique (None when none is given).
+
+        Raises
+        ------
+        UserError
+            This selector's traits do not say `uses_initial_labeled`; an index outside the pool;
+            fewer than `budget` images outside the set.
+        """
+        if not self.traits.uses_initial_labeled:
+            from ..registry import SELECTORS  # lazy: the registry lists what is registered at call time
+
+            able = [n for n in SELECTORS.names() if SELECTORS.traits(n).uses_initial_labeled]
+            raise UserError(f"Selector {self.name!r} cannot take an already-labeled set: its method picks from an "
+                            f"empty labeled set only. Use one that builds on labeled images ({', '.join(able)}), "
+                            "or drop --already-labeled.")
+        if fixed is None:
+            return None
+        fixed = np.unique(np.asarray(fixed, dtype=np.int64))
+        if pool_size is not None and len(fixed) and (fixed.min() < 0 or fixed.max() >= pool_size):
+            raise UserError(f"The already-labeled set holds indices outside the pool 0..{pool_size - 1}.")
+        if pool_size is not None and budget is not None and budget > pool_size - len(fixed):
+            raise UserError(f"Budget {budget} exceeds the {pool_size - len(fixed)} pool images that are not "
+                            f"labeled yet ({len(fixed)} of {pool_size} are); lower the budget.")
+        return fixed
 
     def key_config(self) -> dict:
         """What of the config enters the selection cache key.

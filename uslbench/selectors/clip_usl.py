@@ -25,4 +25,4 @@ class CLIPUSLSelector(USLSelector):
     `select --features` assumes the matrix already holds CLIP embeddings."""
 
     # CLIP weights are not part of the CPU quick preset
-    traits = SelectorTraits(fixed_encoder="clip", in_quick_preset=False)
+    traits = SelectorTraits(fixed_encoder="clip", in_quick_preset=False, uses_initial_labeled=True)

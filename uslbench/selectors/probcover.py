@@ -9,7 +9,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import SELECTORS
-from .base import Selector
+from ..traits import SelectorTraits
+from .base import PER_PICK, Selector, per_pick_info
 from .toolkit import FarthestFirst, KnnParams, kmeans, nearest_other_group_sq_dist, range_graph
 
 
@@ -100,18 +101,23 @@ class CoverageResult:
 
 
 def probcover_picks(features: np.ndarray, delta: float, budget: int, params: KnnParams | None = None,
-                    seed: int = 0, max_edges: int | None = None, timer=None) -> CoverageResult:
+                    seed: int = 0, max_edges: int | None = None, timer=None,
+                    fixed: np.ndarray | None = None) -> CoverageResult:
     """ProbCover's selection for a given delta (reference: prob_cover.py, `construct_graph` and
-    `select_samples`, cold start).
+    `select_samples`).
 
     1. Graph: edge i -> j when ||f_i - f_j|| < delta (plain L2, strict, self-loops), for EVERY row
        (`range_graph` on delta**2; the reference builds rows in batches of 500 over
        range(N // 500), so its last N mod 500 rows get no out-edges and can never be chosen).
-    2. `greedy_max_coverage`: the point covering the most uncovered points, lowest index on ties.
-    3. Saturation: once no ball covers anything new, the remaining picks are made farthest-first
-       from the picks so far (the reference appends index 0 again and again).
+    2. Already labeled (`fixed`, a second round): the balls of the labeled points count as
+       covered before the first pick (the reference removes the edges into every point a labeled
+       point covers), so a labeled point, whose ball is then all covered, is never picked.
+    3. `greedy_max_coverage`: the point covering the most uncovered points, lowest index on ties.
+    4. Saturation: once no ball covers anything new, the remaining picks are made farthest-first
+       from the picks so far and the labeled points (the reference appends index 0 again and again).
 
-    Raises UserError when the graph has more than `max_edges` edges.
+    `coverage` counts the labeled balls too. Raises UserError when the graph has more than
+    `max_edges` edges.
     """
     phase = timer or (lambda name: contextlib.nullcontext())
     n = features.shape[0]
@@ -121,15 +127,19 @@ def probcover_picks(features: np.ndarray, delta: float, budget: int, params: Knn
         if max_edges is not None and edges > max_edges:
             raise UserError(f"probcover delta={delta:.4g} gives {edges:,} edges (limit {max_edges:,}); "
                             "lower delta or raise max_edges.")
+    fixed = np.zeros(0, dtype=np.int64) if fixed is None else np.asarray(fixed, dtype=np.int64)
     with phase("greedy_coverage"):
-        picks, covered, gains = greedy_max_coverage(offsets, targets, budget)
+        covered = np.zeros(n, dtype=bool)
+        for i in fixed:  # the labeled balls
+            covered[targets[offsets[i]:offsets[i + 1]]] = True
+        picks, covered, gains = greedy_max_coverage(offsets, targets, budget, covered)
         coverage = float(covered.mean())
         by_coverage = len(picks)
         del offsets, targets
     if by_coverage < budget:
         with phase("saturation_fallback"):
             state = FarthestFirst(features)
-            state.add_many(np.asarray(picks, dtype=np.int64))
+            state.add_many(np.concatenate([fixed, np.asarray(picks, dtype=np.int64)]))
             for _ in range(budget - by_coverage):
                 nxt = state.next()
                 picks.append(nxt)
@@ -176,9 +186,12 @@ class ProbCoverSelector(Selector):
         if cfg.purity is not None and not 0 < cfg.purity <= 1:
             raise UserError(f"probcover purity must lie in (0, 1], got {cfg.purity}.")
 
+    traits = SelectorTraits(uses_initial_labeled=True)
+
     def _select(self, features, budget, seed, context, timer):
         cfg = self.config
         n = features.shape[0]
+        clusters = None
         purity = cfg.purity if cfg.purity is not None else default_purity(n)
         params = KnnParams(exact_max=cfg.knn_exact_max, approximate=cfg.knn_approximate)
         info: dict = {}
@@ -196,11 +209,18 @@ class ProbCoverSelector(Selector):
                     raise UserError("probcover could not choose delta by the purity rule (all points share one "
                                     "pseudo-label or duplicates sit on cluster borders); pass delta=VALUE.")
             info.update(delta_rule="purity", purity=purity, purity_clusters=int(n_clusters), purity_rows=int(len(rows)))
+            clusters = clustering.assignments
         else:
             info.update(delta_rule="given")
         result = probcover_picks(features, float(delta), budget, params, seed=seed, max_edges=cfg.max_edges,
-                                 timer=timer)
+                                 timer=timer, fixed=context.initial_labeled)
         gains = result.gains
+        # per pick: its pseudo-label cluster (purity rule only) and the points it newly covered
+        # (None for the farthest-first picks after saturation)
+        info[PER_PICK] = per_pick_info(
+            budget, cluster=clusters[result.picks] if clusters is not None else None,
+            score=np.asarray(gains + [np.nan] * (budget - len(gains)), dtype=np.float64), score_name="newly_covered",
+            cluster_sizes=np.bincount(clusters) if clusters is not None else None)
         info.update(delta=float(delta), knn_index=result.index_kind, edges=result.edges, mean_degree=result.edges / n,
                     coverage=result.coverage, picks_by_coverage=result.picks_by_coverage,
                     picks_by_farthest_first=result.picks_by_farthest_first,

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..registry import SELECTORS
-from .base import Selector
+from ..traits import SelectorTraits
+from .base import PER_PICK, Selector, per_pick_info
 from .knn_sums import knn_sq_dist_sums
 from .toolkit import KnnParams, build_index, kmeans, knn, per_group_argmax, row_blocks, sq_dists_to
 
@@ -176,21 +177,28 @@ def utility_from_mean_sq(mean_sq: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return 1.0 / np.maximum(mean_sq, eps)
 
 
-def cluster_picks(scores: np.ndarray, assignments: np.ndarray, budget: int) -> np.ndarray:
+def cluster_picks(scores: np.ndarray, assignments: np.ndarray, budget: int,
+                  eligible: np.ndarray | None = None) -> np.ndarray:
     """One selection pass: in each non-empty cluster, taken in increasing cluster id, the index of
     the highest score (lowest index on ties); only the first `budget` non-empty clusters pick.
 
     Over-clustering (more clusters than the budget, the reference's 1% ImageNet setting) thus
     leaves the highest cluster ids without a pick, as in the reference (`for cls_ind in
-    range(num_centroids)` ... `break` at final_sample_num). Returns int64 picks in cluster-id
-    order, at most `budget` of them (fewer when fewer clusters are non-empty)."""
-    _, winners = per_group_argmax(scores, assignments)
-    return winners[:budget]
+    range(num_centroids)` ... `break` at final_sample_num). `eligible` ((N,) bool, optional):
+    only these points may be picked (a second round leaves the labeled ones out), and a cluster
+    without an eligible point does not pick. Returns int64 picks in cluster-id order, at most
+    `budget` of them (fewer when fewer clusters are non-empty)."""
+    if eligible is None:
+        _, winners = per_group_argmax(scores, assignments)
+        return winners[:budget]
+    candidates = np.flatnonzero(eligible)
+    _, winners = per_group_argmax(scores[candidates], assignments[candidates])
+    return candidates[winners][:budget]
 
 
 def regulariser(features: np.ndarray, assignments: np.ndarray, selected: np.ndarray, alpha: float,
                 nearest: int = 0, horizon: float = 0.0, count_own_cluster: bool = False,
-                block_rows: int = 8192, eps: float = 1e-8) -> np.ndarray:
+                block_rows: int = 8192, eps: float = 1e-8, fixed: np.ndarray | None = None) -> np.ndarray:
     """USL regulariser (paper Eq. 5-6): Reg_i = sum over the counted picks s of 1 / D(i, s)^alpha,
     D the SQUARED L2 distance.
 
@@ -201,7 +209,10 @@ def regulariser(features: np.ndarray, assignments: np.ndarray, selected: np.ndar
       i itself;
     * `nearest` h > 0: only among the h nearest picks (the ImageNet path's `horizon_num`, a Kmin
       over the picks): an excluded pick among them still takes one of the h slots, as there;
-    * `horizon` > 0: only squared distances below it (the CIFAR path's `horizon_dist`).
+    * `horizon` > 0: only squared distances below it (the CIFAR path's `horizon_dist`);
+    * `fixed` (already labeled points, a second round): picks that no pass can move; each counts
+      for every point but itself (it is no cluster's pick, so the own-cluster rule skips it), and
+      it takes part in the `nearest` and `horizon` rules like any pick.
     The reference sets an ignored distance to 1e10 (it then adds 1e10**-alpha, at most 1e-5 per
     ignored pick); here it adds nothing. A distance below `eps` (an exact duplicate of a pick that
     is not excluded) counts as `eps`, where the reference divides by zero or stops on an assert.
@@ -216,16 +227,20 @@ def regulariser(features: np.ndarray, assignments: np.ndarray, selected: np.ndar
     CIFAR path forms N x m x d). With `nearest`, a flat faiss index over the picks is searched.
     """
     n = features.shape[0]
-    selected = np.asarray(selected, dtype=np.int64)
+    fixed = np.zeros(0, dtype=np.int64) if fixed is None else np.asarray(fixed, dtype=np.int64)
+    is_fixed = np.r_[np.zeros(len(selected), dtype=bool), np.ones(len(fixed), dtype=bool)]
+    selected = np.concatenate([np.asarray(selected, dtype=np.int64), fixed])
     sel_feats = np.ascontiguousarray(features[selected], dtype=np.float32)
     sel_clusters = assignments[selected]
     reg = np.zeros(n, dtype=np.float64)
 
     def counted(start: int, stop: int, columns: np.ndarray) -> np.ndarray:
         """Mask of the counted picks for rows start:stop; `columns` are positions in `selected`."""
+        not_self = selected[columns] != np.arange(start, stop)[:, None]
         if count_own_cluster:
-            return selected[columns] != np.arange(start, stop)[:, None]
-        return sel_clusters[columns] != assignments[start:stop, None]
+            return not_self
+        other_cluster = sel_clusters[columns] != assignments[start:stop, None]
+        return np.where(is_fixed[columns], not_self, other_cluster) if len(fixed) else other_cluster
 
     if nearest and nearest < len(selected):
         index, _ = build_index(sel_feats, KnnParams(exact_max=10**9))
@@ -271,7 +286,7 @@ class RegularisedSelection:
 def regularised_selection(features: np.ndarray, assignments: np.ndarray, utility: np.ndarray, budget: int,
                           passes: int, lam: float, m_reg: float, alpha: float, nearest: int = 0,
                           horizon: float = 0.0, count_own_cluster: bool = False,
-                          trace: list | None = None) -> RegularisedSelection:
+                          trace: list | None = None, fixed: np.ndarray | None = None) -> RegularisedSelection:
     """USL's regularised selection (paper Eq. 5-7) in `passes` passes, as the reference runs it.
 
     Pass 0 picks argmax U per cluster (`cluster_picks`). Before each later pass the regulariser
@@ -285,6 +300,9 @@ def regularised_selection(features: np.ndarray, assignments: np.ndarray, utility
     ----------
     utility : (N,) float64 1 / density. Other arguments: see `regulariser` and `cluster_picks`.
     trace : when a list is given, (picks, Rbar used) of every pass are appended to it (copies).
+    fixed : (k,) int already labeled points (a second round): never picked, and counted in every
+        regulariser update as picks that stay (`regulariser`); pass 0 has no regulariser, as
+        without them, so with passes == 1 they only leave the candidates.
 
     Raises
     ------
@@ -294,15 +312,19 @@ def regularised_selection(features: np.ndarray, assignments: np.ndarray, utility
         raise ValueError(f"passes must be >= 1, got {passes}")
     reg_bar = np.zeros(len(utility), dtype=np.float64)
     score = np.asarray(utility, dtype=np.float64)
-    selected = cluster_picks(score, assignments, budget)
+    eligible = None
+    if fixed is not None and len(fixed):
+        eligible = np.ones(len(utility), dtype=bool)
+        eligible[np.asarray(fixed, dtype=np.int64)] = False
+    selected = cluster_picks(score, assignments, budget, eligible)
     if trace is not None:
         trace.append((selected.copy(), reg_bar.copy()))
     changes = []
     for _ in range(passes - 1):
-        reg = regulariser(features, assignments, selected, alpha, nearest, horizon, count_own_cluster)
+        reg = regulariser(features, assignments, selected, alpha, nearest, horizon, count_own_cluster, fixed=fixed)
         reg_bar = m_reg * reg_bar + (1.0 - m_reg) * reg
         score = utility - lam * reg_bar
-        new_selected = cluster_picks(score, assignments, budget)
+        new_selected = cluster_picks(score, assignments, budget, eligible)
         changes.append(int(len(np.setdiff1d(new_selected, selected))))
         selected = new_selected
         if trace is not None:
@@ -310,14 +332,17 @@ def regularised_selection(features: np.ndarray, assignments: np.ndarray, utility
     return RegularisedSelection(selected, score, reg_bar, changes)
 
 
-def fill_budget(selected: np.ndarray, score: np.ndarray, budget: int) -> tuple[np.ndarray, int]:
+def fill_budget(selected: np.ndarray, score: np.ndarray, budget: int,
+                fixed: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Complete a selection that fewer than `budget` non-empty clusters left short with the
-    best-scoring unselected points (ties: lowest index); the reference stops on an assert there.
-    Returns (selection, number added)."""
+    best-scoring unselected points (ties: lowest index), never an already labeled one (`fixed`);
+    the reference stops on an assert there. Returns (selection, number added)."""
     if len(selected) >= budget:
         return selected, 0
     mask = np.ones(len(score), dtype=bool)
     mask[selected] = False
+    if fixed is not None:
+        mask[np.asarray(fixed, dtype=np.int64)] = False
     candidates = np.flatnonzero(mask)
     extra = candidates[np.lexsort((candidates, -score[candidates]))[: budget - len(selected)]]
     return np.concatenate([selected, extra]), int(len(extra))
@@ -349,7 +374,14 @@ class USLSelector(Selector):
     ImageNet presets train K-Means on 64 sampled points per cluster and count the regulariser
     over the reg_nearest nearest selected points (a flat index over the picks), so nothing
     N x N or N x m x d is formed. Same features + seed = same indices.
+
+    Second round (an already-labeled set): the labeled points are never picked, a cluster
+    without an unlabeled point does not pick (the budget is then filled as for empty clusters),
+    and every regulariser update counts them as picks that stay (`regulariser`), so new picks
+    move away from labeled images as they move away from each other.
     """
+
+    traits = SelectorTraits(uses_initial_labeled=True)
 
     @staticmethod
     def resolved_config(config: USLConfig, pool_size: int | None = None,
@@ -382,10 +414,13 @@ class USLSelector(Selector):
             clustering = kmeans(features, n_clusters, n_iter=cfg.kmeans_iters, seed=seed,
                                 max_points_per_centroid=cfg.kmeans_points_per_cluster)
         with timer("regularised_selection"):
+            fixed = context.initial_labeled
             result = regularised_selection(features, clustering.assignments, utility, budget, passes=cfg.iters,
                                            lam=cfg.lam, m_reg=cfg.m_reg, alpha=cfg.alpha, nearest=cfg.reg_nearest,
-                                           horizon=cfg.horizon, count_own_cluster=bool(cfg.count_own_cluster))
-            selected, filled = fill_budget(result.selected, result.score, budget)
+                                           horizon=cfg.horizon, count_own_cluster=bool(cfg.count_own_cluster),
+                                           fixed=fixed)
+            selected, filled = fill_budget(result.selected, result.score, budget, fixed)
+        selected = np.sort(selected)
         info = {
             "resolved_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
             "knn_index": index_kind,
@@ -397,5 +432,8 @@ class USLSelector(Selector):
             "mean_knn_sq_dist_picks": float(mean_sq[selected].mean()),
             "mean_knn_sq_dist_pool": float(mean_sq.mean()),
             "kmeans_objective": clustering.objective,
+            # per pick: its K-Means cluster and its final score U - lambda * Rbar (U alone with one pass)
+            PER_PICK: per_pick_info(budget, cluster=clustering.assignments[selected], score=result.score[selected],
+                                    score_name="usl_score", cluster_sizes=clustering.sizes),
         }
-        return np.sort(selected), info
+        return selected, info
