@@ -120,12 +120,20 @@ class StageJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         device = resolve_job_device(self.device)
-        summary = {"stage": self.stage, "ok": 0, "failed": 0, "errors": []}
+        # warnings (a corrupt cache recomputed, an unusable record replaced) go to the job's log and
+        # back to the sweep in the summary, which prints them in its console summary
+        summary: dict[str, Any] = {"stage": self.stage, "ok": 0, "failed": 0, "errors": [], "warnings": []}
+
+        def warn(message: str) -> None:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+            if message not in summary["warnings"]:
+                summary["warnings"].append(message)
+
         with dataset_memo():
             for spec_dict in self.specs:
                 spec = RunSpec.from_dict(spec_dict)
                 try:
-                    self._process(spec, device)
+                    self._process(spec, device, warn)
                     summary["ok"] += 1
                 except Exception as exc:  # noqa: BLE001 - recorded; the next item still runs
                     summary["failed"] += 1
@@ -134,11 +142,8 @@ class StageJob(submitit.helpers.Checkpointable):
                           file=sys.stderr, flush=True)
         return summary
 
-    def _process(self, spec: RunSpec, device: str) -> None:
+    def _process(self, spec: RunSpec, device: str, warn: Callable[[str], None]) -> None:
         from .pipeline import feature_stage, prepare, run_prepared, selection_stage
-
-        def warn(message: str) -> None:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
 
         try:
             prep = prepare(spec, self.results_root, device)
@@ -300,6 +305,24 @@ class Submission:
     job_ids: list[str] = field(default_factory=list)
     n_jobs: int = 0
     waited: bool = False
+    warnings: list[str] = field(default_factory=list)   # from the jobs' summaries, once each
+    jobs: list[Any] = field(default_factory=list, repr=False)   # submitit jobs (slurm), to collect later
+
+    def collect(self, summary: Any) -> None:
+        """Keep the warnings of one job's summary (StageJob.__call__'s return value)."""
+        if isinstance(summary, dict):
+            for message in summary.get("warnings", []):
+                if message not in self.warnings:
+                    self.warnings.append(message)
+
+    def collect_jobs(self, jobs: list[Any]) -> None:
+        """The summaries of finished submitit jobs; a job that died has none (its runs show as
+        crashed in the counts)."""
+        for job in jobs:
+            try:
+                self.collect(job.result())
+            except Exception:  # noqa: BLE001 - a killed or failed job returns nothing to collect
+                continue
 
 
 def execute(plan: Plan, resources: Resources, wait: bool = True, echo: Echo = print) -> Submission:
@@ -335,15 +358,17 @@ def _count_finished(runs: list[PlannedRun], since: float) -> int:
 
 
 def _execute_inline(work: list[StageWork], root: Path, runs: list[PlannedRun], resources: Resources) -> Submission:
+    submission = Submission(waited=True, n_jobs=0)
     with _progress(len(runs), "runs") as bar:
         for item in work:
             if item.stage != "run":
-                StageJob(item.stage, [s.to_dict() for s in item.specs], str(root), resources.device)()
+                submission.collect(StageJob(item.stage, [s.to_dict() for s in item.specs], str(root),
+                                            resources.device)())
                 continue
             for spec in item.specs:
-                StageJob("run", [spec.to_dict()], str(root), resources.device)()
+                submission.collect(StageJob("run", [spec.to_dict()], str(root), resources.device)())
                 bar.update(1)
-    return Submission(waited=True, n_jobs=0)
+    return submission
 
 
 def _export_checkout_path() -> None:
@@ -360,6 +385,7 @@ def _execute_local(work: list[StageWork], root: Path, runs: list[PlannedRun], re
     submission = Submission(waited=True)
     by_spec = {id(run.spec): run for run in runs}
     active: list[Any] = []
+    submitted: list[Any] = []
     since = time.time()
     try:
         with _progress(len(runs), "runs") as bar:
@@ -376,6 +402,7 @@ def _execute_local(work: list[StageWork], root: Path, runs: list[PlannedRun], re
                             mark_queued([by_spec[id(s)] for s in chunk], "local", str(job.job_id), job.paths,
                                         pid=int(job.job_id))
                         active.append(job)
+                        submitted.append(job)
                     time.sleep(1.0)
                     active = [job for job in active if not job.done()]
                     bar.n = _count_finished(runs, since)
@@ -386,6 +413,7 @@ def _execute_local(work: list[StageWork], root: Path, runs: list[PlannedRun], re
         for job in active:
             job.cancel(check=False)
         raise
+    submission.collect_jobs(submitted)
     return submission
 
 
@@ -413,6 +441,7 @@ def _execute_slurm(work: list[StageWork], root: Path, runs: list[PlannedRun], re
             done = f" (already submitted: {', '.join(submission.job_ids)})" if submission.job_ids else ""
             raise UserError(f"sbatch refused the {item.stage} jobs: {message}. Check --partition, --account, "
                             f"--qos, --gpus and --sbatch options (`sinfo` lists the partitions){done}.") from None
+        submission.jobs.extend(jobs)
         for job, chunk in zip(jobs, chunks):
             submission.job_ids.append(str(job.job_id))
             if item.stage == "run":
@@ -424,6 +453,7 @@ def _execute_slurm(work: list[StageWork], root: Path, runs: list[PlannedRun], re
     if wait:
         wait_for_slurm(submission.job_ids, runs)
         submission.waited = True
+        submission.collect_jobs(submission.jobs)
     return submission
 
 

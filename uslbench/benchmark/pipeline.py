@@ -242,7 +242,7 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = "results", device:
 def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, force: bool = False) -> RunOutcome:
     """The run stage of an already prepared (validated) spec."""
     spec = prep.spec
-    existing = read_record(prep.record_path)
+    existing = read_record(prep.record_path, echo)
     if existing is not None and existing.get("status") == "ok" and not force:
         return RunOutcome(existing, prep.record_path, {"features": True, "selection": True, "run": True})
     if force:  # a finished training checkpoint would otherwise be reloaded instead of retrained
@@ -304,13 +304,15 @@ def class_histogram(dataset: Dataset, indices: np.ndarray) -> list[int]:
     return np.bincount(dataset.train.labels[indices], minlength=dataset.num_classes).astype(int).tolist()
 
 
-def read_record(path: Path) -> dict | None:
-    import json
+def read_record(path: Path, echo: Echo | None = None) -> dict | None:
+    """The run's record, or None when there is none or it cannot be used (then `echo` says why,
+    and the run is computed again and the file replaced)."""
+    from ..report.records import read_record_file
 
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+    record, problem = read_record_file(path)
+    if problem is not None and echo is not None:
+        echo(f"record {path} {problem}; treated as missing, so it runs again")
+    return record
 
 
 def _base_record(prep: Prepared) -> dict[str, Any]:

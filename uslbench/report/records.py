@@ -1,19 +1,27 @@
-"""Records -> one pandas DataFrame row per finished run.
+"""Records: the one reader and validator of `record.json` files, and one DataFrame row per finished run.
+
+Every reader of records (run states, the pipeline's "already done?" check, the tables) goes through
+`read_record_file`, which returns the record or the reason it cannot be used: unreadable bytes,
+text that is not UTF-8, text that is not JSON, or JSON that is not a record (`record_problem`).
+A record that cannot be used is reported (path and reason) and treated as missing, so a sweep
+runs it again.
 
 Records of the current schema are read as they are. Records of an older schema are read when the
 fields the reports need can be found (a warning says so), and skipped with a warning otherwise;
-records that are not JSON, or failed runs, never reach a table.
+failed runs never reach a table.
 """
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import SCHEMA_VERSION
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
            "selection_key", "class_histogram", "num_classes", "schema"]
@@ -60,9 +68,86 @@ def _encoder_name(record: dict) -> str:
     return str(value) if value else "default"
 
 
-def record_row(record: dict) -> dict[str, Any] | None:
-    """The table row of one record, or None when a needed field is missing."""
-    row = {
+NEEDED = ("dataset", "selector", "learner", "budget", "seed", "top1")
+STATUSES = ("ok", "failed")
+
+
+def record_problem(record: Any) -> str | None:
+    """Why `record` (parsed JSON) is not a usable run record, or None when it is.
+
+    A record is a JSON object with an integer `schema` (absent: 0, the first layout) and a
+    `status` of "ok" or "failed"; an "ok" record holds the spec fields and a top-1 accuracy in
+    [0, 100]. A record of a newer schema than this version's is not judged (its layout is unknown):
+    it is left alone, and the tables skip it with a warning.
+    """
+    if not isinstance(record, dict):
+        kind = {list: "list", str: "string", int: "number", float: "number", bool: "boolean",
+                type(None): "null"}.get(type(record), type(record).__name__)
+        return f"holds a JSON {kind}, not a record (a JSON object)"
+    schema = record.get("schema", 0)
+    if isinstance(schema, bool) or not isinstance(schema, int) or schema < 0:
+        return f"has schema {schema!r}, which is not a version number"
+    if schema > SCHEMA_VERSION:
+        return None
+    status = record.get("status", "ok" if schema == 0 else None)
+    if status not in STATUSES:
+        return ("has no status" if status is None else f"has status {status!r}") + " (expected 'ok' or 'failed')"
+    if status == "failed":
+        return None
+    row = _raw_row(record)
+    missing = [name for name in NEEDED if row[name] is None]
+    if missing:
+        return f"says status 'ok' but lacks {', '.join(missing)}"
+    try:
+        budget, seed, top1 = int(row["budget"]), int(row["seed"]), float(row["top1"])
+    except (TypeError, ValueError):
+        return (f"has a non-numeric budget, seed or top-1 (budget {row['budget']!r}, seed {row['seed']!r}, "
+                f"top-1 {row['top1']!r})")
+    if isinstance(row["top1"], bool) or not math.isfinite(top1) or not 0.0 <= top1 <= 100.0:
+        return f"has top-1 {row['top1']!r}, not a percentage in [0, 100]"
+    if budget < 1 or seed < 0:
+        return f"has budget {budget} and seed {seed} (a budget is at least 1, a seed at least 0)"
+    return None
+
+
+def read_json_file(path: str | Path) -> tuple[Any, str | None]:
+    """(parsed JSON, None), (None, reason) when the bytes cannot be read or are not UTF-8 JSON,
+    or (ABSENT, None) when there is no file."""
+    try:
+        raw = Path(path).read_bytes()
+    except FileNotFoundError:
+        return ABSENT, None
+    except OSError as exc:
+        return None, f"cannot be read ({exc.strerror or exc})"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"is not UTF-8 text (byte {exc.start} of {len(raw)}: {exc.reason})"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, f"is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    except RecursionError:
+        return None, "is not valid JSON (nested too deeply)"
+
+
+ABSENT = object()
+
+
+def read_record_file(path: str | Path) -> tuple[dict | None, str | None]:
+    """(record, None) for a valid record; (None, reason) for a file that cannot be used, the
+    reason naming what is wrong ("is not UTF-8 text ...", "holds a JSON list, not a record ...");
+    (None, None) when there is no file."""
+    data, problem = read_json_file(path)
+    if data is ABSENT:
+        return None, None
+    if problem is None:
+        problem = record_problem(data)
+    return (None, problem) if problem else (data, None)
+
+
+def _raw_row(record: dict) -> dict[str, Any]:
+    return {
         "key": _first(record, "key"),
         "dataset": _first(record, "spec.dataset", "dataset"),
         "encoder": _encoder_name(record),
@@ -78,8 +163,12 @@ def record_row(record: dict) -> dict[str, Any] | None:
         "num_classes": _first(record, "dataset_summary.num_classes"),
         "schema": record.get("schema", 0),
     }
-    needed = ("dataset", "selector", "learner", "budget", "seed", "top1")
-    if any(row[k] is None for k in needed):
+
+
+def record_row(record: dict) -> dict[str, Any] | None:
+    """The table row of one record, or None when a needed field is missing."""
+    row = _raw_row(record)
+    if any(row[k] is None for k in NEEDED):
         return None
     try:
         row["budget"] = int(row["budget"])
@@ -93,7 +182,10 @@ def record_row(record: dict) -> dict[str, Any] | None:
 def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
                  keys: set[str] | None = None) -> pd.DataFrame:
     """A DataFrame (COLUMNS) of the finished runs under a results root (or of the given files).
-    `keys`: only these run keys (a sweep's leaderboard shows that sweep's runs)."""
+    `keys`: only these run keys (a sweep's leaderboard shows that sweep's runs).
+    Records that cannot be used are reported through `warn` (path and reason) and left out."""
+    import pandas as pd
+
     if isinstance(root_or_paths, (str, Path)):
         paths = record_paths(root_or_paths)
     else:
@@ -102,28 +194,34 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
     for path in paths:
         if keys is not None and path.parent.name not in keys:
             continue
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            warn(f"skipped unreadable record {path}: {exc}")
+        record, unreadable = read_json_file(path)
+        if record is ABSENT:
             continue
-        if not isinstance(record, dict) or record.get("status", "ok") != "ok":
+        if unreadable is not None:
+            warn(f"skipped unreadable record {path}: it {unreadable}; treated as missing (a sweep runs it again)")
+            continue
+        problem = record_problem(record)
+        if problem is not None:
+            schema = record.get("schema") if isinstance(record, dict) else None
+            if type(schema) is int and 0 <= schema < SCHEMA_VERSION:  # a declared older layout: counted below
+                old_skipped.append((path, problem))
+            else:
+                warn(f"skipped invalid record {path}: it {problem}; treated as missing (a sweep runs it again)")
+            continue
+        if record.get("status", "ok") != "ok":
             continue
         schema = record.get("schema", 0)
-        row = record_row(record)
-        if schema != SCHEMA_VERSION:
-            if row is None or not isinstance(schema, int) or schema > SCHEMA_VERSION:
-                old_skipped.append(path)
-                continue
-            old_read += 1
-        elif row is None:
-            warn(f"skipped record {path}: it lacks the spec or the top-1 metric")
+        if schema > SCHEMA_VERSION:
+            old_skipped.append((path, f"has schema {schema}, newer than this version's ({SCHEMA_VERSION})"))
             continue
-        rows.append(row)
+        if schema != SCHEMA_VERSION:
+            old_read += 1
+        rows.append(record_row(record))
     if old_read:
         warn(f"read {old_read} record(s) of an older schema (current schema {SCHEMA_VERSION}); "
              "their missing fields (tags, class histograms) show as unknown")
     if old_skipped:
+        path, reason = old_skipped[0]
         warn(f"skipped {len(old_skipped)} record(s) of another schema that lack needed fields, "
-             f"e.g. {old_skipped[0]}; re-run them to include them")
+             f"e.g. {path} (it {reason}); re-run them to include them")
     return pd.DataFrame(rows, columns=COLUMNS)
