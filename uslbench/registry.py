@@ -127,9 +127,12 @@ class Registry:
         if entry.argument_field and argument is not None:
             values[entry.argument_field] = argument
         hints = typing.get_type_hints(entry.config_cls)
+        where = f"{self.kind} {entry.name!r}"
         for key, value in overrides.items():
-            values[key] = coerce(value, hints.get(key), key, f"{self.kind} {entry.name!r}")
-        return entry.config_cls(**values)
+            values[key] = coerce(value, hints.get(key), key, where)
+        config = entry.config_cls(**values)
+        check_config(config, where)
+        return config
 
     def create(self, name: str, dataset: str | None = None, **overrides: Any) -> Any:
         entry = self.get(name)
@@ -143,12 +146,19 @@ class Registry:
             lines.append(f"usage: {entry.name}:<{entry.argument_field.upper()}>")
         lines.append(f"tags: {', '.join(entry.tags) or '(none)'}")
         if entry.config_cls is not None:
-            lines.append("config (field: type = default):")
+            from .config_ranges import field_range, numeric_kind
+
+            lines.append("config (field: type = default   # help [valid values]):")
+            hints = typing.get_type_hints(entry.config_cls)
             for f in entry.config_fields():
                 default = f.default if f.default is not dataclasses.MISSING else (
                     f.default_factory() if f.default_factory is not dataclasses.MISSING else "required")
                 type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
                 help_text = f.metadata.get("help", "")
+                valid = field_range(entry.config_cls, f.name)
+                if valid is not None and not valid.unconstrained:
+                    text = valid.describe(numeric_kind(hints.get(f.name)) == "int")
+                    help_text = f"{help_text} [{text}]".strip()
                 lines.append(f"  {f.name}: {type_name} = {default!r}" + (f"   # {help_text}" if help_text else ""))
         if entry.presets:
             lines.append("dataset presets (applied before your overrides):")
@@ -188,6 +198,17 @@ def coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
         except ValueError:
             continue
     raise UserError(f"Config key {key!r} of {where} expects {annotation}, got {value!r}.")
+
+
+def check_config(config: Any, where: str) -> None:
+    """Every field's value against its declared type and range (uslbench.config_ranges): a
+    UserError naming the field, the value and the valid range, before any work is done."""
+    from .config_ranges import check_value
+
+    for f in dataclasses.fields(config):
+        problem = check_value(type(config), f.name, getattr(config, f.name), where)
+        if problem:
+            raise UserError(problem)
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:

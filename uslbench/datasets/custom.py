@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE_INT, field_ranges
 from ..errors import UserError
 from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
@@ -26,6 +27,7 @@ from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats
                     FileLoader, file_list_identity, list_images)
 
 
+@field_ranges(image_size=POSITIVE_INT, max_in_memory=NON_NEGATIVE)
 @dataclass
 class FolderConfig:
     path: str = ""

@@ -5,10 +5,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config_ranges import NON_NEGATIVE, Range, field_ranges
 from ..registry import DATASETS
 from .base import Dataset, ImageSplit
 
 
+@field_ranges(test_fraction=Range(gt=0, lt=1), split_seed=NON_NEGATIVE)
 @dataclass
 class DigitsConfig:
     test_fraction: float = 0.25

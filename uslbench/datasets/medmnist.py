@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config_ranges import Range, field_ranges
 from ..errors import UserError
 from ..registry import DATASETS
 from ..utils import file_sha256
@@ -19,6 +20,7 @@ from .files import channel_stats, missing_files_error, resolve_data_root
 SIZES = (28, 64, 128, 224)
 
 
+@field_ranges(size=Range(choices=(28, 64, 128, 224)))
 @dataclass
 class MedMNISTConfig:
     data_root: str | None = field(default=None, metadata={"help": "folder holding bloodmnist.npz (bloodmnist_64.npz ... for other sizes)"})

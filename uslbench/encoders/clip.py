@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..config_ranges import POSITIVE_INT, Range, field_ranges
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..registry import ENCODERS
@@ -22,6 +23,7 @@ from .extract import Preprocess
 from .torch_base import TorchEncoder
 
 
+@field_ranges(batch_size=POSITIVE_INT, num_workers=Range(ge=-1))
 @dataclass
 class ClipConfig:
     weights: str | None = field(default=None, metadata={"help": "a local open_clip checkpoint of `model`"})

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config_ranges import POSITIVE_INT, Range, field_ranges
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..learners.nets import projection_mlp
@@ -89,6 +90,9 @@ class ContrastiveNet(nn.Module):
                 "state_dict": state, **extra}
 
 
+@field_ranges(batch_size=POSITIVE_INT, num_workers=Range(ge=-1),
+              output=Range(choices=("projection", "backbone")),
+              normalisation=Range(choices=("dataset", "cld", "imagenet")))
 @dataclasses.dataclass
 class ContrastiveConfig:
     weights: str | None = field(default=None, metadata={"help": "weights file (--encoder-weights); default: what `pretrain` wrote"})

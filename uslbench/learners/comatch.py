@@ -19,12 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, field_ranges
 from ..registry import LEARNERS
 from .nets import projection_mlp
 from .presets import image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, TrainData, one_hot, soft_cross_entropy
 
 
+@field_ranges(threshold=PROBABILITY, contrast_threshold=PROBABILITY, smoothing_alpha=PROBABILITY,
+              temperature=POSITIVE, lambda_u=NON_NEGATIVE, lambda_c=NON_NEGATIVE, queue_size=POSITIVE_INT,
+              embedding_dim=POSITIVE_INT, da_length=POSITIVE_INT)
 @dataclass
 class CoMatchConfig(LoopConfig):
     threshold: float = 0.95

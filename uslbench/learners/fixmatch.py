@@ -7,11 +7,13 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config_ranges import NON_NEGATIVE, PROBABILITY, field_ranges
 from ..registry import LEARNERS
 from .presets import image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig
 
 
+@field_ranges(threshold=PROBABILITY, lambda_u=NON_NEGATIVE)
 @dataclass
 class FixMatchConfig(LoopConfig):
     threshold: float = 0.95

@@ -13,11 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE, PROBABILITY, field_ranges
 from ..registry import LEARNERS
 from .presets import image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, one_hot, soft_cross_entropy
 
 
+@field_ranges(temperature=POSITIVE, alpha=POSITIVE, lambda_u=NON_NEGATIVE, rampup_fraction=PROBABILITY)
 @dataclass
 class MixMatchConfig(LoopConfig):
     unlabeled_ratio: int = 1

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config_ranges import POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..registry import LEARNERS
 from .base import Learner, top1_metrics
 
@@ -17,6 +18,7 @@ class FeatureProbe(Learner):
         return features.train[labeled_indices], dataset.train.labels[labeled_indices]
 
 
+@field_ranges(C=POSITIVE, max_iter=POSITIVE_INT)
 @dataclass
 class LinearConfig:
     C: float = 100.0  # weak regularisation: rows are L2-normalised, so the scale is small
@@ -38,6 +40,7 @@ class LinearProbe(FeatureProbe):
         return top1_metrics(model.predict(features.test), dataset.test.labels, dataset.num_classes)
 
 
+@field_ranges(k=POSITIVE_INT, weights=Range(choices=("uniform", "distance")))
 @dataclass
 class KnnConfig:
     k: int = 5
@@ -58,6 +61,7 @@ class KnnProbe(FeatureProbe):
         return top1_metrics(model.predict(features.test), dataset.test.labels, dataset.num_classes)
 
 
+@field_ranges(k=POSITIVE_INT, alpha=Range(gt=0, lt=1), max_iter=POSITIVE_INT)
 @dataclass
 class LabelPropConfig:
     k: int = 10

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..errors import UserError
 from ..registry import LEARNERS
 from ..utils import seed_from
@@ -38,6 +39,9 @@ from .presets import image_presets
 from .train_loop import Batch, ImageLearner, LoopConfig, cpu_threads, nt_xent, soft_cross_entropy
 
 
+@field_ranges(steps=NON_NEGATIVE, finetune=Range(choices=("linear", "full")), epochs=POSITIVE, repeat=POSITIVE_INT,
+              distill_steps=NON_NEGATIVE, distill_temperature=POSITIVE, pretrain_steps=POSITIVE_INT,
+              pretrain_batch=Range(ge=2), pretrain_lr=POSITIVE, pretrain_temperature=POSITIVE)
 @dataclass
 class SimCLRv2Config(LoopConfig):
     steps: int = 0

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..config_ranges import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, field_ranges
 from ..datasets.base import Dataset, ImageSplit
 from ..errors import UserError
 from ..utils import atomic_write_bytes, content_key, progress_disabled, seed_from
@@ -49,6 +50,9 @@ from .nets import build_network, check_arch
 CHECKPOINT_VERSION = 1
 
 
+@field_ranges(steps=POSITIVE_INT, labeled_batch=POSITIVE_INT, unlabeled_ratio=NON_NEGATIVE, lr=POSITIVE,
+              momentum=MOMENTUM, weight_decay=NON_NEGATIVE, ema=MOMENTUM, eval_every=POSITIVE_INT,
+              checkpoint_every=POSITIVE_INT, eval_batch=POSITIVE_INT, threads=NON_NEGATIVE)
 @dataclass
 class LoopConfig:
     """Fields every image learner shares. Learner configs inherit these and add their own."""

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..errors import UserError
 from ..registry import SELECTORS
 from .base import Selector
@@ -19,6 +20,9 @@ SMALL_POOL = 20_000
 SMALL_POOL_PURITY = 0.5
 
 
+@field_ranges(delta=POSITIVE, purity=Range(gt=0, le=1), n_clusters=Range(ge=2), kmeans_iters=POSITIVE_INT,
+              purity_sample=POSITIVE_INT, max_edges=POSITIVE_INT, knn_exact_max=NON_NEGATIVE,
+              knn_approximate=Range(choices=("ivf", "hnsw")))
 @dataclass
 class ProbCoverConfig:
     delta: float | None = field(default=None, metadata={"help": "ball radius (L2); None = purity rule"})

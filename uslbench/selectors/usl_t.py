@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from ..config_ranges import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, Range, field_ranges
 from ..errors import UserError
 from ..registry import SELECTORS
 from .base import Selector
@@ -43,6 +44,12 @@ PRESETS: dict[str, dict] = {
 DATASET_PRESETS = {"cifar10": "cifar", "cifar100": "cifar", "imagenet": "imagenet", "imagenet100": "imagenet"}
 
 
+@field_ranges(mode=Range(choices=("head", "backbone")), preset=Range(choices=("auto", *PRESETS)),
+              n_heads=POSITIVE_INT, n_clusters=POSITIVE_INT, knn_k=POSITIVE_INT, beta=NON_NEGATIVE, sharpen_t=POSITIVE,
+              lambda_local=NON_NEGATIVE, tau=PROBABILITY, ema_mu=MOMENTUM, lr=POSITIVE, weight_decay=NON_NEGATIVE,
+              epochs=POSITIVE_INT, batch_size=POSITIVE_INT, max_steps=POSITIVE_INT, head_scale=POSITIVE,
+              confidence=Range(choices=("head0", "mean")), feature_dropout=Range(ge=0, lt=1),
+              noise_std=NON_NEGATIVE, num_workers=NON_NEGATIVE)
 @dataclass
 class USLTConfig:
     mode: str = field(default="head", metadata={"help": "head (frozen features, CPU) | backbone (fine-tune the encoder on images)"})
