@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .. import SCHEMA_VERSION
+from .versions import data_identity, encoder_identity, separate_versions
 
 if TYPE_CHECKING:
     import pandas as pd
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
-           "selection_key", "class_histogram", "num_classes", "schema"]
+           "selection_key", "class_histogram", "num_classes", "schema", "data_id", "encoder_id", "finished"]
 Warn = Callable[[str], None]
 
 
@@ -162,6 +163,9 @@ def _raw_row(record: dict) -> dict[str, Any]:
         "class_histogram": record.get("class_histogram") or None,
         "num_classes": _first(record, "dataset_summary.num_classes"),
         "schema": record.get("schema", 0),
+        "data_id": data_identity(record),
+        "encoder_id": encoder_identity(record),
+        "finished": record.get("finished"),
     }
 
 
@@ -224,4 +228,4 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
         path, reason = old_skipped[0]
         warn(f"skipped {len(old_skipped)} record(s) of another schema that lack needed fields, "
              f"e.g. {path} (it {reason}); re-run them to include them")
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return separate_versions(pd.DataFrame(rows, columns=COLUMNS), warn)
