@@ -26,6 +26,7 @@ from ..datasets import load_dataset
 from ..datasets.base import Dataset
 from ..encoders.base import FeatureSet
 from ..errors import UserError
+from ..numerics import check_pinned, cpu_kernels
 from ..registry import DATASETS, ENCODERS, LEARNERS, SELECTORS, load_all
 from ..selectors.base import SelectionContext, check_budget
 from ..utils import atomic_write_json, writable_root
@@ -248,6 +249,9 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
     if force:  # a finished training checkpoint would otherwise be reloaded instead of retrained
         for checkpoint in prep.run_dir.glob("*.ckpt.pt"):
             checkpoint.unlink()
+    not_pinned = check_pinned()
+    if not_pinned:
+        echo(not_pinned)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(prep.run_dir / "running.json", _running_marker())
     seconds: dict[str, float] = {}
@@ -324,7 +328,8 @@ def _base_record(prep: Prepared) -> dict[str, Any]:
         "learner_tags": list(LEARNERS.get(prep.spec.learner).tags),
         "dataset_summary": {"pool_size": prep.dataset.pool_size, "num_classes": prep.dataset.num_classes,
                             "test_size": len(prep.dataset.test) if prep.dataset.test is not None else 0},
-        "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
+        "versions": versions(), "cpu_kernels": cpu_kernels(), "git_commit": git_commit(),
+        "host": socket.gethostname(),
         "device": "cpu", "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID"),
         "started": _now(),
     }
