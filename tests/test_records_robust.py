@@ -116,7 +116,7 @@ def test_non_utf8_record_is_reported_and_treated_as_missing(root):
 
     sweep = invoke(*SWEEP, "--results-root", str(root))
     assert sweep.exit_code == 0, sweep.output
-    assert f"warning: record {bad} {reason}; treated as missing, so it runs again" in sweep.stderr
+    assert sweep.stderr.count(f"warning: record {bad} {reason}; treated as missing, so it runs again") == 1
     assert "2 runs: 1 done, 0 failed, 0 crashed, 0 running, 1 new (to run: 1)" in sweep.stdout
     assert "after the sweep: 2 done" in sweep.stdout
     assert records.read_record_file(bad)[1] is None
@@ -206,8 +206,10 @@ def test_cache_corruption_inside_a_job_reaches_the_sweep_console(root):
         path.unlink()
     sweep = invoke(*SWEEP, "--results-root", str(root))
     assert sweep.exit_code == 0, sweep.output
-    assert (f"warning: cached selection {cache} is corrupt (indices do not match their recorded digest); "
-            "recomputing it.") in sweep.stderr
+    warning = f"warning: cached selection {cache} is corrupt (indices do not match their recorded digest); " \
+              "recomputing it."
+    assert sweep.stderr.count(warning) == 1
+    assert sweep.output.index(warning) > sweep.output.index("2 runs: ")   # in the summary, after the counts
 
 
 def test_sweep_with_local_jobs_brings_their_warnings_back(root):

@@ -112,11 +112,13 @@ class StageJob(submitit.helpers.Checkpointable):
     requeued job (timeout, preemption) resumes where it stopped. Errors of one item are recorded
     and the job goes on with the next item."""
 
-    def __init__(self, stage: str, specs: list[dict[str, Any]], results_root: str, device: str = "auto") -> None:
+    def __init__(self, stage: str, specs: list[dict[str, Any]], results_root: str, device: str = "auto",
+                 live_warnings: bool = True) -> None:
         self.stage = stage
         self.specs = specs
         self.results_root = str(results_root)
         self.device = device
+        self.live_warnings = live_warnings   # False: only in the summary (inline: the sweep prints them)
 
     def __call__(self) -> dict[str, Any]:
         device = resolve_job_device(self.device)
@@ -125,7 +127,8 @@ class StageJob(submitit.helpers.Checkpointable):
         summary: dict[str, Any] = {"stage": self.stage, "ok": 0, "failed": 0, "errors": [], "warnings": []}
 
         def warn(message: str) -> None:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
+            if getattr(self, "live_warnings", True):
+                print(f"warning: {message}", file=sys.stderr, flush=True)
             if message not in summary["warnings"]:
                 summary["warnings"].append(message)
 
@@ -363,10 +366,11 @@ def _execute_inline(work: list[StageWork], root: Path, runs: list[PlannedRun], r
         for item in work:
             if item.stage != "run":
                 submission.collect(StageJob(item.stage, [s.to_dict() for s in item.specs], str(root),
-                                            resources.device)())
+                                            resources.device, live_warnings=False)())
                 continue
             for spec in item.specs:
-                submission.collect(StageJob("run", [spec.to_dict()], str(root), resources.device)())
+                submission.collect(StageJob("run", [spec.to_dict()], str(root), resources.device,
+                                            live_warnings=False)())
                 bar.update(1)
     return submission
 
