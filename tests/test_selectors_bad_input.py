@@ -103,9 +103,9 @@ def test_missing_index_file_and_unknown_set(tmp_path):
 
 
 def test_bad_config_values():
-    with pytest.raises(UserError, match="delta must be a positive"):
+    with pytest.raises(UserError, match=r"'delta' of selector 'probcover' must be a finite number > 0, got -1.0"):
         SELECTORS.create("probcover", delta=-1.0).select(FEATURES, 3, seed=1)
-    with pytest.raises(UserError, match="mode must be"):
+    with pytest.raises(UserError, match=r"'mode' of selector 'usl_t' must be one of 'head', 'backbone'"):
         SELECTORS.create("usl_t", mode="both").select(FEATURES, 3, seed=1)
     with pytest.raises(UserError, match="build_module"):
         SELECTORS.create("usl_t", mode="backbone").select(FEATURES, 3, seed=1)

@@ -6,6 +6,11 @@ import os as _os
 # a 50,000-point K-Means ran 9x slower with the default policy than with PASSIVE (measured).
 # Set before faiss or torch is first imported; a value the user exported wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# The same CPU kernels on every x86-64 machine with AVX2 (AVX-512 machines trained other weights
+# than AVX2 ones: see uslbench/numerics.py). Also set before torch is first imported.
+from .numerics import pin_cpu_kernels as _pin_cpu_kernels  # noqa: E402
+
+_pin_cpu_kernels()
 __version__ = "0.1.0"
 SCHEMA_VERSION = 1
 

@@ -270,9 +270,12 @@ class Registry:
         if entry.argument_field and argument is not None:
             values[entry.argument_field] = argument
         hints = typing.get_type_hints(entry.config_cls)
+        where = f"{self.kind} {entry.name!r}"
         for key, value in overrides.items():
-            values[key] = coerce(value, hints.get(key), key, f"{self.kind} {entry.name!r}")
-        return entry.config_cls(**values)
+            values[key] = coerce(value, hints.get(key), key, where)
+        config = entry.config_cls(**values)
+        check_config(config, where)
+        return config
 
     def preset_for(self, name: str, dataset: str | None) -> dict[str, Any]:
         """The preset fields an entry gets for a data set (``{}`` when it has none)."""
@@ -314,13 +317,20 @@ class Registry:
             lines.append(f"usage: {entry.name}:<{entry.argument_field.upper()}>")
         lines.append("traits: " + ", ".join(f"{k}={v}" for k, v in as_dict(entry.traits).items()))
         if entry.config_cls is not None:
+            from .config_ranges import field_range, numeric_kind
+
             config, notes = self._described_config(name, dataset, context)
-            lines.append("config (field: type = default):" if dataset is None else
-                         f"config for data set {dataset} (field: type = value):")
+            lines.append("config (field: type = default   # help [valid values]):" if dataset is None else
+                         f"config for data set {dataset} (field: type = value   # help [valid values]):")
+            hints = typing.get_type_hints(entry.config_cls)
             for f in entry.config_fields():
                 value = getattr(config, f.name)
                 type_name = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
                 help_text = f.metadata.get("help", "")
+                valid = field_range(entry.config_cls, f.name)
+                if valid is not None and not valid.unconstrained:
+                    text = valid.describe(numeric_kind(hints.get(f.name)) == "int")
+                    help_text = f"{help_text} [{text}]".strip()
                 lines.append(f"  {f.name}: {type_name} = {value!r}" + (f"   # {help_text}" if help_text else ""))
             lines.extend(notes)
         if entry.presets and dataset is None:
@@ -403,6 +413,17 @@ def coerce(value: Any, annotation: Any, key: str, where: str) -> Any:
         except ValueError:
             continue
     raise UserError(f"Config key {key!r} of {where} expects {annotation}, got {value!r}.")
+
+
+def check_config(config: Any, where: str) -> None:
+    """Every field's value against its declared type and range (uslbench.config_ranges): a
+    UserError naming the field, the value and the valid range, before any work is done."""
+    from .config_ranges import check_value
+
+    for f in dataclasses.fields(config):
+        problem = check_value(type(config), f.name, getattr(config, f.name), where)
+        if problem:
+            raise UserError(problem)
 
 
 def parse_overrides(pairs: Iterable[str]) -> dict[str, str]:

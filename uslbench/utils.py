@@ -9,6 +9,7 @@ import numbers
 import os
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -94,10 +95,33 @@ def array_digest(array: np.ndarray) -> str:
     return h.hexdigest()
 
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask. Linux shows it in /proc/self/status; elsewhere os.umask() is the only way
+    to read it, and it sets it while doing so (hence the lock)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
 def _atomic(path: Path, write) -> None:
+    """Write through a temporary file in the same folder, then rename it into place. mkstemp makes
+    the temporary file owner-only (0600); it gets the mode a plain open() would give (0666 minus the
+    umask) so that colleagues sharing a results root can read it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

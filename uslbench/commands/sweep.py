@@ -90,6 +90,8 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
     counts = plan.counts()
     click.echo(f"{len(plan.runs)} runs: " + ", ".join(f"{n} {state}" for state, n in counts.items())
                + f" (to {'submit' if dry_run else 'run'}: {len(plan.to_submit)})")
+    for message in result.warnings:  # unusable records found while planning, then the jobs' warnings
+        click.echo(f"warning: {message}", err=True)
     if dry_run:
         for run in plan.to_submit[:10]:
             click.echo(f"  [{run.state.state}] {run.spec.short()}  ({run.key})")
@@ -116,3 +118,8 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
         click.echo("")
         click.echo(board.text)
         click.echo(f"leaderboard: {board.path} (+ {len(board.plots)} plots)")
+    if result.unfinished:  # scripts and CI must notice a grid that did not complete
+        click.echo("sweep incomplete: " + ", ".join(f"{n} {state}" for state, n in result.unfinished.items())
+                   + f" of {len(plan.runs)} runs (exit status 1); python cli.py status {results_root} lists them",
+                   err=True)
+        click.get_current_context().exit(1)

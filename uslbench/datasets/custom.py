@@ -24,6 +24,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE_INT, field_ranges
 from ..errors import UserError, name_some, warn_data
 from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
@@ -33,6 +34,7 @@ from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats
 from .testing import folder_test_config, npz_test_config
 
 
+@field_ranges(image_size=POSITIVE_INT, max_in_memory=NON_NEGATIVE)
 @dataclass
 class FolderConfig:
     path: str = ""

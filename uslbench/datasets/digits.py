@@ -5,11 +5,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config_ranges import NON_NEGATIVE, Range, field_ranges
 from ..registry import DATASETS
 from ..traits import DatasetTraits
 from .base import Dataset, DatasetSource, ImageSplit
 
 
+@field_ranges(test_fraction=Range(gt=0, lt=1), split_seed=NON_NEGATIVE)
 @dataclass
 class DigitsConfig:
     test_fraction: float = 0.25

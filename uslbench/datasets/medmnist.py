@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..config_ranges import Range, field_ranges
 from ..errors import UserError
 from ..registry import DATASETS
 from ..traits import DatasetTraits
@@ -21,6 +22,7 @@ from .testing import medmnist_test_config
 SIZES = (28, 64, 128, 224)
 
 
+@field_ranges(size=Range(choices=(28, 64, 128, 224)))
 @dataclass
 class MedMNISTConfig:
     data_root: str | None = field(default=None, metadata={"help": "folder holding bloodmnist.npz (bloodmnist_64.npz ... for other sizes)"})

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..config_ranges import POSITIVE_INT, Range, field_ranges
 from ..datasets.base import Dataset
 from ..errors import UserError
 from ..registry import ENCODERS
@@ -26,6 +27,7 @@ if TYPE_CHECKING:  # torch and open_clip are imported when the network is built 
     from .extract import Preprocess
 
 
+@field_ranges(batch_size=POSITIVE_INT, num_workers=Range(ge=-1))
 @dataclass
 class ClipConfig:
     weights: str | None = field(default=None, metadata={"help": "a local open_clip checkpoint of `model`"})

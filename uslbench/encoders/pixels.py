@@ -5,12 +5,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config_ranges import POSITIVE_INT, field_ranges
 from ..datasets.base import Dataset, ImageSplit
 from ..errors import UserError
 from ..registry import ENCODERS
 from .base import Encoder, FeatureSet, l2_normalise
 
 
+@field_ranges(max_side=POSITIVE_INT)
 @dataclass
 class PixelsConfig:
     max_side: int = 32  # larger images are resized so the features stay small

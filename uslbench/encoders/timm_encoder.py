@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..datasets.base import Dataset, ImageSplit
+from ..config_ranges import NON_NEGATIVE, POSITIVE_INT, Range, field_ranges
 from ..errors import UserError
 from ..registry import ENCODERS
 from ..traits import EncoderTraits
@@ -60,6 +61,7 @@ NORMALISATIONS = {
 INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 
 
+@field_ranges(image_size=POSITIVE_INT, batch_size=NON_NEGATIVE, threads=NON_NEGATIVE, num_workers=Range(ge=-1))
 @dataclass
 class TimmConfig:
     model: str = field(default="tf_efficientnet_lite0", metadata={"help": "any timm architecture name (timm.list_models()), optionally with a .tag"})

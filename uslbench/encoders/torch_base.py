@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import RESULTS_ROOT
+from ..config_ranges import POSITIVE_INT, Range, field_ranges
 from ..datasets.base import Dataset
 from ..downloads import published_for, published_weights_path, weights_cache_dir
 from ..errors import UserError
@@ -73,6 +74,9 @@ def default_weights_path(results_root: str | os.PathLike, dataset: Dataset, enco
     return Path(results_root) / "weights" / dataset_slug(dataset) / f"{encoder}.pt"
 
 
+@field_ranges(batch_size=POSITIVE_INT, num_workers=Range(ge=-1),
+              output=Range(choices=("projection", "backbone")),
+              normalisation=Range(choices=("dataset", "cld", "imagenet")))
 @dataclasses.dataclass
 class ContrastiveConfig:
     weights: str | None = field(default=None, metadata={"help": "weights file (--encoder-weights); default: what `pretrain` wrote"})

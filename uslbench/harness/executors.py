@@ -37,6 +37,24 @@ class Submission:
     job_ids: list[str] = field(default_factory=list)
     n_jobs: int = 0
     waited: bool = False
+    warnings: list[str] = field(default_factory=list)   # from the jobs' summaries, once each
+    jobs: list[Any] = field(default_factory=list, repr=False)   # submitit jobs (slurm), to collect later
+
+    def collect(self, summary: Any) -> None:
+        """Keep the warnings of one job's summary (StageJob.__call__'s return value)."""
+        if isinstance(summary, dict):
+            for message in summary.get("warnings", []):
+                if message not in self.warnings:
+                    self.warnings.append(message)
+
+    def collect_jobs(self, jobs: list[Any]) -> None:
+        """The summaries of finished submitit jobs; a job that died has none (its runs show as
+        crashed in the counts)."""
+        for job in jobs:
+            try:
+                self.collect(job.result())
+            except Exception:  # noqa: BLE001 - a killed or failed job returns nothing to collect
+                continue
 
 
 def execute(plan: Plan, resources: Resources, wait: bool = True, echo: Echo = print) -> Submission:
@@ -70,15 +88,18 @@ def _count_finished(runs: list[PlannedRun], since: float) -> int:
 
 
 def _execute_inline(work: list[StageWork], root: Path, runs: list[PlannedRun], resources: Resources) -> Submission:
+    submission = Submission(waited=True, n_jobs=0)
     with _progress(len(runs), "runs") as bar:
         for item in work:
             if item.stage != "run":
-                StageJob(item.stage, [s.to_dict() for s in item.specs], str(root), resources.device)()
+                submission.collect(StageJob(item.stage, [s.to_dict() for s in item.specs], str(root),
+                                            resources.device, live_warnings=False)())
                 continue
             for spec in item.specs:
-                StageJob("run", [spec.to_dict()], str(root), resources.device)()
+                submission.collect(StageJob("run", [spec.to_dict()], str(root), resources.device,
+                                            live_warnings=False)())
                 bar.update(1)
-    return Submission(waited=True, n_jobs=0)
+    return submission
 
 
 def _export_checkout_path() -> None:
@@ -95,6 +116,7 @@ def _execute_local(work: list[StageWork], root: Path, runs: list[PlannedRun], re
     submission = Submission(waited=True)
     by_spec = {id(run.spec): run for run in runs}
     active: list[Any] = []
+    submitted: list[Any] = []
     since = time.time()
     try:
         with _progress(len(runs), "runs") as bar:
@@ -111,6 +133,7 @@ def _execute_local(work: list[StageWork], root: Path, runs: list[PlannedRun], re
                             mark_queued([by_spec[id(s)] for s in chunk], "local", str(job.job_id), job.paths,
                                         pid=int(job.job_id))
                         active.append(job)
+                        submitted.append(job)
                     time.sleep(1.0)
                     active = [job for job in active if not job.done()]
                     bar.n = _count_finished(runs, since)
@@ -121,6 +144,7 @@ def _execute_local(work: list[StageWork], root: Path, runs: list[PlannedRun], re
         for job in active:
             job.cancel(check=False)
         raise
+    submission.collect_jobs(submitted)
     return submission
 
 
@@ -146,6 +170,7 @@ def _execute_slurm(work: list[StageWork], root: Path, runs: list[PlannedRun], re
             done = f" (already submitted: {', '.join(submission.job_ids)})" if submission.job_ids else ""
             raise UserError(f"sbatch refused the {item.stage} jobs: {message}. Check --partition, --account, "
                             f"--qos, --gpus and --sbatch options (`sinfo` lists the partitions){done}.") from None
+        submission.jobs.extend(jobs)
         for job, chunk in zip(jobs, chunks):
             submission.job_ids.append(str(job.job_id))
             if item.stage == "run":
@@ -157,6 +182,7 @@ def _execute_slurm(work: list[StageWork], root: Path, runs: list[PlannedRun], re
     if wait:
         wait_for_slurm(submission.job_ids, runs)
         submission.waited = True
+        submission.collect_jobs(submission.jobs)
     return submission
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sys
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 import submitit
 
@@ -28,20 +28,31 @@ class StageJob(submitit.helpers.Checkpointable):
     requeued job (timeout, preemption) resumes where it stopped. Errors of one item are recorded
     and the job goes on with the next item."""
 
-    def __init__(self, stage: str, specs: list[dict[str, Any]], results_root: str, device: str = "auto") -> None:
+    def __init__(self, stage: str, specs: list[dict[str, Any]], results_root: str, device: str = "auto",
+                 live_warnings: bool = True) -> None:
         self.stage = stage
         self.specs = specs
         self.results_root = str(results_root)
         self.device = device
+        self.live_warnings = live_warnings   # False: only in the summary (inline: the sweep prints them)
 
     def __call__(self) -> dict[str, Any]:
         device = resolve_job_device(self.device)
-        summary = {"stage": self.stage, "ok": 0, "failed": 0, "errors": []}
+        # warnings (a corrupt cache recomputed, an unusable record replaced) go to the job's log and
+        # back to the sweep in the summary, which prints them in its console summary
+        summary: dict[str, Any] = {"stage": self.stage, "ok": 0, "failed": 0, "errors": [], "warnings": []}
+
+        def warn(message: str) -> None:
+            if getattr(self, "live_warnings", True):
+                print(f"warning: {message}", file=sys.stderr, flush=True)
+            if message not in summary["warnings"]:
+                summary["warnings"].append(message)
+
         loader = DatasetLoader(memo=True)  # the specs of one job share their data sets
         for spec_dict in self.specs:
             spec = RunSpec.from_dict(spec_dict)
             try:
-                self._process(spec, device, loader)
+                self._process(spec, device, loader, warn)
                 summary["ok"] += 1
             except Exception as exc:  # noqa: BLE001 - recorded; the next item still runs
                 summary["failed"] += 1
@@ -50,10 +61,7 @@ class StageJob(submitit.helpers.Checkpointable):
                       file=sys.stderr, flush=True)
         return summary
 
-    def _process(self, spec: RunSpec, device: str, loader: DatasetLoader) -> None:
-        def warn(message: str) -> None:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
-
+    def _process(self, spec: RunSpec, device: str, loader: DatasetLoader, warn: Callable[[str], None]) -> None:
         try:
             prep = prepare(spec, self.results_root, device, loader=loader)
         except UserError as exc:  # cannot happen after planning, unless the code changed in between

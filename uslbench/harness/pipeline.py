@@ -29,6 +29,7 @@ from ..datasets import DatasetLoader
 from ..datasets.base import Dataset
 from ..encoders.base import FeatureSet
 from ..errors import UserError
+from ..numerics import check_pinned, cpu_kernels
 from ..learners.base import SINGLE_CLASS
 from ..selectors.base import SelectionContext, check_budget
 from ..traits import as_dict
@@ -374,12 +375,15 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devi
 def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, force: bool = False) -> RunOutcome:
     """The run stage of an already prepared (validated) spec."""
     spec = prep.spec
-    existing = read_record(prep.record_path)
+    existing = read_record(prep.record_path, echo)
     if existing is not None and existing.get("status") == "ok" and not force:
         return RunOutcome(existing, prep.record_path, {"features": True, "selection": True, "run": True})
     if force:  # a finished training checkpoint would otherwise be reloaded instead of retrained
         for checkpoint in prep.run_dir.glob("*.ckpt.pt*"):  # with its digest, .prev and set-aside copies
             checkpoint.unlink()
+    not_pinned = check_pinned()
+    if not_pinned:
+        echo(not_pinned)
     prep.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(prep.run_dir / "running.json", _running_marker())
     seconds: dict[str, float] = {}
@@ -462,11 +466,15 @@ def class_histogram(dataset: Dataset, indices: np.ndarray) -> list[int]:
     return np.bincount(dataset.train.labels[indices], minlength=dataset.num_classes).astype(int).tolist()
 
 
-def read_record(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
+def read_record(path: Path, echo: Echo | None = None) -> dict | None:
+    """The run's record, or None when there is none or it cannot be used (then `echo` says why,
+    and the run is computed again and the file replaced)."""
+    from .record_file import read_record_file
+
+    record, problem = read_record_file(path)
+    if problem is not None and echo is not None:
+        echo(f"record {path} {problem}; treated as missing, so it runs again")
+    return record
 
 
 def _base_record(prep: Prepared) -> dict[str, Any]:
@@ -481,7 +489,8 @@ def _base_record(prep: Prepared) -> dict[str, Any]:
         "learner_traits": as_dict(LEARNERS.traits(prep.spec.learner)),
         "dataset_summary": {"pool_size": prep.dataset.pool_size, "num_classes": prep.dataset.num_classes,
                             "test_size": len(prep.dataset.test) if prep.dataset.test is not None else 0},
-        "versions": versions(), "git_commit": git_commit(), "host": socket.gethostname(),
+        "versions": versions(), "cpu_kernels": cpu_kernels(), "git_commit": git_commit(),
+        "host": socket.gethostname(),
         "device": "cpu", "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID"),
         "started": _now(),
     }

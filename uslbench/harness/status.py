@@ -11,6 +11,11 @@ that is gone, with no record written, means crashed (killed, out of memory, node
 half-written record exists because records are written atomically, and the next sweep re-runs it.
 Liveness is checked without accounting: the pid (with its start time) on this host, or `squeue`
 for a Slurm job id.
+
+A record that cannot be used (unreadable bytes, not UTF-8, not JSON, or JSON that is not a record;
+see `uslbench.report.records.read_record_file`) is treated as missing: the run counts as new (or
+crashed, or running, as its markers say), `RunState.problem` names the file and the reason, and
+the next sweep runs it again.
 """
 from __future__ import annotations
 
@@ -31,10 +36,11 @@ _SLURM_ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "
 
 
 def _read_json(path: Path) -> dict | None:
+    """A marker file's object, or None when it is absent or unusable (not UTF-8, not JSON)."""
     try:
         data = json.loads(path.read_text())
         return data if isinstance(data, dict) else None
-    except (FileNotFoundError, json.JSONDecodeError, OSError):
+    except (OSError, ValueError, RecursionError):  # ValueError: JSON and UTF-8 decoding errors
         return None
 
 
@@ -107,13 +113,18 @@ class RunState:
     log: str | None = None        # the job's log file (or the record for in-process runs)
     job_id: str | None = None
     spec: dict | None = None      # from the record, or from the job marker of a run without record
+    problem: str | None = None    # "<record path> <why it cannot be used>"; the run counts as without record
 
 
 def run_state(run_dir: Path, liveness: Liveness | None = None) -> RunState:
     liveness = liveness or Liveness()
     run_dir = Path(run_dir)
     key = run_dir.name
-    record = _read_json(run_dir / "record.json")
+    from .record_file import read_record_file
+
+    record_path = run_dir / "record.json"
+    record, unusable = read_record_file(record_path)
+    problem = f"{record_path} {unusable}" if unusable else None
     running = _read_json(run_dir / "running.json")
     job = _read_json(run_dir / "job.json")
     log = (job or {}).get("stderr") or (job or {}).get("stdout")
@@ -121,24 +132,25 @@ def run_state(run_dir: Path, liveness: Liveness | None = None) -> RunState:
     job_id = (job or {}).get("job_id") or (running or {}).get("job_id")
     if running is not None and liveness.marker_alive(running):
         where = f"pid {running.get('pid')} on {running.get('host')}"
-        return RunState(key, "running", run_dir, record, f"computing ({where})", log, job_id, spec)
+        return RunState(key, "running", run_dir, record, f"computing ({where})", log, job_id, spec, problem)
     queued = job is not None and job.get("state") == "queued"
     if queued and liveness.marker_alive(job):
         return RunState(key, "running", run_dir, record, f"queued in {job.get('executor')} job {job.get('job_id')}",
-                        log, job_id, spec)
-    if record is not None and record.get("status") == "ok":
+                        log, job_id, spec, problem)
+    if record is not None and record.get("status", "ok") == "ok":
         return RunState(key, "done", run_dir, record, "", log, job_id, spec)
     if record is not None and record.get("status") == "failed":
         error = str(record.get("error") or "unknown error").strip().splitlines()
         return RunState(key, "failed", run_dir, record, error[0] if error else "unknown error",
-                        log or str(run_dir / "record.json"), job_id, spec)
+                        log or str(record_path), job_id, spec)
     if running is not None or queued:
         marker = running or job or {}
         what = f"job {job_id}" if job_id else f"pid {marker.get('pid')} on {marker.get('host')}"
         return RunState(key, "crashed", run_dir, record,
                         f"crashed: {what} ended without writing a record (killed, timed out or out of memory)",
-                        log, job_id, spec)
-    return RunState(key, "new", run_dir, record, "", log, job_id, spec)
+                        log, job_id, spec, problem)
+    detail = f"record unusable: {problem}; treated as missing" if problem else ""
+    return RunState(key, "new", run_dir, record, detail, log, job_id, spec, problem)
 
 
 def scan_states(root: str | Path) -> list[RunState]:
@@ -169,6 +181,14 @@ def summarize(states: list[RunState], max_listed: int = 20) -> str:
         lines.append(f"      log: {s.log or s.run_dir}")
     if len(bad) > max_listed:
         lines.append(f"  ... and {len(bad) - max_listed} more")
+    unusable = [s for s in states if s.problem]
+    if unusable:
+        lines.append("")
+        lines.append(f"{len(unusable)} record(s) that cannot be used, treated as missing "
+                     "(the next sweep runs them again):")
+        lines.extend(f"  {s.problem}" for s in unusable[:max_listed])
+        if len(unusable) > max_listed:
+            lines.append(f"  ... and {len(unusable) - max_listed} more")
     running = [s for s in states if s.state == "running"]
     for s in running[:5]:
         lines.append(f"  [running] {s.key}: {s.detail}")

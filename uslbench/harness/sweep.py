@@ -42,6 +42,16 @@ class SweepResult:
     job_ids: list[str] = field(default_factory=list)
     waited: bool = False
     final_counts: dict[str, int] = field(default_factory=dict)
+    # records found unusable while planning, then what the jobs warned about (corrupt caches
+    # recomputed, ...): the sweep's console summary prints them
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def unfinished(self) -> dict[str, int]:
+        """Failed and crashed runs of the grid after the sweep (non-zero: the sweep did not
+        complete its grid; the CLI exits 1)."""
+        return {state: self.final_counts.get(state, 0) for state in ("failed", "crashed")
+                if self.final_counts.get(state, 0)}
 
 
 def run_sweep(sweep: Sweep, results_root: str | os.PathLike, resources: Resources, retry_failed: bool = False,
@@ -54,8 +64,10 @@ def run_sweep(sweep: Sweep, results_root: str | os.PathLike, resources: Resource
     writable_root(root)
     with root_lock(root):
         plan = plan_sweep(specs, root, retry_failed)
+        planning_warnings = [f"record {run.state.problem}; treated as missing"
+                             + ("" if dry_run else ", so it runs again") for run in plan.runs if run.state.problem]
         if dry_run or not plan.to_submit:
-            return SweepResult(plan, waited=True, final_counts=plan.counts())
+            return SweepResult(plan, waited=True, final_counts=plan.counts(), warnings=planning_warnings)
         if resources.executor == "slurm":    # submitted (and marked) before the lock is released
             submission = execute(plan, resources, wait=False, echo=echo)
         else:                                 # claimed by this process until a job takes them
@@ -64,6 +76,7 @@ def run_sweep(sweep: Sweep, results_root: str | os.PathLike, resources: Resource
     if resources.executor == "slurm":
         if wait:
             wait_for_slurm(submission.job_ids, to_submit)
+            submission.collect_jobs(submission.jobs)
         result = SweepResult(plan, len(to_submit), submission.job_ids, wait)
     else:
         try:
@@ -71,6 +84,7 @@ def run_sweep(sweep: Sweep, results_root: str | os.PathLike, resources: Resource
         finally:
             release_markers(to_submit)
         result = SweepResult(plan, len(to_submit), submission.job_ids, True)
+    result.warnings = planning_warnings + [w for w in submission.warnings if w not in planning_warnings]
     liveness = Liveness()
     counts = {state: 0 for state in STATES}
     for run in plan.runs:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, field_ranges
 from ..registry import LEARNERS
 from ..nets import projection_mlp
 from ..training.losses import one_hot, soft_cross_entropy
@@ -27,6 +28,9 @@ from .image_learner import Batch, ImageLearner, LoopConfig, TrainData
 from .presets import CONTRACT_TEST_LOOP, image_presets
 
 
+@field_ranges(threshold=PROBABILITY, contrast_threshold=PROBABILITY, smoothing_alpha=PROBABILITY,
+              temperature=POSITIVE, lambda_u=NON_NEGATIVE, lambda_c=NON_NEGATIVE, queue_size=POSITIVE_INT,
+              embedding_dim=POSITIVE_INT, da_length=POSITIVE_INT)
 @dataclass
 class CoMatchConfig(LoopConfig):
     threshold: float = 0.95

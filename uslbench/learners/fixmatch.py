@@ -7,12 +7,14 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..config_ranges import NON_NEGATIVE, PROBABILITY, field_ranges
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
 from .image_learner import Batch, ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
 
 
+@field_ranges(threshold=PROBABILITY, lambda_u=NON_NEGATIVE)
 @dataclass
 class FixMatchConfig(LoopConfig):
     threshold: float = 0.95

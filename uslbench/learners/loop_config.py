@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..config_ranges import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, field_ranges
 
+
+@field_ranges(steps=POSITIVE_INT, labeled_batch=POSITIVE_INT, unlabeled_ratio=NON_NEGATIVE, lr=POSITIVE,
+              momentum=MOMENTUM, weight_decay=NON_NEGATIVE, ema=MOMENTUM, eval_every=POSITIVE_INT,
+              checkpoint_every=POSITIVE_INT, eval_batch=POSITIVE_INT, threads=NON_NEGATIVE)
 @dataclass
 class LoopConfig:
     """Fields every image learner shares. Learner configs inherit these and add their own."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE, PROBABILITY, field_ranges
 from ..errors import UserError
 from ..registry import LEARNERS
 from ..training.losses import one_hot, soft_cross_entropy
@@ -39,6 +40,8 @@ RECIPES: dict[str, dict] = {
 }
 
 
+@field_ranges(temperature=POSITIVE, alpha=POSITIVE, lambda_u=NON_NEGATIVE, rampup_fraction=PROBABILITY,
+              rampup_steps=NON_NEGATIVE)
 @dataclass
 class MixMatchConfig(LoopConfig):
     recipe: str = field(default="paper", metadata={

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import DEFAULT_SEED
+from ..config_ranges import POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
 from .base import (SINGLE_CLASS, Learner, pool_predictions, single_class, single_class_metrics, top1_metrics,
@@ -44,6 +45,7 @@ class FeatureProbe(Learner):
         return path
 
 
+@field_ranges(C=POSITIVE, max_iter=POSITIVE_INT)
 @dataclass
 class LinearConfig:
     C: float = 100.0  # weak regularisation: rows are L2-normalised, so the scale is small
@@ -76,6 +78,7 @@ class LinearProbe(FeatureProbe):
         return top1_metrics(self.model.predict(features.test), dataset.test.labels, dataset.num_classes)
 
 
+@field_ranges(k=POSITIVE_INT, weights=Range(choices=("uniform", "distance")))
 @dataclass
 class KnnConfig:
     k: int = 5
@@ -98,6 +101,7 @@ class KnnProbe(FeatureProbe):
         return top1_metrics(self.model.predict(features.test), dataset.test.labels, dataset.num_classes)
 
 
+@field_ranges(k=POSITIVE_INT, alpha=Range(gt=0, lt=1), max_iter=POSITIVE_INT)
 @dataclass
 class LabelPropConfig:
     k: int = 10

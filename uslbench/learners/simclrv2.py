@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import DEFAULT_SEED
+from ..config_ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..errors import UserError
 from ..registry import LEARNERS
 from ..nets import Classifier, build_network, projection_mlp
@@ -47,6 +48,9 @@ from .image_learner import Batch, ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
 
 
+@field_ranges(steps=NON_NEGATIVE, finetune=Range(choices=("linear", "full")), epochs=POSITIVE, repeat=POSITIVE_INT,
+              distill_steps=NON_NEGATIVE, distill_temperature=POSITIVE, pretrain_steps=POSITIVE_INT,
+              pretrain_batch=Range(ge=2), pretrain_lr=POSITIVE, pretrain_temperature=POSITIVE)
 @dataclass
 class SimCLRv2Config(LoopConfig):
     steps: int = 0

@@ -1,4 +1,11 @@
-"""Records -> one pandas DataFrame row per finished run.
+"""Records: the one reader and validator of `record.json` files, and one DataFrame row per finished run.
+
+Every reader of records (run states, the pipeline's "already done?" check, the tables) goes through
+`read_record_file`, which returns the record or the reason it cannot be used: unreadable bytes,
+text that is not UTF-8, text that is not JSON, or JSON that is not a record (`record_problem`).
+A record that cannot be used is reported (path and reason) and treated as missing, so a sweep
+runs it again. Runs of different data or encoder identities are never pooled into one cell
+(`report.versions.separate_versions`).
 
 Records of the current schema are read as they are. Records of an older schema are read when the
 fields the reports need can be found (a warning says so), and skipped with a warning otherwise;
@@ -9,7 +16,6 @@ top1 NaN and the error, so a cell can say which of its seeds failed.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -17,9 +23,12 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from .. import SCHEMA_VERSION
+from ..harness.record_file import ABSENT, read_json_file, read_record_file, record_problem  # noqa: F401  (re-exported)
+from .versions import data_identity, encoder_identity, separate_versions
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
-           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema", "status", "error", "metric"]
+           "selection_key", "class_histogram", "num_classes", "per_class_top1", "schema", "status", "error", "metric",
+           "data_id", "encoder_id", "finished"]
 
 # --metric NAME -> how the "top1" column of a row is read (see `metric_value`)
 METRICS = {
@@ -125,6 +134,9 @@ def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
         "status": "ok",
         "error": None,
         "metric": metric,
+        "data_id": data_identity(record),
+        "encoder_id": encoder_identity(record),
+        "finished": record.get("finished"),
     }
     needed = ("dataset", "selector", "learner", "budget", "seed", "top1")
     if any(row[k] is None for k in needed):
@@ -163,12 +175,22 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
     for path in paths:
         if keys is not None and path.parent.name not in keys:
             continue
-        try:
-            record = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            warn(f"skipped unreadable record {path}: {exc}")
+        record, unreadable = read_json_file(path)
+        if record is ABSENT:
             continue
-        if not isinstance(record, dict):
+        if unreadable is not None:
+            warn(f"skipped unreadable record {path}: it {unreadable}; treated as missing (a sweep runs it again)")
+            continue
+        if record.get("evaluated") is False if isinstance(record, dict) else False:
+            unevaluated.append(path)  # run --labels without a test split: predictions, no accuracy
+            continue
+        problem = record_problem(record)
+        if problem is not None:
+            schema = record.get("schema") if isinstance(record, dict) else None
+            if type(schema) is int and 0 <= schema < SCHEMA_VERSION:  # a declared older layout: counted below
+                other_schema.append(path)
+            else:
+                warn(f"skipped invalid record {path}: it {problem}; treated as missing (a sweep runs it again)")
             continue
         if record.get("status", "ok") != "ok":
             if include_failed and record.get("status") == "failed":
@@ -178,9 +200,6 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
             continue
         if record.get("schema") != SCHEMA_VERSION:
             other_schema.append(path)
-            continue
-        if record.get("evaluated") is False:  # run --labels without a test split: predictions, no accuracy
-            unevaluated.append(path)
             continue
         row = record_row(record, metric)
         if row is None:
@@ -193,4 +212,4 @@ def load_records(root_or_paths: str | Path | Iterable[Path], warn: Warn = _warn,
     if other_schema:
         warn(f"skipped {len(other_schema)} record(s) of another schema than {SCHEMA_VERSION}, e.g. "
              f"{other_schema[0]}; re-run them with this version to include them")
-    return pd.DataFrame(rows, columns=COLUMNS)
+    return separate_versions(pd.DataFrame(rows, columns=COLUMNS), warn)

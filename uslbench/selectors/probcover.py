@@ -7,6 +7,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..errors import UserError
 from ..registry import SELECTORS
 from ..traits import SelectorTraits
@@ -28,6 +29,9 @@ def default_purity(pool_size: int) -> float:
     return PAPER_PURITY if pool_size >= SMALL_POOL else SMALL_POOL_PURITY
 
 
+@field_ranges(delta=POSITIVE, purity=Range(gt=0, le=1), n_clusters=Range(ge=2), kmeans_iters=POSITIVE_INT,
+              purity_sample=POSITIVE_INT, max_edges=POSITIVE_INT, knn_exact_max=NON_NEGATIVE,
+              knn_approximate=Range(choices=("ivf", "hnsw")))
 @dataclass
 class ProbCoverConfig:
     delta: float | None = field(default=None, metadata={"help": "ball radius (L2); None = purity rule"})

@@ -5,12 +5,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..config_ranges import NON_NEGATIVE, POSITIVE_INT, field_ranges
 from ..registry import SELECTORS
 from ..traits import SelectorTraits
 from .base import PER_PICK, Selector, per_pick_info
 from .toolkit import KnnParams, kmeans, knn_excluding_self
 
 
+@field_ranges(max_clusters=POSITIVE_INT, min_cluster_size=NON_NEGATIVE, knn_k=POSITIVE_INT, kmeans_iters=POSITIVE_INT,
+              kmeans_points_per_cluster=NON_NEGATIVE)
 @dataclass
 class TypiClustConfig:
     max_clusters: int = field(default=500, metadata={"help": "K = min(budget, max_clusters)"})

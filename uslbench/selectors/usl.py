@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from ..config_ranges import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..errors import UserError
 from ..registry import SELECTORS
 from ..traits import SelectorTraits
@@ -52,6 +53,10 @@ DATASET_PRESETS = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet": "im
                    "imagenet100": "imagenet_moco"}
 
 
+@field_ranges(preset=Range(choices=("auto", *PRESETS)), knn_k=POSITIVE_INT, kmeans_iters=POSITIVE_INT,
+              iters=NON_NEGATIVE, lam=NON_NEGATIVE, m_reg=MOMENTUM, reg_nearest=NON_NEGATIVE, horizon=NON_NEGATIVE,
+              alpha=POSITIVE, n_clusters=POSITIVE_INT, kmeans_points_per_cluster=NON_NEGATIVE,
+              knn_exact_max=NON_NEGATIVE, knn_approximate=Range(choices=("ivf", "hnsw")), knn_nprobe=POSITIVE_INT)
 @dataclass
 class USLConfig:
     preset: str = field(default="auto", metadata={"help": "auto|" + "|".join(PRESETS)})

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
+from ..config_ranges import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, Range, field_ranges
 from ..errors import UserError
 from ..registry import SELECTORS
 from ..traits import SelectorTraits
@@ -73,6 +74,12 @@ def auto_preset(pool_size: int, budget: int | None = None) -> str:
     return "cifar100" if budget is not None and budget > 100 else "cifar10"
 
 
+@field_ranges(mode=Range(choices=("head", "backbone")), preset=Range(choices=("auto", *PRESETS)),
+              n_heads=POSITIVE_INT, n_clusters=POSITIVE_INT, knn_k=POSITIVE_INT, beta=NON_NEGATIVE, sharpen_t=POSITIVE,
+              lambda_local=NON_NEGATIVE, tau=PROBABILITY, ema_mu=MOMENTUM, lr=POSITIVE, weight_decay=NON_NEGATIVE,
+              epochs=POSITIVE_INT, batch_size=POSITIVE_INT, max_steps=POSITIVE_INT, head_scale=POSITIVE,
+              confidence=Range(choices=("head0", "mean")), feature_dropout=Range(ge=0, lt=1),
+              noise_std=NON_NEGATIVE, num_workers=NON_NEGATIVE)
 @dataclass
 class USLTConfig:
     mode: str = field(default="head", metadata={"help": "head (frozen features, CPU) | backbone (fine-tune the encoder on images)"})
