@@ -223,3 +223,15 @@ def test_sweep_with_local_jobs_brings_their_warnings_back(root):
                    "--results-root", str(root))
     assert sweep.exit_code == 0, sweep.output
     assert f"warning: cached selection {cache} is corrupt" in sweep.stderr
+
+
+def test_a_run_without_a_test_split_is_a_valid_record():
+    """`run --labels` on a folder without test images writes `evaluated: false` and no top-1: a
+    valid record (the run is done, a second identical run recomputes nothing), not a broken one."""
+    from uslbench.harness.record_file import record_problem
+
+    record = {"schema": 1, "status": "ok", "evaluated": False, "metrics": {"top1": None},
+              "spec": {"dataset": "folder:x", "selector": "labels", "learner": "linear", "seed": 1},
+              "resolved": {"budget": 6}}
+    assert record_problem(record) is None
+    assert "lacks top1" in record_problem({**record, "evaluated": True})

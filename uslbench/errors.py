@@ -24,7 +24,8 @@ def unknown_name_message(kind: str, word: str, known: Iterable[str]) -> str:
     known = sorted(known)
     matches = close_matches(word, known)
     hint = f" Did you mean {', '.join(repr(m) for m in matches)}?" if matches else ""
-    return f"Unknown {kind} {word!r}.{hint} Known {kind}s: {', '.join(known)}."
+    plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+    return f"Unknown {kind} {word!r}.{hint} Known {plural}: {', '.join(known)}."
 
 
 class DataWarning(UserWarning):

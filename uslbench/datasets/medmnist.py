@@ -62,7 +62,7 @@ class BloodMNIST(DatasetSource):
                     raise UserError(f"Downloading {filename} into {root} failed: {exc}") from exc
             if not path.is_file():
                 raise missing_files_error("bloodmnist", root, [filename], [filename],
-                                          "add --download to fetch it with the medmnist package where the "
+                                          "add --download to `run` (or `pretrain`) to fetch it with the medmnist package where the "
                                           "network allows")
         splits = {}
         for split in ("train", "test"):

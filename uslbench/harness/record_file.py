@@ -51,6 +51,8 @@ def record_problem(record: Any) -> str | None:
         return ("has no status" if status is None else f"has status {status!r}") + " (expected 'ok' or 'failed')"
     if status == "failed":
         return None
+    if record.get("evaluated") is False:  # run --labels without a test split: predictions, no accuracy
+        return None
     row = _raw_row(record)
     missing = [name for name in NEEDED if row[name] is None]
     if missing:
