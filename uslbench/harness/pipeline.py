@@ -239,7 +239,7 @@ def compute_features(prep: Prepared, source: FeatureSource, device: str = "cpu",
     loaded = cache.load(echo)
     if loaded is not None:
         train, test, meta = loaded
-        return FeatureSet(train=train, test=test), True, 0.0
+        return FeatureSet(train=train, test=test, cache_stem=str(cache.train_path.with_suffix(""))), True, 0.0
     encoder = prep.encoders[source.encoder]
     start = time.perf_counter()
     features = encoder.encode(prep.dataset, device=device)
@@ -248,6 +248,7 @@ def compute_features(prep: Prepared, source: FeatureSource, device: str = "cpu",
         "schema": SCHEMA_VERSION, "key": source.key, "dataset": prep.spec.dataset,
         "encoder": source.encoder, "identity": encoder.identity(), "seconds": seconds,
         "created": _now()})
+    features = FeatureSet(train=features.train, test=features.test, cache_stem=str(cache.train_path.with_suffix("")))
     return features, False, seconds
 
 
