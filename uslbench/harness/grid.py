@@ -48,7 +48,7 @@ AXES = ("dataset", "selector", "learner", "budget", "seeds", "encoder")
 FILE_KEYS = frozenset(AXES) | {"selector_config", "learner_config", "encoder_config", "dataset_config",
                                "data_root", "encoder_weights", "preset", "extra_grids"}
 # what an `extra_grids` entry may set (the rest it takes from the file's top level)
-EXTRA_GRID_KEYS = frozenset(AXES) | {"selector_config", "learner_config"}
+EXTRA_GRID_KEYS = frozenset({"selector", "learner", "budget", "seeds", "selector_config", "learner_config"})
 
 
 # ---------------------------------------------------------------------------------- axes
