@@ -13,6 +13,7 @@ from uslbench.errors import UserError
 from uslbench.harness.grid import build_sweep, load_sweep_file
 from uslbench.harness.resources import Resources
 from uslbench.harness.sweep import run_sweep
+from uslbench.report.leaderboard import write_leaderboard
 from uslbench.report.records import load_records, record_row
 from uslbench.report.tables import aggregate
 
@@ -89,6 +90,40 @@ def test_labelled_file_rows_aggregate_as_one_named_row(tmp_path, digits_dataset)
     assert agg.loc["pub (published)", "n"] == 2 and agg.loc["pub (published)", "n_expected"] == 2
     pub = frame[frame["selector"] == "pub (published)"].sort_values("seed")
     assert pub["seed"].tolist() == [1, 2] and pub["class_histogram"].map(lambda h: min(h)).tolist() == [1, 1]
+    # the sweep file's leaderboard caption goes under the title; the path never names a row
+    board = write_leaderboard(tmp_path / "results", out_dir=tmp_path / "board", plots=False,
+                              caption="Made with:\n\n    python cli.py sweep --file s.yaml\n")
+    lines = board.text.splitlines()
+    assert lines[:5] == ["# Leaderboard", "", "Made with:", "", "    python cli.py sweep --file s.yaml"]
+    assert "| pub (published)" in board.text and "indices.json" not in board.text
+    assert (tmp_path / "board" / "LEADERBOARD.md").read_text() == board.text
+
+
+def test_leaderboard_key_of_a_sweep_file(tmp_path):
+    path = tmp_path / "sweeps" / "s.yaml"
+    path.parent.mkdir()
+    path.write_text("dataset: digits\nselector: random\nlearner: linear\nbudget: 10\n"
+                    "leaderboard: {output: ../results/digits, caption: 'How.'}\n")
+    sweep = build_sweep(sweep_file=path)
+    assert sweep.leaderboard_output == str((tmp_path / "results" / "digits").absolute())
+    assert sweep.leaderboard_caption == "How."
+    path.write_text("dataset: digits\nselector: random\nlearner: linear\nbudget: 10\nleaderboard: {out: x}\n")
+    with pytest.raises(UserError, match="leaderboard is a mapping with the keys output"):
+        build_sweep(sweep_file=path)
+
+
+def test_committed_cifar10_sweep_file_expands():
+    """sweeps/cifar10_efficientnet.yaml: the full grid plus the 7 published sets at m = 40, named."""
+    sweep = build_sweep(sweep_file=REPO / "sweeps" / "cifar10_efficientnet.yaml")
+    specs = sweep.specs()
+    assert len(specs) == 7 * 3 * 3 * 5 + 7 * 3
+    published = [s for s in specs if s.selector.startswith("file:")]
+    assert {(s.budget, s.selector_config["label"]) for s in published} == {
+        (40, "usl (published)"), (40, "usl_t (published)"), (40, "random (published)")}
+    assert sorted({s.seed for s in published if s.selector_config["label"] == "usl (published)"}) == [1, 2, 5]
+    assert all(s.selector.split("#")[0].endswith("/shared/reference/usl_official_indices.json") for s in published)
+    assert Path(sweep.leaderboard_output) == REPO / "results" / "cifar10"
+    assert all(s.selector_config == {"mode": "head"} for s in specs if s.selector == "usl_t")
 
 
 def test_label_names_the_row_and_other_overrides_still_show():

@@ -46,7 +46,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 AXES = ("dataset", "selector", "learner", "budget", "seeds", "encoder")
 FILE_KEYS = frozenset(AXES) | {"selector_config", "learner_config", "encoder_config", "dataset_config",
-                               "data_root", "encoder_weights", "preset", "extra_grids"}
+                               "data_root", "encoder_weights", "preset", "extra_grids", "leaderboard"}
 # what an `extra_grids` entry may set (the rest it takes from the file's top level)
 EXTRA_GRID_KEYS = frozenset({"selector", "learner", "budget", "seeds", "selector_config", "learner_config"})
 
@@ -132,6 +132,8 @@ class Sweep:
     preset: str | None = None
     notes: list[str] = field(default_factory=list)   # what a preset left out, and why
     extra: list["Sweep"] = field(default_factory=list)  # a sweep file's extra_grids, run as well
+    leaderboard_output: str | None = None   # a sweep file's leaderboard.output (absolute)
+    leaderboard_caption: str | None = None  # a sweep file's leaderboard.caption (markdown)
 
     def check(self) -> None:
         for axis, values in (("dataset", self.datasets), ("selector", self.selectors),
@@ -238,6 +240,8 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
                   notes=list(preset_values.get("notes", [])))
     for position, entry in enumerate(file_values.get("extra_grids") or []):
         sweep.extra.append(_extra_grid(sweep, entry, values, position))
+    board = file_values.get("leaderboard") or {}
+    sweep.leaderboard_output, sweep.leaderboard_caption = board.get("output"), board.get("caption")
     sweep.check()
     return sweep
 
@@ -313,8 +317,12 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
             budget: 40
             seeds: 1
 
-    A relative path in a `file:PATH` selector is resolved against the sweep file's folder (so the
-    file works from any working directory); absolute paths are kept."""
+    `leaderboard` (optional): {output: FOLDER, caption: TEXT}: where the sweep's leaderboard step
+    writes LEADERBOARD.md, its CSVs and plots (default RESULTS_ROOT/leaderboards), and a markdown
+    paragraph put under its title (how the numbers were made, the command that regenerates them).
+
+    A relative path in a `file:PATH` selector or in leaderboard.output is resolved against the sweep
+    file's folder (so the file works from any working directory); absolute paths are kept."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Sweep file {path} does not exist.")
@@ -352,6 +360,15 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
                 data[axis] = str(value)
     folder = path.parent.absolute()
     _resolve_file_selectors(data, folder)
+    board = data.get("leaderboard")
+    if board is not None:
+        if not isinstance(board, dict) or set(board) - {"output", "caption"}:
+            raise UserError(f"Sweep file {path}: leaderboard is a mapping with the keys output (a folder) and "
+                            f"caption (markdown text), got {board!r}.")
+        if board.get("output"):
+            board["output"] = os.path.normpath(os.path.join(folder, os.path.expanduser(str(board["output"]))))
+        if board.get("caption") is not None:
+            board["caption"] = str(board["caption"]).strip()
     extra = data.get("extra_grids")
     if extra is not None:
         if not isinstance(extra, list) or not all(isinstance(e, dict) for e in extra):
