@@ -86,3 +86,28 @@ def test_kernel_refuses_other_rows():
         kernel(np.zeros((6, 2)), np.zeros((6, 2)))
     with pytest.raises(ValueError, match="4 query rows"):
         kernel(train, np.zeros((4, 2)))
+
+
+def test_usl_density_is_cached_next_to_the_features(digits_dataset, digits_features, tmp_path):
+    """usl's k-NN density depends only on the features and k: computed once per feature set
+    (100 s on 50,000 CIFAR-10 features), read by every later selection; same picks either way."""
+    from uslbench.registry import SELECTORS
+    from uslbench.selectors.base import SelectionContext
+
+    stem = str(tmp_path / "pixels-abc123")
+
+    def select(seed, budget=20, cache_stem=stem):
+        context = SelectionContext(pool_size=len(digits_features.train), feature_cache_stem=cache_stem)
+        return SELECTORS.create("usl").select(digits_features.train, budget, seed=seed, context=context)
+
+    first = select(1)
+    k = first.info["resolved_config"]["knn_k"]
+    assert first.info["knn_density_cached"] is False and (tmp_path / f"pixels-abc123.usl_density_k{k}.npy").is_file()
+    again = select(1)
+    assert again.info["knn_density_cached"] is True
+    np.testing.assert_array_equal(again.indices, first.indices)
+    other = select(2, budget=30)  # another seed and budget (this k): same density file
+    assert other.info["knn_density_cached"] is (other.info["resolved_config"]["knn_k"] == k)
+    uncached = select(2, budget=30, cache_stem=None)
+    assert uncached.info["knn_density_cached"] is False
+    np.testing.assert_array_equal(uncached.indices, other.indices)

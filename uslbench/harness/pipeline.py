@@ -264,7 +264,8 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
                                labels=prep.dataset.train.labels if prep.selector.traits.needs_labels else None,
                                labels_allowed=prep.selector.traits.needs_labels,
                                encoder=prep.stage_encoder("selection"), device=device,
-                               workdir=prep.root / "cache" / "work")
+                               workdir=prep.root / "cache" / "work",
+                               feature_cache_stem=getattr(features, "cache_stem", None))
     selection = prep.selector.select(features.train if features is not None else None, resolved.budget,
                                      seed=spec.seed, context=context)
     data = {"schema": SCHEMA_VERSION, "key": resolved.selection_key, "selector": spec.selector,

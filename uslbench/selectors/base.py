@@ -85,11 +85,16 @@ class SelectionContext:
         Whether `labels` may be read.
     workdir : path-like, optional
         A folder for the selector's scratch files.
+    feature_cache_stem : str, optional
+        Where the selection features lie in the feature cache, without suffix
+        (`FeatureSet.cache_stem`): a selector may store data derived only from the features next
+        to it, named by it (usl's k-NN density: ``STEM.usl_density_k400.npy``), so later
+        selections on the same features read it. None: nothing is cached.
     """
 
     def __init__(self, *, pool_size: int | None = None, dataset: Any = None, dataset_name: str | None = None,
                  labels: np.ndarray | None = None, encoder: Any = None, device: str = "cpu",
-                 labels_allowed: bool = False, workdir: Any = None) -> None:
+                 labels_allowed: bool = False, workdir: Any = None, feature_cache_stem: str | None = None) -> None:
         self.pool_size = pool_size
         self.dataset = dataset
         self.dataset_name = dataset_name or getattr(dataset, "name", None)
@@ -98,6 +103,7 @@ class SelectionContext:
         self.device = device
         self.labels_allowed = labels_allowed
         self.workdir = workdir
+        self.feature_cache_stem = feature_cache_stem
         self.labels_read = False
 
     @property
