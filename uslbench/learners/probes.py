@@ -77,7 +77,9 @@ class KnnProbe(FeatureProbe):
         x, y = self._labeled(dataset, labeled_indices, features)
         model = KNeighborsClassifier(n_neighbors=min(self.config.k, len(y)), weights=self.config.weights)
         model.fit(x, y)
-        return top1_metrics(model.predict(features.test), dataset.test.labels, dataset.num_classes)
+        with small_problem_threads(len(y)):  # test x labeled distances: a thin GEMM
+            predictions = model.predict(features.test)
+        return top1_metrics(predictions, dataset.test.labels, dataset.num_classes)
 
 
 @dataclass
@@ -128,11 +130,12 @@ class LabelPropProbe(FeatureProbe):
         pool_nn, test_nn, cached = knn_graph(features, k)
         kernel = PrecomputedKnnKernel(features.train, pool_nn, test_nn)
         model = LabelSpreading(kernel=kernel, alpha=self.config.alpha, max_iter=self.config.max_iter)
-        model.fit(features.train, targets)
-        with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 rows are handled below
-            proba = model.predict_proba(features.test)
-        predictions, unreached = predict_with_fallback(proba, model.classes_, features.train, features.test,
-                                                       labeled_indices, dataset.train.labels)
+        with small_problem_threads(len(labeled_indices)):  # sparse products and a thin GEMM; the graph is built
+            model.fit(features.train, targets)               # above, by faiss, without the limit
+            with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 rows are handled below
+                proba = model.predict_proba(features.test)
+            predictions, unreached = predict_with_fallback(proba, model.classes_, features.train, features.test,
+                                                           labeled_indices, dataset.train.labels)
         metrics = top1_metrics(predictions, dataset.test.labels, dataset.num_classes)
         metrics.update(unreached_test=int(unreached.sum()),
                        unreached_pool=int((model.label_distributions_.sum(axis=1) == 0).sum()),
