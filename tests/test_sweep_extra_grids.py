@@ -56,6 +56,9 @@ def test_extra_grids_expand_with_their_own_axes_and_resolve_paths_against_the_fi
     assert [(s.budget, s.seed, s.learner) for s in extra] == [(10, 1, "linear"), (10, 2, "linear")]
     assert all(s.selector_config == {"label": "pub (published)"} for s in extra)  # usl's knn_k stays with usl
     assert all(s.selector_config == {"knn_k": 7} for s in specs[:8] if s.selector == "usl")
+    # --selector narrows the file's grid: the file's overrides of selectors left out are dropped
+    only_random = build_sweep(sweep_file=path, selector="random").specs()
+    assert {s.selector for s in only_random[:-2]} == {"random"}
     # command-line axes replace the main grid's, not an extra grid's own budget and seed
     narrowed = build_sweep(sweep_file=path, seeds="1").specs()
     assert len(narrowed) == 2 * 2 + 2 and [s.seed for s in narrowed[-2:]] == [1, 2]

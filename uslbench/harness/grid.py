@@ -218,12 +218,17 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
 
     selectors = parse_name_list(values["selector"])
     sel_cfg = _scoped(values.get("selector_config"), "selector")
+    if selector is not None:  # --selector narrowed the file's grid: its overrides of the others are dropped
+        sel_cfg = {k: v for k, v in sel_cfg.items() if k in _with_prefixes(selectors)}
     for name, overrides in parse_scoped_overrides(selector_config, "selector", only(selectors)).items():
         sel_cfg.setdefault(name, {}).update(overrides)
     learners = parse_name_list(values["learner"])
     # the preset's learner overrides apply to its learners that are still in the sweep
     learn_cfg = {k: dict(v) for k, v in preset_values.get("learner_config", {}).items() if k in learners}
-    for scope in (_scoped(values.get("learner_config"), "learner"), parse_scoped_overrides(learner_config, "learner", only(learners))):
+    file_learn_cfg = _scoped(values.get("learner_config"), "learner")
+    if learner is not None:  # --learner narrowed the file's grid, as above
+        file_learn_cfg = {k: v for k, v in file_learn_cfg.items() if k in learners}
+    for scope in (file_learn_cfg, parse_scoped_overrides(learner_config, "learner", only(learners))):
         for name, overrides in scope.items():
             learn_cfg.setdefault(name, {}).update(overrides)
     enc_cfg = dict(values.get("encoder_config") or {})
