@@ -111,3 +111,18 @@ def test_usl_density_is_cached_next_to_the_features(digits_dataset, digits_featu
     uncached = select(2, budget=30, cache_stem=None)
     assert uncached.info["knn_density_cached"] is False
     np.testing.assert_array_equal(uncached.indices, other.indices)
+
+
+def test_knn_excluding_self_cache(digits_features, tmp_path):
+    """usl_t's k-NN lists (the local loss's neighbours): cached like usl's density; identical."""
+    from uslbench.selectors.toolkit import cached_knn_excluding_self, knn_excluding_self
+
+    stem = str(tmp_path / "pixels-abc123")
+    d2, idx, _ = knn_excluding_self(digits_features.train, 7)
+    first = cached_knn_excluding_self(digits_features.train, 7, stem)
+    second = cached_knn_excluding_self(digits_features.train, 7, stem)
+    assert first[3] is False and second[3] is True and (tmp_path / "pixels-abc123.knn_others_k7.npz").is_file()
+    for got in (first, second):
+        np.testing.assert_array_equal(got[1], idx)
+        np.testing.assert_allclose(got[0], d2)
+    assert cached_knn_excluding_self(digits_features.train, 7, None)[3] is False
