@@ -341,6 +341,23 @@ def cached_knn_excluding_self(features: np.ndarray, k: int, cache_stem: str | No
     n = features.shape[0]
     k_eff = min(k, n - 1)
     path = Path(f"{cache_stem}.knn_others_k{k_eff}.npz") if cache_stem and n <= params.exact_max else None
+    if path is None:
+        d2, idx, kind = knn_excluding_self(features, k, params, seed=seed, desc=desc)
+        return d2, idx, kind, False
+    import fcntl
+
+    # one process computes, concurrent ones (parallel sweep jobs) wait for it and read its file
+    with open(f"{path}.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            return _cached_knn_excluding_self(features, k, path, params, seed, desc)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _cached_knn_excluding_self(features, k, path, params, seed, desc):
+    n = features.shape[0]
+    k_eff = min(k, n - 1)
     if path is not None:
         try:
             with np.load(path, allow_pickle=False) as stored:
