@@ -16,17 +16,27 @@ from .options import RESULTS_ROOT
               help="which top-1 of each run: final (the final evaluated model, EMA weights for the SSL learners), "
                    "best (best evaluation during training, as the USL FixMatch fork and USB report), median20 "
                    "(median of the last 20 evaluations, as the FixMatch and MixMatch papers report)")
-def leaderboard(root: str, fmt: str, output: str | None, plots: bool, metric: str) -> None:
+@click.option("--sweep-file", default=None, type=click.Path(dir_okay=False, exists=True),
+              help="take the caption (and, without --output, the folder) from this sweep file's `leaderboard` key")
+def leaderboard(root: str, fmt: str, output: str | None, plots: bool, metric: str, sweep_file: str | None) -> None:
     """Paper-style tables of the finished runs (mean ± std (n) and delta over random), and plots.
 
     \b
     Example:
       python cli.py leaderboard results --format markdown > LEADERBOARD.md
       python cli.py leaderboard results --metric median20
+      python cli.py leaderboard RESULTS --sweep-file sweeps/cifar10_efficientnet.yaml
     """
     from ..report.leaderboard import write_leaderboard  # lazy: pandas; `--help` stays light
 
-    board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots, metric=metric,
+    caption = None
+    if sweep_file is not None:
+        from ..harness.grid import load_sweep_file
+
+        board_key = load_sweep_file(sweep_file).get("leaderboard") or {}
+        caption = board_key.get("caption")
+        output = output or board_key.get("output")
+    board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots, metric=metric, caption=caption,
                               warn=lambda m: click.echo(f"warning: {m}", err=True))
     click.echo(board.text, nl=not board.text.endswith("\n"))
     click.echo(f"written: {board.path}" + (f" (+ {len(board.plots)} plots)" if board.plots else ""), err=True)

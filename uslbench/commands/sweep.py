@@ -113,7 +113,8 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
     if show_leaderboard and final.get("done"):
         keys = {run.key for run in plan.runs}
         out_dir = Path(results_root) / built.datasets[0] if built.preset and len(built.datasets) == 1 else None
-        board = write_leaderboard(results_root, keys=keys, out_dir=out_dir,
+        board = write_leaderboard(results_root, keys=keys, out_dir=built.leaderboard_output or out_dir,
+                                  caption=built.leaderboard_caption,
                                   warn=lambda m: click.echo(f"warning: {m}", err=True))
         click.echo("")
         click.echo(board.text)

@@ -21,10 +21,16 @@ class FeatureSet:
         One L2-normalised row per pool image, in the train split's order.
     test : np.ndarray of float32, shape (N_test, d), or None
         The test split's rows (None when the data set has no test split).
+    cache_stem : str or None
+        Where these features lie in the feature cache, without suffix
+        (``ROOT/cache/features/DATASET/ENCODER-KEY``; None when they were not cached). Consumers
+        store data derived from the features next to it, named by it (the label-propagation
+        probe's k-NN graph: ``STEM.knn10.npz``), so the derived file shares the features' key.
     """
 
     train: np.ndarray
     test: np.ndarray | None
+    cache_stem: str | None = None
 
 
 class Encoder:

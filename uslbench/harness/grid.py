@@ -46,7 +46,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 AXES = ("dataset", "selector", "learner", "budget", "seeds", "encoder")
 FILE_KEYS = frozenset(AXES) | {"selector_config", "learner_config", "encoder_config", "dataset_config",
-                               "data_root", "encoder_weights", "preset"}
+                               "data_root", "encoder_weights", "preset", "extra_grids", "leaderboard"}
+# what an `extra_grids` entry may set (the rest it takes from the file's top level)
+EXTRA_GRID_KEYS = frozenset({"selector", "learner", "budget", "seeds", "selector_config", "learner_config"})
 
 
 # ---------------------------------------------------------------------------------- axes
@@ -129,6 +131,9 @@ class Sweep:
     encoder_weights: str | None = None
     preset: str | None = None
     notes: list[str] = field(default_factory=list)   # what a preset left out, and why
+    extra: list["Sweep"] = field(default_factory=list)  # a sweep file's extra_grids, run as well
+    leaderboard_output: str | None = None   # a sweep file's leaderboard.output (absolute)
+    leaderboard_caption: str | None = None  # a sweep file's leaderboard.caption (markdown)
 
     def check(self) -> None:
         for axis, values in (("dataset", self.datasets), ("selector", self.selectors),
@@ -136,7 +141,9 @@ class Sweep:
             if not values:
                 raise UserError(f"The sweep's {axis} axis is empty; give at least one value "
                                 f"(for example --{axis} {_EXAMPLES[axis]}).")
-        for scope, names, what in ((self.selector_config, self.selectors, "selector"),
+        for extra in self.extra:
+            extra.check()
+        for scope, names, what in ((self.selector_config, _with_prefixes(self.selectors), "selector"),
                                    (self.learner_config, self.learners, "learner"),
                                    (self.encoder_configs, [e for e in self.encoders if e], "encoder")):
             for name in scope:
@@ -148,17 +155,31 @@ class Sweep:
                                     + (f" Did you mean {hint[0]!r}?" if hint else ""))
 
     def specs(self) -> list[RunSpec]:
+        """The runs of the grid, then those of each extra grid (duplicates are dropped by the plan)."""
         self.check()
         out = []
         for dataset, encoder, selector, learner, budget, seed in itertools.product(
                 self.datasets, self.encoders, self.selectors, self.learners, self.budgets, self.seeds):
+            # a `prefix:ARGUMENT` selector takes the overrides of its prefix (`file`), then its own
+            selector_config = {**self.selector_config.get(selector.split(":", 1)[0], {}),
+                               **(self.selector_config.get(selector, {}) if ":" in selector else {})}
             out.append(RunSpec(dataset=dataset, selector=selector, learner=learner, budget=budget, seed=seed,
-                               encoder=encoder, selector_config=dict(self.selector_config.get(selector, {})),
+                               encoder=encoder, selector_config=selector_config,
                                learner_config=dict(self.learner_config.get(learner, {})),
                                encoder_config={**self.encoder_config, **self.encoder_configs.get(encoder, {})},
                                dataset_config=dict(self.dataset_config),
                                encoder_weights=self.encoder_weights, data_root=self.data_root))
+        for extra in self.extra:
+            out.extend(extra.specs())
         return out
+
+
+def _with_prefixes(selectors: list[str]) -> list[str]:
+    """The selector names plus the registry prefix of each `prefix:ARGUMENT` one (what a config
+    override may be scoped to)."""
+    names = list(selectors)
+    names += [s.split(":", 1)[0] for s in selectors if ":" in s and s.split(":", 1)[0] not in names]
+    return names
 
 
 _EXAMPLES = {"dataset": "digits", "selector": "usl,random", "learner": "linear", "budget": "10,20,40",
@@ -197,12 +218,17 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
 
     selectors = parse_name_list(values["selector"])
     sel_cfg = _scoped(values.get("selector_config"), "selector")
+    if selector is not None:  # --selector narrowed the file's grid: its overrides of the others are dropped
+        sel_cfg = {k: v for k, v in sel_cfg.items() if k in _with_prefixes(selectors)}
     for name, overrides in parse_scoped_overrides(selector_config, "selector", only(selectors)).items():
         sel_cfg.setdefault(name, {}).update(overrides)
     learners = parse_name_list(values["learner"])
     # the preset's learner overrides apply to its learners that are still in the sweep
     learn_cfg = {k: dict(v) for k, v in preset_values.get("learner_config", {}).items() if k in learners}
-    for scope in (_scoped(values.get("learner_config"), "learner"), parse_scoped_overrides(learner_config, "learner", only(learners))):
+    file_learn_cfg = _scoped(values.get("learner_config"), "learner")
+    if learner is not None:  # --learner narrowed the file's grid, as above
+        file_learn_cfg = {k: v for k, v in file_learn_cfg.items() if k in learners}
+    for scope in (file_learn_cfg, parse_scoped_overrides(learner_config, "learner", only(learners))):
         for name, overrides in scope.items():
             learn_cfg.setdefault(name, {}).update(overrides)
     enc_cfg = dict(values.get("encoder_config") or {})
@@ -217,8 +243,36 @@ def build_sweep(*, preset: str | None = None, sweep_file: str | os.PathLike | No
                   data_root=data_root or values.get("data_root"),
                   encoder_weights=encoder_weights or values.get("encoder_weights"), preset=preset,
                   notes=list(preset_values.get("notes", [])))
+    for position, entry in enumerate(file_values.get("extra_grids") or []):
+        sweep.extra.append(_extra_grid(sweep, entry, values, position))
+    board = file_values.get("leaderboard") or {}
+    sweep.leaderboard_output, sweep.leaderboard_caption = board.get("output"), board.get("caption")
     sweep.check()
     return sweep
+
+
+def _extra_grid(main: Sweep, entry: dict[str, Any], values: dict[str, Any], position: int) -> Sweep:
+    """One `extra_grids` entry of a sweep file: its axes and overrides replace the file's top-level
+    ones; data set, encoder, encoder options, data root and weights are the main grid's. Top-level
+    selector / learner overrides apply to the entry's selectors / learners that they name."""
+    merged = {axis: values[axis] for axis in ("selector", "learner", "budget", "seeds") if axis in values}
+    merged.update({k: v for k, v in entry.items() if k in AXES})
+    selectors = parse_name_list(merged["selector"])
+    learners = parse_name_list(merged["learner"])
+    sel_names = _with_prefixes(selectors)
+    sel_cfg = {k: dict(v) for k, v in main.selector_config.items() if k in sel_names}
+    for name, overrides in _scoped(entry.get("selector_config"), "selector").items():
+        sel_cfg.setdefault(name, {}).update(overrides)
+    learn_cfg = {k: dict(v) for k, v in main.learner_config.items() if k in learners}
+    for name, overrides in _scoped(entry.get("learner_config"), "learner").items():
+        learn_cfg.setdefault(name, {}).update(overrides)
+    return Sweep(datasets=list(main.datasets), selectors=selectors, learners=learners,
+                 budgets=parse_int_list(merged["budget"], f"extra_grids[{position}] budget"),
+                 seeds=parse_int_list(merged.get("seeds", str(DEFAULT_SEED)), f"extra_grids[{position}] seed"),
+                 encoders=list(main.encoders), selector_config=sel_cfg, learner_config=learn_cfg,
+                 encoder_config=dict(main.encoder_config), encoder_configs=dict(main.encoder_configs),
+                 dataset_config=dict(main.dataset_config), data_root=main.data_root,
+                 encoder_weights=main.encoder_weights)
 
 
 def _scoped(value: Any, kind: str) -> dict[str, dict[str, Any]]:
@@ -256,7 +310,24 @@ def preset_executor(name: str | None) -> str | None:
 
 
 def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML or JSON sweep file; unknown keys and empty axes are errors."""
+    """Read a YAML or JSON sweep file; unknown keys and empty axes are errors.
+
+    `extra_grids` (optional): a list of partial grids run as well, each a mapping of axes
+    (selector, learner, budget, seeds) and selector_config / learner_config that replace the
+    top-level values for that grid only, e.g. published index files at their own budget:
+
+        extra_grids:
+          - selector: "file:../indices.json#usl_40_seed1"
+            selector_config: {file: {label: "usl (published)"}}
+            budget: 40
+            seeds: 1
+
+    `leaderboard` (optional): {output: FOLDER, caption: TEXT}: where the sweep's leaderboard step
+    writes LEADERBOARD.md, its CSVs and plots (default RESULTS_ROOT/leaderboards), and a markdown
+    paragraph put under its title (how the numbers were made, the command that regenerates them).
+
+    A relative path in a `file:PATH` selector or in leaderboard.output is resolved against the sweep
+    file's folder (so the file works from any working directory); absolute paths are kept."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"Sweep file {path} does not exist.")
@@ -292,4 +363,62 @@ def load_sweep_file(path: str | os.PathLike) -> dict[str, Any]:
                 data[axis] = ",".join(str(v) for v in value)
             elif isinstance(value, int) and not isinstance(value, bool):
                 data[axis] = str(value)
+    folder = path.parent.absolute()
+    _resolve_file_selectors(data, folder)
+    board = data.get("leaderboard")
+    if board is not None:
+        if not isinstance(board, dict) or set(board) - {"output", "caption"}:
+            raise UserError(f"Sweep file {path}: leaderboard is a mapping with the keys output (a folder) and "
+                            f"caption (markdown text), got {board!r}.")
+        if board.get("output"):
+            board["output"] = os.path.normpath(os.path.join(folder, os.path.expanduser(str(board["output"]))))
+        if board.get("caption") is not None:
+            board["caption"] = str(board["caption"]).strip()
+    extra = data.get("extra_grids")
+    if extra is not None:
+        if not isinstance(extra, list) or not all(isinstance(e, dict) for e in extra):
+            raise UserError(f"Sweep file {path}: extra_grids must be a list of mappings (selector, learner, budget, "
+                            f"seeds, selector_config, learner_config), got {extra!r}.")
+        grids = []
+        for position, entry in enumerate(extra):
+            entry = {str(k).replace("-", "_"): v for k, v in entry.items()}
+            if "seed" in entry and "seeds" not in entry:
+                entry["seeds"] = entry.pop("seed")
+            unknown = sorted(set(entry) - EXTRA_GRID_KEYS)
+            if unknown:
+                raise UserError(f"Sweep file {path}: extra_grids[{position}] has unknown keys {', '.join(map(repr, unknown))}; "
+                                f"an extra grid may set {', '.join(sorted(EXTRA_GRID_KEYS))} (the rest comes from the top level).")
+            for axis in ("selector", "learner", "budget", "seeds"):
+                if axis in entry:
+                    value = entry[axis]
+                    if value is None or (isinstance(value, (list, str)) and not parse_name_list(value)):
+                        raise UserError(f"Sweep file {path}: extra_grids[{position}] axis {axis!r} is empty.")
+                    if isinstance(value, list):
+                        entry[axis] = ",".join(str(v) for v in value)
+                    elif isinstance(value, int) and not isinstance(value, bool):
+                        entry[axis] = str(value)
+            if "selector" not in entry and "selector" not in data:
+                raise UserError(f"Sweep file {path}: extra_grids[{position}] names no selector and the file has none.")
+            _resolve_file_selectors(entry, folder)
+            grids.append(entry)
+        data["extra_grids"] = grids
     return data
+
+
+def _resolve_file_selectors(values: dict[str, Any], folder: Path) -> None:
+    """`file:PATH[#KEY]` selectors (and their selector_config keys) with a relative PATH: PATH
+    joined to the sweep file's folder, in place."""
+    def resolve(name: str) -> str:
+        if not name.startswith("file:"):
+            return name
+        path, sep, key = name[len("file:"):].partition("#")
+        path = os.path.expanduser(path)
+        if path and not os.path.isabs(path):
+            path = os.path.normpath(os.path.join(folder, path))
+        return f"file:{path}{sep}{key}"
+
+    if isinstance(values.get("selector"), str):
+        values["selector"] = ",".join(resolve(n) for n in parse_name_list(values["selector"]))
+    config = values.get("selector_config")
+    if isinstance(config, dict):
+        values["selector_config"] = {resolve(str(k)): v for k, v in config.items()}

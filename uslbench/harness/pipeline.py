@@ -293,7 +293,7 @@ def compute_features(prep: Prepared, source: FeatureSource, device: str = "cpu",
     loaded = cache.load(echo)
     if loaded is not None:
         train, test, meta = loaded
-        return FeatureSet(train=train, test=test), True, 0.0
+        return FeatureSet(train=train, test=test, cache_stem=str(cache.train_path.with_suffix(""))), True, 0.0
     encoder = prep.encoders[source.encoder]
     start = time.perf_counter()
     features = encoder.encode(prep.dataset, device=device)
@@ -302,6 +302,7 @@ def compute_features(prep: Prepared, source: FeatureSource, device: str = "cpu",
         "schema": SCHEMA_VERSION, "key": source.key, "dataset": prep.spec.dataset,
         "encoder": source.encoder, "identity": encoder.identity(), "seconds": seconds,
         "created": _now()})
+    features = FeatureSet(train=features.train, test=features.test, cache_stem=str(cache.train_path.with_suffix("")))
     return features, False, seconds
 
 
@@ -317,7 +318,8 @@ def compute_selection(prep: Prepared, features: FeatureSet | None, device: str =
                                labels=prep.dataset.train.labels if prep.selector.traits.needs_labels else None,
                                labels_allowed=prep.selector.traits.needs_labels,
                                encoder=prep.stage_encoder("selection"), device=device,
-                               workdir=prep.root / "cache" / "work", initial_labeled=prep.initial_labeled)
+                               workdir=prep.root / "cache" / "work", initial_labeled=prep.initial_labeled,
+                               feature_cache_stem=getattr(features, "cache_stem", None))
     selection = prep.selector.select(features.train if features is not None else None, resolved.budget,
                                      seed=spec.seed, context=context)
     data = {"schema": SCHEMA_VERSION, "key": resolved.selection_key, "selector": spec.selector,

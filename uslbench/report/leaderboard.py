@@ -26,7 +26,8 @@ class Leaderboard:
 
 def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Path | None = None,
                       plots: bool = True, keys: set[str] | None = None, name: str = "LEADERBOARD",
-                      warn: Callable[[str], None] | None = None, metric: str = "final") -> Leaderboard:
+                      warn: Callable[[str], None] | None = None, metric: str = "final",
+                      caption: str | None = None) -> Leaderboard:
     """Tables of the finished runs under `root` (only `keys` when given), written to
     `out_dir` (default ROOT/leaderboards) as NAME.md/.csv/.tex, plus beside them:
 
@@ -39,6 +40,8 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
     `metric` chooses the top-1 of each run (records.METRICS): "final" (the final evaluated model,
     the headline), "best" (best evaluation during training) or "median20" (median of the last 20
     evaluations); the captions name it. Per-class accuracies are always the final model's.
+    `caption` (markdown; a sweep file's leaderboard.caption): a paragraph put under the markdown
+    title (LaTeX: a comment block at the top; CSV: not written).
 
     Raises
     ------
@@ -57,6 +60,12 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
         raise UserError(f"No finished runs under {root}; `python cli.py status {root}` shows what is there.")
     out_dir = Path(out_dir) if out_dir is not None else root / "leaderboards"
     text = render(every, fmt)
+    if caption:
+        if fmt == "markdown":
+            title, _, rest = text.partition("\n")
+            text = f"{title}\n\n{caption.strip()}\n{rest}"
+        elif fmt == "latex":
+            text = "".join(f"% {line}\n" for line in caption.strip().splitlines()) + "\n" + text
     path = out_dir / f"{name}.{SUFFIX[fmt]}"
     atomic_write_bytes(path, text.encode())
     companions = []

@@ -70,6 +70,16 @@ def _label(name: str | None, overrides: dict | None) -> str | None:
     return f"{name}[{','.join(f'{k}={v}' for k, v in sorted(overrides.items()))}]"
 
 
+def _selector_label(record: dict) -> str | None:
+    """The selector's row name: a `label` in its config (e.g. the file selector's "usl
+    (published)") names the row as given, else the name with its other overrides."""
+    overrides = dict(_first(record, "spec.selector_config") or {})
+    label = overrides.pop("label", None)
+    if label not in (None, ""):
+        return str(label)
+    return _label(_first(record, "spec.selector"), overrides)
+
+
 def _encoder_name(record: dict) -> str:
     """The encoder's registry name: the spec's, else the one of the resolved identity (records keep
     the identity dict under resolved.encoder), else "default"."""
@@ -119,7 +129,7 @@ def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
         "key": _first(record, "key"),
         "dataset": _first(record, "spec.dataset"),
         "encoder": _encoder_name(record),
-        "selector": _label(_first(record, "spec.selector"), _first(record, "spec.selector_config")),
+        "selector": _selector_label(record),
         "learner": _label(_first(record, "spec.learner"), _first(record, "spec.learner_config")),
         "budget": _first(record, "resolved.budget"),
         "seed": _first(record, "spec.seed"),

@@ -96,12 +96,17 @@ class SelectionContext:
         Pool indices already labeled (a second round, ``select --already-labeled``). Only
         selectors whose traits say `uses_initial_labeled` take it; they pick m NEW indices,
         none of them in this set. Only the positions are given, never the labels.
+    feature_cache_stem : str, optional
+        Where the selection features lie in the feature cache, without suffix
+        (`FeatureSet.cache_stem`): a selector may store data derived only from the features next
+        to it, named by it (usl's k-NN density: ``STEM.usl_density_k400.npy``), so later
+        selections on the same features read it. None: nothing is cached.
     """
 
     def __init__(self, *, pool_size: int | None = None, dataset: Any = None, dataset_name: str | None = None,
                  labels: np.ndarray | None = None, encoder: Any = None, device: str = "cpu",
                  labels_allowed: bool = False, workdir: Any = None,
-                 initial_labeled: np.ndarray | None = None) -> None:
+                 initial_labeled: np.ndarray | None = None, feature_cache_stem: str | None = None) -> None:
         self.pool_size = pool_size
         self.dataset = dataset
         self.dataset_name = dataset_name or getattr(dataset, "name", None)
@@ -110,6 +115,7 @@ class SelectionContext:
         self.device = device
         self.labels_allowed = labels_allowed
         self.workdir = workdir
+        self.feature_cache_stem = feature_cache_stem
         self.labels_read = False
         self.initial_labeled = (None if initial_labeled is None or len(initial_labeled) == 0
                                 else np.unique(np.asarray(initial_labeled, dtype=np.int64)))

@@ -3,6 +3,10 @@
     --selector file:picks.npy
     --selector file:/work/shared/reference/usl_official_indices.json#cifar10/usl_40_seed1
     --selector file:usl_official_indices.json#usl_40_seed1      (looked up under the run's data set)
+    --selector file:idx.json#usl_40_seed1 --selector-config "file.label=usl (published)"
+
+`label` names the selection in tables and leaderboards instead of its path (it is not part of the
+selection's cache key: the same file under another label is the same selection).
 
 JSON files hold a list of indices, or (nested) objects of such lists: `#KEY` picks one, KEY being
 a '/'-separated path; a bare key is also tried under the data set's name. CSV and text files hold
@@ -28,6 +32,9 @@ from .base import Selector
 class FileConfig:
     path: str = field(default="", metadata={"help": "index file (.npy, .json, .csv); PATH#KEY picks a set in a JSON file"})
     key: str | None = field(default=None, metadata={"help": "which set of a JSON file (overrides #KEY)"})
+    label: str | None = field(default=None, metadata={
+        "help": "the row name in tables, e.g. 'usl (published)' (default: file:PATH#KEY); runs with the same "
+                "label form one row, their seeds its seeds"})
 
 
 def split_path_key(argument: str, key: str | None) -> tuple[Path, str | None]:

@@ -329,6 +329,53 @@ def knn_excluding_self(features: np.ndarray, k: int, params: KnnParams | None = 
     return d2[keep].reshape(n, k), idx[keep].reshape(n, k), kind
 
 
+def cached_knn_excluding_self(features: np.ndarray, k: int, cache_stem: str | None, params: KnnParams | None = None,
+                              seed: int = 0, desc: str = "k-NN") -> tuple[np.ndarray, np.ndarray, str, bool]:
+    """`knn_excluding_self`, read from / written to ``cache_stem + ".knn_others_k{k}.npz"`` when
+    `cache_stem` is given (`SelectionContext.feature_cache_stem`) and the search is exact
+    (N <= params.exact_max: the result then depends only on the features and k). Returns
+    (sq_dists (N, k) float32, indices (N, k) int64, index kind, whether read from the cache)."""
+    from pathlib import Path
+
+    params = params or KnnParams()
+    n = features.shape[0]
+    k_eff = min(k, n - 1)
+    path = Path(f"{cache_stem}.knn_others_k{k_eff}.npz") if cache_stem and n <= params.exact_max else None
+    if path is None:
+        d2, idx, kind = knn_excluding_self(features, k, params, seed=seed, desc=desc)
+        return d2, idx, kind, False
+    import fcntl
+
+    # one process computes, concurrent ones (parallel sweep jobs) wait for it and read its file
+    with open(f"{path}.lock", "a+") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        try:
+            return _cached_knn_excluding_self(features, k, path, params, seed, desc)
+        finally:
+            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+
+
+def _cached_knn_excluding_self(features, k, path, params, seed, desc):
+    n = features.shape[0]
+    k_eff = min(k, n - 1)
+    if path is not None:
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                d2, idx = stored["d2"], stored["idx"]
+            if d2.shape == (n, k_eff) and idx.shape == (n, k_eff):
+                return d2.astype(np.float32), idx.astype(np.int64), "flat", True
+        except (OSError, KeyError, ValueError):  # absent or unreadable: computed below
+            pass
+    d2, idx, kind = knn_excluding_self(features, k, params, seed=seed, desc=desc)
+    if path is not None:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
+            np.savez(handle, d2=d2.astype(np.float32), idx=idx.astype(np.int64))
+        os.replace(handle.name, path)  # atomic: a concurrent reader sees the old state or the whole file
+    return d2, idx, kind, False
+
+
 @dataclass
 class KMeansResult:
     centroids: np.ndarray   # (K, d)

@@ -37,7 +37,7 @@ from ..errors import UserError
 from ..registry import SELECTORS
 from ..traits import SelectorTraits
 from .base import Selector
-from .toolkit import KnnParams, knn_excluding_self, per_group_argmax
+from .toolkit import KnnParams, cached_knn_excluding_self, per_group_argmax
 
 # Reference values (TonyLianLong/UnsupervisedSelectiveLabeling: usl-t_pretraining/configs/*_usl-t_pretrain.yaml
 # and config.py for training, selective_labeling/configs/*_usl-t*.yaml and config.py for the pick).
@@ -187,8 +187,9 @@ class USLTSelector(Selector):
         cfg = resolve_preset(self.config, features.shape[0], budget)
         n_clusters = max(budget, cfg.n_clusters or budget)
         with timer("knn_neighbours"):
-            nn_d2, neighbours, index_kind = knn_excluding_self(features, cfg.knn_k, KnnParams(), seed=seed,
-                                                               desc="USL-T neighbours")
+            nn_d2, neighbours, index_kind, neighbours_cached = cached_knn_excluding_self(
+                features, cfg.knn_k, getattr(context, "feature_cache_stem", None), KnnParams(), seed=seed,
+                desc="USL-T neighbours")
             mean_nn_sq = nn_d2.mean(axis=1)
             del nn_d2
         with timer("training"):
@@ -201,6 +202,7 @@ class USLTSelector(Selector):
         info = {
             "resolved_config": {f.name: getattr(cfg, f.name) for f in fields(cfg)},
             "knn_index": index_kind,
+            "knn_neighbours_cached": bool(neighbours_cached),
             "clusters_requested": int(n_clusters),
             "clusters_nonempty": int(len(np.unique(clusters))),
             "filled_from_empty_clusters": int(filled),
