@@ -23,7 +23,8 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 
 from .. import SCHEMA_VERSION
-from ..harness.record_file import ABSENT, read_json_file, read_record_file, record_problem  # noqa: F401  (re-exported)
+from ..harness.record_file import (ABSENT, _first, read_json_file, read_record_file,  # noqa: F401  (re-exported)
+                                   record_problem)
 from .versions import data_identity, encoder_identity, separate_versions
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
@@ -51,15 +52,6 @@ def record_paths(root: str | Path) -> list[Path]:
         return sorted(runs.glob("*/record.json"))
     return sorted(root.rglob("record.json"))
 
-
-def _first(record: dict, *paths: str) -> Any:
-    for path in paths:
-        value: Any = record
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is not None:
-            return value
-    return None
 
 
 def _label(name: str | None, overrides: dict | None) -> str | None:

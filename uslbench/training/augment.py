@@ -205,6 +205,12 @@ def _apply_colour_op(x: torch.Tensor, op: str, v: torch.Tensor, sign: torch.Tens
     if op == "solarize":
         return torch.where(x >= v[:, None, None, None], 1.0 - x, x)
     factor = 1.0 + sign * (0.05 + 0.9 * v)  # PIL ImageEnhance factor 1 +- (0.05..0.95)
+    return _enhance(x, op, factor)
+
+
+def _enhance(x: torch.Tensor, op: str, factor: torch.Tensor) -> torch.Tensor:
+    """PIL's ImageEnhance ops on a (B, C, H, W) batch in [0, 1]: blend with a degenerate image
+    (black, grey, mean grey, smoothed) by `factor` (B,) (1 = unchanged)."""
     if op == "brightness":
         return _blend(x, torch.zeros_like(x), factor)
     if op == "color":
@@ -346,15 +352,7 @@ def _fork_colour(x: torch.Tensor, op: str, level: torch.Tensor) -> torch.Tensor:
         threshold = (256 - torch.div(level * 256, 10, rounding_mode="floor")).to(x.dtype)[:, None, None, None]
         return torch.where(x * 255.0 >= threshold - 0.5, 1.0 - x, x)
     factor = 0.05 + 0.09 * v
-    if op == "brightness":
-        return _blend(x, torch.zeros_like(x), factor)
-    if op == "color":
-        return _blend(x, _grey(x).expand_as(x), factor)
-    if op == "contrast":
-        return _blend(x, _grey(x).mean(dim=(2, 3), keepdim=True).expand_as(x), factor)
-    if op == "sharpness":
-        return _blend(x, _smooth(x), factor)
-    raise ValueError(op)
+    return _enhance(x, op, factor)
 
 
 def _fork_affine(op: str, level: torch.Tensor, sign: torch.Tensor, policy: AugmentPolicy, size: int) -> torch.Tensor:
