@@ -119,3 +119,24 @@ def test_usl_picks_denser_points_than_random_on_digits(digits_features):
     selection = SELECTORS.create("usl").select(feats, 20, seed=1)
     assert selection.info["mean_knn_sq_dist_picks"] < selection.info["mean_knn_sq_dist_pool"]
     assert {"knn_density", "kmeans", "regularised_selection"} <= set(selection.seconds)
+
+
+def test_a_damaged_density_cache_is_recomputed_not_used(tmp_path):
+    """Derived caches next to the features carry a sha256 sidecar: one flipped byte in the cached
+    USL density makes it recomputed (and rewritten), never read."""
+    from uslbench.selectors.toolkit import KnnParams
+    from uslbench.selectors.usl import cached_knn_density
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((300, 8)).astype(np.float32)
+    stem = str(tmp_path / "feat")
+    first, _, cached = cached_knn_density(x, 10, KnnParams(), 0, None, stem)
+    assert not cached and (tmp_path / "feat.usl_density_k10.npy.sha256").is_file()
+    again, _, cached = cached_knn_density(x, 10, KnnParams(), 0, None, stem)
+    assert cached and np.array_equal(again, first)
+    path = tmp_path / "feat.usl_density_k10.npy"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    repaired, _, cached = cached_knn_density(x, 10, KnnParams(), 0, None, stem)
+    assert not cached and np.array_equal(repaired, first)

@@ -87,6 +87,24 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
+def record_file_digest(path: str | os.PathLike) -> None:
+    """Write ``<path>.sha256`` with the file's sha256 (after the file itself is complete): derived
+    caches next to the features (k-NN graphs, densities) are then checked like the caches."""
+    path = Path(path)
+    atomic_write_bytes(path.with_name(path.name + ".sha256"), (file_sha256(path) + "\n").encode())
+
+
+def file_digest_ok(path: str | os.PathLike) -> bool:
+    """True when ``<path>`` exists and matches the sha256 recorded by `record_file_digest`; a missing
+    or different digest means the derived cache is recomputed (a flipped byte is never used)."""
+    path = Path(path)
+    sidecar = path.with_name(path.name + ".sha256")
+    try:
+        return path.is_file() and sidecar.read_text().strip() == file_sha256(path)
+    except OSError:
+        return False
+
+
 def array_digest(array: np.ndarray) -> str:
     array = np.ascontiguousarray(array)
     h = hashlib.sha256()

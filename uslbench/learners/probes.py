@@ -10,6 +10,7 @@ from .. import DEFAULT_SEED
 from ..config_ranges import POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
+from ..utils import file_digest_ok, record_file_digest
 from .base import (SINGLE_CLASS, Learner, pool_predictions, single_class, single_class_metrics, top1_metrics,
                    unevaluated_metrics)
 
@@ -254,7 +255,7 @@ def knn_graph(features, k: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
 
     path = f"{features.cache_stem}.knn{k}.npz" if getattr(features, "cache_stem", None) else None
     n, n_test = len(features.train), (len(features.test) if features.test is not None else 0)
-    if path is not None:
+    if path is not None and file_digest_ok(path):
         try:
             with np.load(path, allow_pickle=False) as stored:
                 pool_nn, test_nn = stored["pool"], stored["test"]
@@ -273,6 +274,7 @@ def knn_graph(features, k: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
             np.savez(handle, pool=pool_nn.astype(np.int32), test=test_nn.astype(np.int32))
         os.replace(handle.name, path)  # atomic: a concurrent run reads the old state or the whole file
+        record_file_digest(path)
     return pool_nn, (test_nn if n_test else None), False
 
 

@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import UserError
-from ..utils import progress_disabled
+from ..utils import file_digest_ok, progress_disabled, record_file_digest
 from .tiling import distance_factors, row_blocks  # noqa: F401  (re-exported: selectors import them from here)
 
 try:
@@ -358,7 +358,7 @@ def cached_knn_excluding_self(features: np.ndarray, k: int, cache_stem: str | No
 def _cached_knn_excluding_self(features, k, path, params, seed, desc):
     n = features.shape[0]
     k_eff = min(k, n - 1)
-    if path is not None:
+    if path is not None and file_digest_ok(path):
         try:
             with np.load(path, allow_pickle=False) as stored:
                 d2, idx = stored["d2"], stored["idx"]
@@ -373,6 +373,7 @@ def _cached_knn_excluding_self(features, k, path, params, seed, desc):
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
             np.savez(handle, d2=d2.astype(np.float32), idx=idx.astype(np.int64))
         os.replace(handle.name, path)  # atomic: a concurrent reader sees the old state or the whole file
+        record_file_digest(path)
     return d2, idx, kind, False
 
 

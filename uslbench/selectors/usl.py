@@ -179,17 +179,20 @@ def cached_knn_density(features: np.ndarray, k: int, params: KnnParams, seed: in
         from pathlib import Path
 
         path = Path(f"{cache_stem}.usl_density_k{k}.npy")
+        from ..utils import file_digest_ok
+
         try:
-            mean_sq = np.load(path, allow_pickle=False)
-            if mean_sq.shape == (features.shape[0],) and np.isfinite(mean_sq).all():
+            mean_sq = np.load(path, allow_pickle=False) if file_digest_ok(path) else None
+            if mean_sq is not None and mean_sq.shape == (features.shape[0],) and np.isfinite(mean_sq).all():
                 return mean_sq.astype(np.float64), "exact (blockwise GEMM)", True
         except (OSError, ValueError):  # absent or unreadable: computed below
             pass
     mean_sq, index_kind = knn_density(features, k, params, seed=seed, stats=stats)
     if path is not None:
-        from ..utils import atomic_save_npy
+        from ..utils import atomic_save_npy, record_file_digest
 
         atomic_save_npy(path, np.asarray(mean_sq, dtype=np.float64))
+        record_file_digest(path)
     return mean_sq, index_kind, False
 
 
