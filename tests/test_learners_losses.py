@@ -132,6 +132,7 @@ def test_label_spreading_probe_spreads_within_clusters():
     labeled = np.array([0, 20, 40])
     assert spread_targets(6, np.array([1, 4]), np.arange(6)).tolist() == [-1, 1, -1, -1, 4, -1]
     dataset = SimpleNamespace(train=SimpleNamespace(labels=train_labels), test=SimpleNamespace(labels=test_labels),
+                              evaluated=True,
                               num_classes=3)
     probe = LabelPropProbe(LabelPropConfig(k=5))
     metrics = probe.fit(dataset, labeled, features=FeatureSet(train.astype(np.float32), test.astype(np.float32)))

