@@ -102,7 +102,7 @@ def test_usl_density_is_cached_next_to_the_features(digits_dataset, digits_featu
 
     first = select(1)
     k = first.info["resolved_config"]["knn_k"]
-    assert first.info["knn_density_cached"] is False and (tmp_path / f"pixels-abc123.usl_density_k{k}.npz").is_file()
+    assert first.info["knn_density_cached"] is False and (tmp_path / f"pixels-abc123.usl_density_k{k}.npy").is_file()
     again = select(1)
     assert again.info["knn_density_cached"] is True
     np.testing.assert_array_equal(again.indices, first.indices)
@@ -126,23 +126,3 @@ def test_knn_excluding_self_cache(digits_features, tmp_path):
         np.testing.assert_array_equal(got[1], idx)
         np.testing.assert_allclose(got[0], d2)
     assert cached_knn_excluding_self(digits_features.train, 7, None)[3] is False
-
-
-def test_derived_files_are_checked_by_their_sha256(tmp_path):
-    """A derived cache file whose contents no longer match its recorded sha256, or whose shape is
-    not the expected one, is not served (the caller recomputes it): no silent wrong neighbours."""
-    from uslbench.utils import load_derived, save_derived
-
-    path = tmp_path / "f.knn3.npz"
-    pool = np.arange(12, dtype=np.int32).reshape(4, 3)
-    save_derived(path, pool=pool)
-    np.testing.assert_array_equal(load_derived(path, {"pool": (4, 3)})["pool"], pool)
-    assert load_derived(path, {"pool": (5, 3)}) is None          # other features (shape)
-    assert load_derived(path, {"other": (4, 3)}) is None         # another array
-    with np.load(path) as stored:
-        recorded = str(stored["sha256"])
-    tampered = pool.copy()
-    tampered[0, 0] = 99
-    np.savez(path, sha256=np.array(recorded), pool=tampered)     # same digest, other contents
-    assert load_derived(path, {"pool": (4, 3)}) is None
-    assert load_derived(tmp_path / "absent.npz", {"pool": (4, 3)}) is None

@@ -121,37 +121,6 @@ def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
     _atomic(Path(path), lambda f: np.save(f, array, allow_pickle=False))
 
 
-def _arrays_digest(arrays: dict[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(arrays):
-        array = np.ascontiguousarray(arrays[name])
-        digest.update(f"{name}:{array.dtype.str}:{array.shape}".encode())
-        digest.update(array.tobytes())
-    return digest.hexdigest()
-
-
-def save_derived(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Atomically write arrays derived from cached features (a k-NN graph, a density) as .npz,
-    with the sha256 of their contents, so `load_derived` never serves a damaged file."""
-    digest = _arrays_digest(arrays)
-    _atomic(Path(path), lambda f: np.savez(f, sha256=np.array(digest), **arrays))
-
-
-def load_derived(path: str | os.PathLike, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
-    """The arrays `save_derived` wrote, or None when the file is absent, unreadable, lacks an
-    array, has another shape than `shapes` gives, or its contents no longer match its sha256
-    (the caller then computes them again)."""
-    try:
-        with np.load(path, allow_pickle=False) as stored:
-            recorded = str(stored["sha256"])
-            arrays = {name: stored[name] for name in shapes}
-    except (OSError, KeyError, ValueError, EOFError):
-        return None
-    if any(arrays[name].shape != tuple(shape) for name, shape in shapes.items()):
-        return None
-    return arrays if _arrays_digest(arrays) == recorded else None
-
-
 class Timer:
     """Collects named phase durations: `with timer("kmeans"): ...`; `timer.seconds` is a dict."""
 

@@ -193,19 +193,28 @@ def knn_graph(features, k: int) -> tuple[np.ndarray, np.ndarray | None, bool]:
     the features' content key and k, so it never serves other features). Returns (pool, test,
     whether read from the cache)."""
     from ..selectors.toolkit import knn
-    from ..utils import load_derived, save_derived
 
     path = f"{features.cache_stem}.knn{k}.npz" if getattr(features, "cache_stem", None) else None
     n, n_test = len(features.train), (len(features.test) if features.test is not None else 0)
     if path is not None:
-        stored = load_derived(path, {"pool": (n, k), "test": (n_test, k)})
-        if stored is not None:
-            return stored["pool"].astype(np.int64), (stored["test"].astype(np.int64) if n_test else None), True
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                pool_nn, test_nn = stored["pool"], stored["test"]
+            if pool_nn.shape == (n, k) and test_nn.shape == (n_test, k):
+                return pool_nn.astype(np.int64), (test_nn.astype(np.int64) if n_test else None), True
+        except (OSError, KeyError, ValueError):  # absent or unreadable: computed again below
+            pass
     _, pool_nn, _ = knn(features.train, k, desc="label spreading k-NN graph")
     test_nn = (knn(features.train, k, queries=features.test, desc="test k-NN")[1] if n_test
                else np.zeros((0, k), dtype=np.int64))
-    if path is not None:  # atomic, with a sha256 of the contents (utils.save_derived)
-        save_derived(path, pool=pool_nn.astype(np.int32), test=test_nn.astype(np.int32))
+    if path is not None:
+        import os
+        import tempfile
+
+        folder = os.path.dirname(path) or "."
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as handle:
+            np.savez(handle, pool=pool_nn.astype(np.int32), test=test_nn.astype(np.int32))
+        os.replace(handle.name, path)  # atomic: a concurrent run reads the old state or the whole file
     return pool_nn, (test_nn if n_test else None), False
 
 

@@ -88,7 +88,7 @@ class SelectionContext:
     feature_cache_stem : str, optional
         Where the selection features lie in the feature cache, without suffix
         (`FeatureSet.cache_stem`): a selector may store data derived only from the features next
-        to it, named by it (usl's k-NN density: ``STEM.usl_density_k400.npz``, with a sha256: `utils.save_derived`), so later
+        to it, named by it (usl's k-NN density: ``STEM.usl_density_k400.npy``), so later
         selections on the same features read it. None: nothing is cached.
     """
 

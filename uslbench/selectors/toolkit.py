@@ -356,15 +356,23 @@ def cached_knn_excluding_self(features: np.ndarray, k: int, cache_stem: str | No
 
 
 def _cached_knn_excluding_self(features, k, path, params, seed, desc):
-    from ..utils import load_derived, save_derived
-
     n = features.shape[0]
     k_eff = min(k, n - 1)
-    stored = load_derived(path, {"d2": (n, k_eff), "idx": (n, k_eff)})
-    if stored is not None:
-        return stored["d2"].astype(np.float32), stored["idx"].astype(np.int64), "flat", True
+    if path is not None:
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                d2, idx = stored["d2"], stored["idx"]
+            if d2.shape == (n, k_eff) and idx.shape == (n, k_eff):
+                return d2.astype(np.float32), idx.astype(np.int64), "flat", True
+        except (OSError, KeyError, ValueError):  # absent or unreadable: computed below
+            pass
     d2, idx, kind = knn_excluding_self(features, k, params, seed=seed, desc=desc)
-    save_derived(path, d2=d2.astype(np.float32), idx=idx.astype(np.int64))
+    if path is not None:
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".npz", delete=False) as handle:
+            np.savez(handle, d2=d2.astype(np.float32), idx=idx.astype(np.int64))
+        os.replace(handle.name, path)  # atomic: a concurrent reader sees the old state or the whole file
     return d2, idx, kind, False
 
 
