@@ -24,7 +24,10 @@ needs_git = pytest.mark.skipif(shutil.which("git") is None or _git("rev-parse").
 
 @needs_git
 def test_committed_references_are_outside_the_results_root():
-    assert _git("ls-files", "results").stdout == ""
+    # the only tracked files under results/ are the CIFAR-10 leaderboard, which only its own sweep
+    # file writes (the main job runs on digits and writes results/digits/, ignored)
+    tracked = _git("ls-files", "results").stdout.splitlines()
+    assert all(path.startswith("results/cifar10/") for path in tracked), tracked
     assert "reference/digits/LEADERBOARD.md" in _git("ls-files", "reference").stdout.splitlines()
     assert _git("check-ignore", "-q", "results/digits/LEADERBOARD.md").returncode == 0
     assert _git("check-ignore", "-q", "results/perf/selectors.md").returncode == 0
