@@ -119,8 +119,11 @@ def verify_or_record(path: Path, url: str) -> dict:
 
 
 def _progress(total: int | None, initial: int, desc: str):
-    """A tqdm bar on a terminal; plain log lines (every 10%) in job logs."""
-    if sys.stderr.isatty():
+    """A tqdm bar on a terminal; plain log lines (every 10%) in job logs (the project's one rule,
+    `utils.progress_disabled`)."""
+    from .utils import progress_disabled
+
+    if not progress_disabled():
         from tqdm.auto import tqdm
 
         return tqdm(total=total, initial=initial, unit="B", unit_scale=True, unit_divisor=1024, desc=desc)

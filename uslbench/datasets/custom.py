@@ -30,7 +30,7 @@ from ..registry import DATASETS
 from ..utils import array_digest, file_sha256
 from .base import Dataset, DatasetSource, ImageSplit
 from .files import (IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, channel_stats, decode_images,
-                    FileLoader, file_list_identity, list_images, to_uint8_images, visible_dirs)
+                    FileLoader, file_list_identity, list_images, read_npz, to_uint8_images, visible_dirs)
 from .testing import folder_test_config, npz_test_config
 
 
@@ -188,11 +188,7 @@ class NpzData(DatasetSource):
         if not path.is_file():
             raise UserError(f"npz:{self.config.path}: no such file. Save your arrays with "
                             "numpy.savez(path, x_train=..., y_train=..., x_test=..., y_test=...).")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError) as exc:
-            raise UserError(f"npz:{path} is not a readable .npz file without pickled objects ({exc}).") from exc
+        arrays = read_npz(path, f"npz:{path}")
         if "x_train" not in arrays:
             raise UserError(f"npz:{path} needs an array 'x_train' (found: {', '.join(sorted(arrays)) or 'none'}). "
                             "Expected keys: x_train, optional y_train, optional x_test with y_test.")

@@ -18,6 +18,7 @@ from ..registry import DATASETS
 from ..traits import DatasetTraits
 from ..utils import file_sha256
 from .base import Dataset, DatasetSource, ImageSplit
+from .files import read_npz
 
 KEYS = ("train", "train_labels", "test", "test_labels", "paths", "class_names")
 
@@ -86,11 +87,7 @@ class FeaturesData(DatasetSource):
         if not path.is_file():
             raise UserError(f"{source}: no such file. Save your embeddings with numpy.savez(path, train=..., "
                             "train_labels=..., test=..., test_labels=...).")
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{source} is not a readable .npz without pickled objects ({exc}).") from None
+        arrays = read_npz(path, source)
         missing = [k for k in ("train", "train_labels") if k not in arrays]
         if missing:
             raise UserError(f"{source} lacks {', '.join(missing)} (found: {', '.join(sorted(arrays)) or 'none'}); "

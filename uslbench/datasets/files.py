@@ -94,6 +94,21 @@ def visible_dirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not is_hidden(p))
 
 
+def read_npz(path: Path, source: str) -> dict:
+    """Every array of an .npz file (no pickled objects), for the `npz:` and `features:` sources.
+
+    Raises
+    ------
+    UserError
+        The file cannot be read as an .npz of plain arrays (the message names `source`).
+    """
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{source} is not a readable .npz file without pickled objects ({exc}).") from None
+
+
 def list_images(folder: Path) -> list[Path]:
     """Image files of `folder` (by extension, hidden files skipped), sorted by name."""
     return sorted(p for p in folder.iterdir()
