@@ -317,3 +317,25 @@ def test_resolved_run_is_a_picklable_value_and_the_loader_is_passed_in(tmp_path)
     assert set(resolved.features) == {"selection", "learner"}  # usl and the linear probe read the features
     assert {s.encoder for s in resolved.features.values()} == {resolved.encoder_name}
     assert resolved.needs_features and resolved.feature_name("selection") == "features"
+
+
+def test_planning_builds_each_distinct_encoder_once(monkeypatch, tmp_path):
+    """A sweep's planning prepares every spec; an encoder (a timm model with its weights) is built
+    once per distinct (name, data set, weights, config), not once per spec."""
+    from uslbench.harness import pipeline
+
+    built = []
+    real = pipeline.make_encoder
+
+    def counting(name, dataset_name, weights, overrides, download=False):
+        built.append((name, dataset_name, tuple(sorted(overrides.items()))))
+        return real(name, dataset_name, weights, overrides, download)
+
+    monkeypatch.setattr(pipeline, "make_encoder", counting)
+    plan = plan_sweep(small_sweep().specs(), tmp_path)  # 8 specs, one encoder
+    assert len(plan.runs) == 8 and built == [("pixels", "digits", ())]
+    built.clear()
+    specs = build_sweep(dataset="digits", selector="random", learner="linear", budget="10", seeds="1-3",
+                        encoder="pixels", encoder_config=("pixels.max_side=16",)).specs() + small_sweep().specs()
+    plan_sweep(specs, tmp_path)
+    assert len(built) == 2 and {b[2] for b in built} == {(), (("max_side", "16"),)}

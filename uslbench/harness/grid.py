@@ -21,7 +21,7 @@ from ..catalog import LEARNERS, SELECTORS
 from ..datasets import DatasetLoader
 from ..errors import UserError, close_matches
 from ..registry import parse_scoped_overrides
-from .pipeline import prepare
+from .pipeline import EncoderMemo, prepare
 from .spec import RunSpec
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -97,14 +97,14 @@ def cpu_selectors(datasets: Iterable[str] = (), budget: int = 10,
     added later are included. With `datasets`, a selector that refuses one of them (say, one whose
     fixed encoder is not installed) is left out and named in `skipped` with its reason."""
     names = []
-    loader = DatasetLoader(memo=True)
+    loader, encoders = DatasetLoader(memo=True), EncoderMemo()
     for name in SELECTORS.names():
         if not SELECTORS.traits(name).in_quick_preset:
             continue
         try:
             for dataset in datasets:
                 prepare(RunSpec(dataset=dataset, selector=name, learner="linear", budget=budget),
-                        tempfile.gettempdir(), loader=loader)
+                        tempfile.gettempdir(), loader=loader, encoder_factory=encoders)
         except UserError as exc:
             if skipped is not None:
                 skipped.append(f"{name}: {str(exc).splitlines()[0]}")

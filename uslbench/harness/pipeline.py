@@ -164,12 +164,30 @@ def fixed_encoder(selector: Any) -> str | None:
     return selector.traits.fixed_encoder
 
 
+class EncoderMemo:
+    """Builds each distinct encoder (name, data set, weights, config, download) once: a sweep's
+    planning prepares every spec, and building a timm encoder loads its weights (about 0.3 s and
+    one log line each; 336 specs of the CIFAR-10 sweep share one encoder)."""
+
+    def __init__(self) -> None:
+        self._memo: dict[str, Any] = {}
+
+    def __call__(self, name: str, dataset_name: str, weights: str | None, overrides: dict,
+                 download: bool = False) -> Any:
+        key = json.dumps([name, dataset_name, weights, overrides, download], sort_keys=True, default=str)
+        if key not in self._memo:
+            self._memo[key] = make_encoder(name, dataset_name, weights, overrides, download)
+        return self._memo[key]
+
+
 def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, device: str = "cpu",
-            loader: DatasetLoader | None = None) -> Prepared:
+            loader: DatasetLoader | None = None, encoder_factory: Callable[..., Any] | None = None) -> Prepared:
     """Resolve names and configs and check the input. Raises UserError; writes nothing.
     A spec without a learner (`select --dataset`) prepares the features and selection stages only.
-    `loader` loads the data set (a memoising one when many specs share data sets)."""
+    `loader` loads the data set (a memoising one when many specs share data sets); `encoder_factory`
+    builds the encoders (default `make_encoder`; an `EncoderMemo` when many specs share them)."""
     loader = loader or DatasetLoader()
+    encoder_factory = encoder_factory or make_encoder
     from_labels = spec.labels is not None  # run --labels: the labels file is the selection
     _check_own_labels(spec)
     for registry, name in ((DATASETS, spec.dataset), (SELECTORS, spec.selector), (LEARNERS, spec.learner)):
@@ -216,8 +234,8 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
                             f"encoder from images; {spec.dataset} has none. If your embeddings come from that "
                             "encoder, run the selector it is built on with its preset (clip_usl: --selector usl "
                             "--selector-config usl.preset=imagenet_clip).")
-    encoders = {encoder_name: make_encoder(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config,
-                                           download=bool(spec.dataset_config.get("download")))}
+    encoders = {encoder_name: encoder_factory(encoder_name, spec.dataset, spec.encoder_weights, spec.encoder_config,
+                                              download=bool(spec.dataset_config.get("download")))}
     # each stage that reads features names its encoder: the run's, or the one its entry fixes
     stage_encoders: dict[str, str] = {}
     if selector.traits.uses_features:
@@ -226,7 +244,7 @@ def prepare(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devic
         stage_encoders["learner"] = encoder_name
     for name in stage_encoders.values():
         if name not in encoders:
-            encoders[name] = make_encoder(name, spec.dataset, None, {})
+            encoders[name] = encoder_factory(name, spec.dataset, None, {})
     for encoder in encoders.values():
         encoder.use_results_root(root)  # default weights location: <results-root>/weights/<dataset>/
         if hasattr(encoder, "allow_download"):  # --download also fetches the authors' published checkpoint

@@ -19,7 +19,7 @@ from typing import Any
 from ..catalog import ENCODERS, LEARNERS, SELECTORS
 from ..datasets import DatasetLoader
 from .cache import FeatureCache, SelectionCache
-from .pipeline import ResolvedRun, prepare
+from .pipeline import EncoderMemo, ResolvedRun, prepare
 from .resources import Resources
 from .spec import RunSpec
 from .status import STATES, Liveness, RunState, run_state
@@ -62,9 +62,10 @@ def plan_sweep(specs: list[RunSpec], results_root: str | os.PathLike, retry_fail
     liveness = liveness or Liveness()
     runs: list[PlannedRun] = []
     seen: set[str] = set()
-    loader = DatasetLoader(memo=True)  # prepare() loads the data set of every spec
+    loader = DatasetLoader(memo=True)  # prepare() loads the data set and builds the encoders of every spec
+    encoders = EncoderMemo()
     for spec in specs:
-        resolved = prepare(spec, results_root, loader=loader).resolved  # the live objects are not kept
+        resolved = prepare(spec, results_root, loader=loader, encoder_factory=encoders).resolved
         if resolved.run_key in seen:
             continue
         seen.add(resolved.run_key)
