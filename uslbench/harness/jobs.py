@@ -17,7 +17,7 @@ from ..devices import resolve_job_device
 from ..errors import UserError
 from ..utils import atomic_write_json
 from .markers import finish_job_marker, now
-from .pipeline import feature_stage, prepare, run_prepared, selection_stage
+from .pipeline import EncoderMemo, feature_stage, prepare, run_prepared, selection_stage
 from .spec import RunSpec
 
 STAGES = ("features", "selection", "run")
@@ -48,11 +48,12 @@ class StageJob(submitit.helpers.Checkpointable):
             if message not in summary["warnings"]:
                 summary["warnings"].append(message)
 
-        loader = DatasetLoader(memo=True)  # the specs of one job share their data sets
+        loader = DatasetLoader(memo=True)  # the specs of one job share their data sets and encoders
+        encoders = EncoderMemo()
         for spec_dict in self.specs:
             spec = RunSpec.from_dict(spec_dict)
             try:
-                self._process(spec, device, loader, warn)
+                self._process(spec, device, loader, encoders, warn)
                 summary["ok"] += 1
             except Exception as exc:  # noqa: BLE001 - recorded; the next item still runs
                 summary["failed"] += 1
@@ -61,9 +62,10 @@ class StageJob(submitit.helpers.Checkpointable):
                       file=sys.stderr, flush=True)
         return summary
 
-    def _process(self, spec: RunSpec, device: str, loader: DatasetLoader, warn: Callable[[str], None]) -> None:
+    def _process(self, spec: RunSpec, device: str, loader: DatasetLoader, encoders: EncoderMemo,
+                 warn: Callable[[str], None]) -> None:
         try:
-            prep = prepare(spec, self.results_root, device, loader=loader)
+            prep = prepare(spec, self.results_root, device, loader=loader, encoder_factory=encoders)
         except UserError as exc:  # cannot happen after planning, unless the code changed in between
             raise RuntimeError(f"the spec no longer validates: {exc}") from exc
         if self.stage == "run":
