@@ -70,6 +70,7 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
     from ..harness.resources import Resources, parse_time_minutes
     from ..harness.sweep import run_sweep
     from ..report.leaderboard import write_leaderboard
+    from ..report.records import planned_cells
 
     built = build_sweep(preset=preset, sweep_file=sweep_file, dataset=dataset, selector=selector, learner=learner,
                         budget=budget, seeds=seeds, encoder=encoder, selector_config=selector_config,
@@ -113,8 +114,10 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
     if show_leaderboard and final.get("done"):
         keys = {run.key for run in plan.runs}
         out_dir = Path(results_root) / built.datasets[0] if built.preset and len(built.datasets) == 1 else None
+        # each cell expects the seeds the grid planned for its row (extra grids may plan fewer)
+        planned = planned_cells(run.resolved.record_head() for run in plan.runs)
         board = write_leaderboard(results_root, keys=keys, out_dir=built.leaderboard_output or out_dir,
-                                  caption=built.leaderboard_caption,
+                                  caption=built.leaderboard_caption, planned=planned,
                                   warn=lambda m: click.echo(f"warning: {m}", err=True))
         click.echo("")
         click.echo(board.text)

@@ -95,6 +95,13 @@ class ResolvedRun:
         """Whether some stage reads the run encoder's features."""
         return any(source.encoder == self.encoder_name for source in self.features.values())
 
+    def record_head(self) -> dict[str, Any]:
+        """The record fields fixed before anything runs: key, spec and resolved (budget, encoder
+        name, resolved configs and identities). Every record starts with them; the leaderboard labels
+        a planned run from them as it labels its record (`report.records.planned_cells`)."""
+        return {"key": self.run_key, "spec": self.spec.to_dict(),
+                "resolved": {"encoder_name": self.encoder_name, "budget": self.budget, **self.configs}}
+
     def feature_name(self, stage: str) -> str:
         """The name of a stage's features in a record's `cached` and `seconds`: "features" for the run
         encoder's, "<stage>_features" for another encoder's (clip_usl: "selection_features")."""
@@ -500,8 +507,7 @@ def read_record(path: Path, echo: Echo | None = None) -> dict | None:
 def _base_record(prep: Prepared) -> dict[str, Any]:
     resolved = prep.resolved
     return {
-        "schema": SCHEMA_VERSION, "key": resolved.run_key, "spec": prep.spec.to_dict(),
-        "resolved": {"encoder_name": resolved.encoder_name, "budget": resolved.budget, **resolved.configs},
+        "schema": SCHEMA_VERSION, **resolved.record_head(),
         "keys": {"dataset": resolved.dataset_key, "features": resolved.feature_key,
                  "selection": resolved.selection_key},
         "selector_traits": as_dict(prep.selector.traits),

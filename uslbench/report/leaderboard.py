@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from ..errors import UserError
 from ..utils import atomic_write_bytes
@@ -27,7 +27,7 @@ class Leaderboard:
 def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Path | None = None,
                       plots: bool = True, keys: set[str] | None = None, name: str = "LEADERBOARD",
                       warn: Callable[[str], None] | None = None, metric: str = "final",
-                      caption: str | None = None) -> Leaderboard:
+                      caption: str | None = None, planned: Iterable[tuple] | None = None) -> Leaderboard:
     """Tables of the finished runs under `root` (only `keys` when given), written to
     `out_dir` (default ROOT/leaderboards) as NAME.md/.csv/.tex, plus beside them:
 
@@ -42,6 +42,11 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
     evaluations); the captions name it. Per-class accuracies are always the final model's.
     `caption` (markdown; a sweep file's leaderboard.caption): a paragraph put under the markdown
     title (LaTeX: a comment block at the top; CSV: not written).
+    `planned` (after a sweep): its planned runs as (dataset, encoder, selector, learner, budget,
+    seed, run key) tuples labelled like the records (`records.planned_cells`); each cell then expects
+    exactly the seeds planned for its row (a row planned with fewer seeds on purpose is complete,
+    a planned cell without any record shows as `no score (n=0/N)`). Without it a cell expects the
+    seeds run anywhere in its column (`tables.aggregate`).
 
     Raises
     ------
@@ -59,7 +64,8 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
     if df.empty:
         raise UserError(f"No finished runs under {root}; `python cli.py status {root}` shows what is there.")
     out_dir = Path(out_dir) if out_dir is not None else root / "leaderboards"
-    text = render(every, fmt)
+    planned = list(planned) if planned is not None else None
+    text = render(every, fmt, planned)
     if caption:
         if fmt == "markdown":
             title, _, rest = text.partition("\n")

@@ -115,16 +115,59 @@ def metric_value(metrics: dict | None, metric: str) -> float | None:
     return float(np.median(curve[-20:]))
 
 
-def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
-    """The table row of one record, or None when a needed field is missing."""
-    row = {
-        "key": _first(record, "key"),
+def _cell_fields(record: dict) -> dict[str, Any]:
+    """The table coordinates of a record (or of a planned run's record head): data set, encoder,
+    selector and learner row labels, budget and seed; values as stored (None when absent)."""
+    return {
         "dataset": _first(record, "spec.dataset"),
         "encoder": _encoder_name(record),
         "selector": _selector_label(record),
         "learner": _label(_first(record, "spec.learner"), _first(record, "spec.learner_config")),
         "budget": _first(record, "resolved.budget"),
         "seed": _first(record, "spec.seed"),
+    }
+
+
+PlannedCell = tuple  # (dataset, encoder, selector, learner, budget, seed, run key): str x 4, int, int, str | None
+
+
+def planned_cells(heads: Iterable[dict]) -> list[PlannedCell]:
+    """The table coordinates of a sweep's planned runs, labelled exactly as their records will be.
+
+    Parameters
+    ----------
+    heads : iterable of dict
+        Record-shaped dicts with "spec" (RunSpec.to_dict()), "resolved" ({"budget", "encoder", ...})
+        and "key" (the run key; may be absent): what `harness.pipeline.ResolvedRun.record_head`
+        returns, one per planned run.
+
+    Returns
+    -------
+    list of tuple
+        (dataset, encoder, selector, learner, budget, seed, key) per run, in the order given, with
+        the row labels of `record_row` ("usl (published)", "usl[lam=0.1]"); budget and seed are
+        int, key a str or None (the tables follow a record's section when its data or encoder
+        version relabels it, `versions.separate_versions`). Heads without a data set, selector,
+        learner, budget or seed are left out (a spec without a learner is no table row).
+    """
+    cells = []
+    for head in heads:
+        fields = _cell_fields(head)
+        if any(fields[k] is None for k in ("dataset", "selector", "learner", "budget", "seed")):
+            continue
+        try:
+            cells.append((str(fields["dataset"]), fields["encoder"], fields["selector"], fields["learner"],
+                          int(fields["budget"]), int(fields["seed"]), _first(head, "key")))
+        except (TypeError, ValueError):
+            continue
+    return cells
+
+
+def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
+    """The table row of one record, or None when a needed field is missing."""
+    row = {
+        "key": _first(record, "key"),
+        **_cell_fields(record),
         "top1": metric_value(record.get("metrics"), metric),
         "oracle": _trait(record, "selector", "needs_labels", "oracle"),
         "probe": _trait(record, "learner", "uses_features", "probe"),

@@ -1,10 +1,13 @@
 """Paper-style tables: rows = selectors, columns = learners (per data set and budget) or budgets
 (per data set and learner); cells `mean ± std (n)` over seeds with the difference to `random`.
 
-No seed drops out of a cell silently: a cell's expected seeds are the seeds run anywhere in its
-column (same data set, encoder, learner and budget). A cell that averages fewer shows
-`(n=4/5)`, and a note under the table names each missing seed: failed (with the error) or not
-run. A cell whose every seed failed shows `no score (n=0/5)`.
+No seed drops out of a cell silently: a cell's expected seeds are the seeds its sweep planned
+for that row (when the tables are given the plan: `planned`, after a sweep), else the seeds run
+anywhere in its column (same data set, encoder, learner and budget). A grid may plan a row with
+fewer seeds on purpose (a sweep file's `extra_grids`: published selections exist for seeds 1, 2
+and 5 only); with the plan, such a row is complete. A cell that averages fewer shows `(n=4/5)`,
+and a note under the table names each missing seed: failed (with the error) or not run. A cell
+whose every seed failed, or a planned cell without any record, shows `no score (n=0/5)`.
 
 The maths (aggregation, deltas) lives in small pure functions that tests check by hand; the
 text is rendered with tabulate (markdown, LaTeX) and pandas (CSV).
@@ -29,15 +32,59 @@ COLUMN = ["dataset", "encoder", "learner", "budget"]
 SEED_COLUMNS = ["n_expected", "seeds_failed", "seeds_missing"]
 
 
-def aggregate(df: pd.DataFrame) -> pd.DataFrame:
+Planned = Iterable[tuple]  # (dataset, encoder, selector, learner, budget, seed[, run key]): records.planned_cells
+
+
+def planned_seeds(planned: Planned | None, df: pd.DataFrame | None = None) -> dict[tuple, set[int]] | None:
+    """{(dataset, encoder, selector, learner, budget): the seeds planned for that cell}, or None
+    without a plan.
+
+    `versions.separate_versions` may have relabelled a record's data set or encoder ("digits
+    @3f2a91"; a run that reads no features is shown in each encoder version). A planned run given
+    with its run key (7th item) whose record is in `df` lands in the section(s) of that record; one
+    without a record lands where the recorded runs of its cell landed (else those of its data set
+    and encoder, else under its own labels), so its seed is expected beside theirs."""
+    if planned is None:
+        return None
+    sections: dict[str, set[tuple]] = {}
+    if df is not None and not df.empty and "key" in df.columns:
+        for key, dataset, encoder in zip(df["key"], df["dataset"], df["encoder"]):
+            sections.setdefault(key, set()).add((dataset, encoder))
+    entries = [(tuple(entry[:4]) + (int(entry[4]), int(entry[5])), entry[6] if len(entry) > 6 else None)
+               for entry in planned]
+    by_cell: dict[tuple, set[tuple]] = {}
+    by_section: dict[tuple, set[tuple]] = {}
+    for cell, run_key in entries:
+        for section in sections.get(run_key, ()):
+            by_cell.setdefault(cell[:5], set()).add(section)
+            by_section.setdefault(cell[:2], set()).add(section)
+    seeds: dict[tuple, set[int]] = {}
+    for cell, run_key in entries:
+        found = (sections.get(run_key) or by_cell.get(cell[:5]) or by_section.get(cell[:2])
+                 or {cell[:2]})
+        for section in sorted(found):
+            seeds.setdefault((*section, *cell[2:5]), set()).add(cell[5])
+    return seeds
+
+
+def aggregate(df: pd.DataFrame, planned: Planned | None = None) -> pd.DataFrame:
     """One row per (dataset, encoder, selector, learner, budget): mean, sample std (0 for a single
     seed), n (scored runs), ci95 (half-width of the 95% t-interval of the mean; NaN below 2 seeds),
     oracle, delta = mean - mean of `random` in the same cell (NaN without
-    random), and the seed accounting: n_expected (n plus the seeds of the column this cell lacks),
+    random), and the seed accounting: n_expected (n plus the expected seeds this cell lacks),
     seeds_failed and seeds_missing (space-separated seeds; "" when none). Rows with status
-    "failed" (load_records(include_failed=True)) count as failed seeds, never as scores."""
-    if df.empty:
+    "failed" (load_records(include_failed=True)) count as failed seeds, never as scores.
+
+    A cell's expected seeds: without `planned`, the seeds run anywhere in its column (same data
+    set, encoder, learner and budget). With `planned` ((dataset, encoder, selector, learner,
+    budget, seed[, run key]) tuples labelled like the records: `records.planned_cells`), the seeds
+    planned for the cell itself, and every planned cell is a row, one without any record as n = 0
+    with all its seeds missing; a cell of `df` the plan does not name keeps the column rule."""
+    plan = planned_seeds(planned, df)
+    if df.empty and not plan:
         return pd.DataFrame(columns=GROUP + ["mean", "std", "n", "ci95", "oracle", "delta"] + SEED_COLUMNS)
+    if df.empty:
+        df = pd.DataFrame(columns=GROUP + ["seed", "top1", "oracle"])
     scored_mask = df["top1"].notna()
     if "status" in df.columns:
         scored_mask &= df["status"].fillna("ok") == "ok"
@@ -47,7 +94,10 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
         scored = part.loc[scored_mask[part.index], "top1"].astype(float)
         ok_seeds = set(part.loc[scored_mask[part.index], "seed"])
         failed = sorted(set(part.loc[~scored_mask[part.index], "seed"]) - ok_seeds)
-        expected = column_seeds[(key[0], key[1], key[3], key[4])]
+        if plan is not None and key in plan:
+            expected = plan[key]
+        else:
+            expected = column_seeds[(key[0], key[1], key[3], key[4])]
         missing = sorted(expected - ok_seeds - set(failed))
         n = int(len(scored))
         rows.append({**dict(zip(GROUP, key)),
@@ -58,7 +108,15 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
                      "n_expected": n + len(failed) + len(missing),
                      "seeds_failed": " ".join(str(int(v)) for v in failed),
                      "seeds_missing": " ".join(str(int(v)) for v in missing)})
-    agg = pd.DataFrame(rows)
+    seen = set(df.groupby(GROUP, sort=True).groups) if not df.empty else set()
+    oracle = set(df.loc[df["oracle"].astype(bool), "selector"]) if not df.empty else set()
+    for key, seeds in (plan or {}).items():
+        if key in seen:
+            continue
+        rows.append({**dict(zip(GROUP, key)), "mean": math.nan, "std": math.nan, "n": 0, "ci95": math.nan,
+                     "oracle": key[2] in oracle, "n_expected": len(seeds), "seeds_failed": "",
+                     "seeds_missing": " ".join(str(v) for v in sorted(seeds))})
+    agg = pd.DataFrame(rows).sort_values(GROUP, kind="stable", ignore_index=True)
     baseline = agg[agg["selector"] == BASELINE].set_index(["dataset", "encoder", "learner", "budget"])["mean"]
     keys = list(zip(agg["dataset"], agg["encoder"], agg["learner"], agg["budget"]))
     agg["delta"] = [agg_mean - baseline.get(key, math.nan) for agg_mean, key in zip(agg["mean"], keys)]
@@ -141,10 +199,12 @@ class Table:
     caption: str
     notes: list[str] = field(default_factory=list)  # cells missing seeds: which, and why
     note: str = ""        # printed under the title (tables whose cells mean something else)
+    planned: bool = False  # expected seeds from the sweep's plan (else: the seeds run in the column)
 
     @property
     def note_text(self) -> str:
-        return ("n=k/N: the cell averages k of the N seeds run in its column; missing seeds: "
+        expected = "of the N seeds planned" if self.planned else "of the N seeds run in its column"
+        return (f"n=k/N: the cell averages k {expected}; missing seeds: "
                 + " · ".join(self.notes) + ".") if self.notes else ""
 
 
@@ -190,10 +250,13 @@ def caption(dataset: str, encoder: str, probes: Iterable[str], oracle: set[str],
     return text
 
 
-def build_tables(df: pd.DataFrame) -> list[Table]:
+def build_tables(df: pd.DataFrame, planned: Planned | None = None) -> list[Table]:
     """Per data set and encoder: one selectors x learners table per budget, then one
-    selectors x budgets table per learner."""
-    agg = aggregate(df)
+    selectors x budgets table per learner. `planned`: the sweep's planned runs (see `aggregate`)."""
+    if df.empty:  # no record at all: nothing to tabulate, planned or not
+        return []
+    agg = aggregate(df, planned)
+    is_planned = planned is not None
     metric = table_metric(df)
     tables: list[Table] = []
     for (dataset, encoder), part in agg.groupby(["dataset", "encoder"], sort=True):
@@ -207,12 +270,13 @@ def build_tables(df: pd.DataFrame) -> list[Table]:
         for budget in budgets:
             cells = part[part["budget"] == budget]
             frame = _pivot(cells, "learner", rows, learners, oracle, str)
-            tables.append(Table(section, f"selectors × learners, m = {budget}", frame, cap, seed_notes(cells, df)))
+            tables.append(Table(section, f"selectors × learners, m = {budget}", frame, cap, seed_notes(cells, df),
+                                planned=is_planned))
         for learner in learners:
             cells = part[part["learner"] == learner]
             frame = _pivot(cells, "budget", rows, budgets, oracle, lambda b: f"m = {b}")
             tables.append(Table(section, f"selectors × budgets, learner {learner}", frame, cap,
-                                seed_notes(cells, df)))
+                                seed_notes(cells, df), planned=is_planned))
         sub = scored_rows(df[(df["dataset"] == dataset) & (df["encoder"] == encoder)])
         paired = paired_vs_baseline(sub)
         if not paired.empty:
@@ -278,19 +342,20 @@ def _latex_escape(text: str) -> str:
             .replace("`", ""))
 
 
-def render_csv(df: pd.DataFrame) -> str:
+def render_csv(df: pd.DataFrame, planned: Planned | None = None) -> str:
     """Tidy CSV of the aggregated cells (machine-readable: numbers, not formatted text)."""
-    agg = aggregate(df)
+    agg = aggregate(df, planned)
     agg.insert(len(GROUP), "metric", table_metric(df))
     return agg.to_csv(index=False, float_format="%.4f")
 
 
-def render(df: pd.DataFrame, fmt: str = "markdown") -> str:
+def render(df: pd.DataFrame, fmt: str = "markdown", planned: Planned | None = None) -> str:
+    """The leaderboard text in `fmt` (FORMATS); `planned`: the sweep's planned runs (see `aggregate`)."""
     if fmt not in FORMATS:
         from ..errors import UserError
 
         raise UserError(f"Unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
     if fmt == "csv":
-        return render_csv(df)
-    tables = build_tables(df)
+        return render_csv(df, planned)
+    tables = build_tables(df, planned)
     return render_markdown(tables) if fmt == "markdown" else render_latex(tables)
