@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from uslbench.report.leaderboard import write_leaderboard
 from uslbench.report.records import load_records
@@ -16,8 +17,21 @@ PIXELS = {"encoder": "pixels", "config": {"max_side": 32}, "weights": None}
 
 
 def record(key: str, selector: str, learner: str, seed: int, top1: float, data: str, encoder: dict = PIXELS,
-           finished: str = "2025-01-01T00:00:00+00:00") -> dict:
+           finished: str = "2025-01-01T00:00:00+00:00", typed_traits: bool = True) -> dict:
+    """A record as the pipeline writes it (`<kind>_traits` dicts), or with `typed_traits=False` as
+    records written before traits were typed did (free-string `<kind>_tags`)."""
     feature_learner = learner in ("linear", "knn", "labelprop")
+    if typed_traits:
+        return {
+            "schema": 1, "key": key, "status": "ok", "finished": finished,
+            "spec": {"dataset": "digits", "selector": selector, "learner": learner, "budget": 10, "seed": seed,
+                     "encoder": None},
+            "resolved": {"budget": 10, "encoder": encoder},
+            "keys": {"dataset": data, "features": f"f-{data}", "selection": f"s-{key}"},
+            "selector_traits": {"uses_features": selector == "usl", "needs_labels": False},
+            "learner_traits": {"uses_features": feature_learner, "gpu_recommended": not feature_learner},
+            "metrics": {"top1": top1},
+        }
     return {
         "schema": 1, "key": key, "status": "ok", "finished": finished,
         "spec": {"dataset": "digits", "selector": selector, "learner": learner, "budget": 10, "seed": seed,
@@ -77,15 +91,21 @@ def test_same_seed_on_three_data_versions_is_three_sections(tmp_path):
         "2025-01-03T00:00:00+00:00); each version is its own section, never pooled with another"]
 
 
-def test_encoder_weights_versions_are_separate_and_feature_free_runs_appear_in_each(tmp_path):
+@pytest.mark.parametrize("typed_traits", [True, False], ids=["traits", "old-tags"])
+def test_encoder_weights_versions_are_separate_and_feature_free_runs_appear_in_each(tmp_path, typed_traits):
+    """Both record layouts: `<kind>_traits` dicts (what the pipeline writes; these records were
+    pooled across weights versions before the fix) and older free-string tags."""
     w1 = {"encoder": "simclr", "config": {"output": "projection"}, "weights": "1" * 64}
     w2 = {"encoder": "simclr", "config": {"output": "projection"}, "weights": "2" * 64}
+    late = "2025-01-02T00:00:00+00:00"
     recs = [
-        record("u1-1", "usl", "linear", 1, 50.0, "d", w1), record("u1-2", "usl", "linear", 2, 52.0, "d", w1),
-        record("u2-1", "usl", "linear", 1, 70.0, "d", w2, finished="2025-01-02T00:00:00+00:00"),
-        record("r1-1", "random", "linear", 1, 40.0, "d", w1),
-        record("r2-1", "random", "linear", 1, 60.0, "d", w2, finished="2025-01-02T00:00:00+00:00"),
-        record("rf-1", "random", "fixmatch", 1, 30.0, "d", w1),   # reads no features: shown under both
+        record("u1-1", "usl", "linear", 1, 50.0, "d", w1, typed_traits=typed_traits),
+        record("u1-2", "usl", "linear", 2, 52.0, "d", w1, typed_traits=typed_traits),
+        record("u2-1", "usl", "linear", 1, 70.0, "d", w2, finished=late, typed_traits=typed_traits),
+        record("r1-1", "random", "linear", 1, 40.0, "d", w1, typed_traits=typed_traits),
+        record("r2-1", "random", "linear", 1, 60.0, "d", w2, finished=late, typed_traits=typed_traits),
+        # reads no features: shown under both
+        record("rf-1", "random", "fixmatch", 1, 30.0, "d", w1, typed_traits=typed_traits),
     ]
     for rec in recs:
         rec["spec"]["encoder"] = "simclr"

@@ -32,13 +32,22 @@ def data_identity(record: dict) -> str | None:
     return str(value) if value else None
 
 
+def _reads_features(record: dict, kind: str) -> bool:
+    """Whether the record's selector / learner reads encoder features: its `<kind>_traits` dict
+    (what the pipeline writes) or, in records written before traits were typed, the free-string
+    tag "uses_features" under `<kind>_tags`."""
+    traits = record.get(f"{kind}_traits")
+    if isinstance(traits, dict):
+        return bool(traits.get("uses_features"))
+    return "uses_features" in (record.get(f"{kind}_tags") or [])
+
+
 def encoder_identity(record: dict) -> str | None:
     """A digest of the encoder identities a record's numbers depend on, or None when neither the
     selector nor the learner reads features (or the record does not say)."""
-    tags = set(record.get("selector_tags") or []) | set(record.get("learner_tags") or [])
     resolved = record.get("resolved") if isinstance(record.get("resolved"), dict) else {}
     selection_encoder = resolved.get("selection_encoder")
-    if "uses_features" not in tags and selection_encoder is None:
+    if not any(_reads_features(record, kind) for kind in ("selector", "learner")) and selection_encoder is None:
         return None
     encoder = resolved.get("encoder")
     if not isinstance(encoder, dict) and selection_encoder is None:
