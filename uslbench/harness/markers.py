@@ -1,15 +1,22 @@
-"""Job markers: `job.json` in a run folder says which job will compute the run and where its log
-is (`"state": "queued"` until the job has processed the run, then `"finished"`). `status` reads
-them to tell a running run from a crashed one."""
+"""Run markers. `job.json` in a run folder says which job will compute the run and where its log
+is (`"state": "queued"` until the job has processed the run, then `"finished"`). `running.json`
+says which process computes it (`running_marker`, around the run stage). `status` reads them to
+tell a running run from a crashed one."""
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
+import os
+import shutil
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..utils import atomic_write_json
+from ..errors import UserError
+from ..utils import atomic_write_bytes, atomic_write_json
+
+RUNNING = "running.json"
 
 
 def now() -> str:
@@ -53,3 +60,48 @@ def release_markers(runs: list[Any]) -> None:
         marker = read_json(run.resolved.run_dir / "job.json")
         if marker is not None and marker.get("executor") == "sweep":
             finish_job_marker(run.resolved.run_dir)
+
+
+@contextlib.contextmanager
+def running_marker(run_dir: Path) -> Iterator[dict]:
+    """`running.json` in the run folder while the block computes the run: pid, host, start time, job id.
+
+    How the block ends decides what is left:
+
+    - normally, or with any other exception (the caller has written the failed record): the marker
+      is removed;
+    - a `UserError` (the run is refused: a config value or labeled set found wrong only now): the
+      folder is left as it was before, so `status` counts nothing new: a folder this block created
+      is removed with what is in it, otherwise the earlier `running.json` (if any) is put back.
+
+    Yields the marker (a dict). Raises whatever the block raised."""
+    run_dir = Path(run_dir)
+    path = run_dir / RUNNING
+    created = not run_dir.exists()
+    try:
+        previous = None if created else path.read_bytes()
+    except FileNotFoundError:
+        previous = None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = {"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
+              "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID")}
+    atomic_write_json(path, marker)
+    try:
+        yield marker
+    except UserError:
+        if created:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif previous is not None:
+            atomic_write_bytes(path, previous)
+        else:
+            _remove(path)
+        raise
+    except BaseException:
+        _remove(path)
+        raise
+    _remove(path)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

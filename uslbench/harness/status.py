@@ -9,6 +9,8 @@ Two markers live in `runs/<key>/` besides the record:
 A marker whose process or job is alive means running. A marker left behind by a process or job
 that is gone, with no record written, means crashed (killed, out of memory, node lost): no
 half-written record exists because records are written atomically, and the next sweep re-runs it.
+An empty run folder is no run (nothing in it says what it was) and
+is not counted.
 Liveness is checked without accounting: the pid (with its start time) on this host, or `squeue`
 for a Slurm job id.
 
@@ -159,7 +161,15 @@ def scan_states(root: str | Path) -> list[RunState]:
     if not runs.is_dir():
         return []
     liveness = Liveness()
-    return [run_state(d, liveness) for d in sorted(runs.iterdir()) if d.is_dir()]
+    return [run_state(d, liveness) for d in sorted(runs.iterdir()) if d.is_dir() and _holds_anything(d)]
+
+
+def _holds_anything(run_dir: Path) -> bool:
+    """False for an empty folder (left by an older version when a run was refused): no run."""
+    try:
+        return next(run_dir.iterdir(), None) is not None
+    except OSError:
+        return True
 
 
 def summarize(states: list[RunState], max_listed: int = 20) -> str:
