@@ -1,9 +1,16 @@
 """A run's folder and its markers: a refused run leaves nothing that `status` counts (or, in a
-sweep's job, a failed record)."""
+sweep's job, a failed record), and an interrupted run (SIGINT / SIGTERM outside training too) is
+marked interrupted, counted as crashed and re-run by the next sweep."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -11,13 +18,15 @@ from click.testing import CliRunner
 
 from uslbench.cli import main
 from uslbench.errors import UserError
-from uslbench.harness.markers import RUNNING
+from uslbench.harness.markers import RUNNING, RunInterrupted, running_marker
 from uslbench.harness.pipeline import run_spec
+from uslbench.harness.plan import plan_sweep
 from uslbench.harness.resources import Resources
 from uslbench.harness.spec import RunSpec
-from uslbench.harness.status import scan_states
+from uslbench.harness.status import run_state, scan_states, summarize
 from uslbench.harness.sweep import run_sweep
 
+ROOT = Path(__file__).resolve().parents[1]
 # probcover with a ball radius that covers the whole pool: its graph has 1,814,409 edges (every
 # pair of digits' 1,347 pool images), far above max_edges=10, so the selector refuses it during
 # selection, after the run folder was made
@@ -107,3 +116,113 @@ def test_status_does_not_count_an_empty_run_folder(tmp_path):
     """An empty folder (left by a refused run of an older version) is no run."""
     (tmp_path / "runs" / "0123456789abcdef").mkdir(parents=True)
     assert scan_states(tmp_path) == []
+
+
+# ------------------------------------------------------------------------------ running_marker itself
+def test_running_marker_outcomes(tmp_path):
+    from uslbench.training.loop import TrainingInterrupted
+
+    run_dir = tmp_path / "runs" / "a"
+    with running_marker(run_dir) as marker:
+        on_disk = json.loads((run_dir / RUNNING).read_text())
+        assert on_disk == marker and marker["pid"] == os.getpid() and marker["host"] == socket.gethostname()
+        assert run_state(run_dir).state == "running"
+    assert list(run_dir.iterdir()) == []                   # done: the marker is gone
+
+    with pytest.raises(RuntimeError):                      # failed: the caller wrote the record
+        with running_marker(run_dir):
+            raise RuntimeError("boom")
+    assert list(run_dir.iterdir()) == []
+
+    checkpoint = run_dir / "train.ckpt.pt"
+    with pytest.raises(TrainingInterrupted):               # stopped inside the training loop
+        with running_marker(run_dir):
+            raise TrainingInterrupted("stopped", signal.SIGINT, 4, checkpoint)
+    stopped = json.loads((run_dir / RUNNING).read_text())
+    assert (stopped["state"], stopped["signal"], stopped["checkpoint"]) == ("interrupted", "SIGINT", str(checkpoint))
+    state = run_state(run_dir)   # this process is alive, yet the run is not running: it was stopped
+    assert state.state == "crashed"
+    assert state.detail.startswith(f"interrupted: pid {os.getpid()} on {socket.gethostname()} stopped by SIGINT at ")
+    assert f"(training checkpoint {checkpoint}: the rerun resumes from it)" in state.detail
+
+
+def test_sigterm_inside_the_block_raises_and_marks_the_run(tmp_path):
+    run_dir = tmp_path / "runs" / "b"
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    with pytest.raises(RunInterrupted) as caught:
+        with running_marker(run_dir):
+            # never send SIGTERM to the test process unless the block's handler is in place
+            assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)                                   # the handler interrupts the sleep
+    assert caught.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL   # restored
+    assert json.loads((run_dir / RUNNING).read_text())["signal"] == "SIGTERM"
+    assert run_state(run_dir).state == "crashed"
+
+
+# --------------------------------------------------------- a real process stopped during selection
+# `run` through the CLI in a child process, with the random selector slowed down: at selection it
+# says "ready" and waits (up to 120 s) for the signal.
+CHILD = textwrap.dedent('''
+    import sys, time
+    from pathlib import Path
+
+    from uslbench.cli import main
+    from uslbench.selectors.random import RandomSelector
+
+    base = Path(sys.argv[1])
+    original = RandomSelector._select
+
+    def slow_select(self, *args, **kwargs):
+        (base / "ready").touch()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+        return original(self, *args, **kwargs)
+
+    RandomSelector._select = slow_select
+    main(["run", "--dataset", "digits", "--selector", "random", "--learner", "linear", "--budget", "10",
+          "--seed", "1", "--results-root", str(base / "results")])
+''')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_during_selection_marks_the_run_interrupted_and_the_sweep_reruns_it(tmp_path, signum):
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "USLBENCH_QUIET": "1"}
+    child = subprocess.Popen([sys.executable, str(script), str(tmp_path)], cwd=ROOT, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (tmp_path / "ready").exists():
+            assert child.poll() is None, child.communicate()[1]
+            assert time.monotonic() < deadline, "the child never reached selection"
+            time.sleep(0.02)
+        child.send_signal(signum)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 128 + signum, err   # as the shell reports a signal: 143 / 130
+    assert "Traceback" not in err
+
+    root = tmp_path / "results"
+    [run_dir] = list((root / "runs").iterdir())
+    assert sorted(p.name for p in run_dir.iterdir()) == [RUNNING]   # no record, the marker kept
+    marker = json.loads((run_dir / RUNNING).read_text())
+    assert (marker["state"], marker["signal"], marker["pid"]) == ("interrupted", signal.Signals(signum).name,
+                                                                  child.pid)
+    [state] = scan_states(root)
+    assert state.state == "crashed" and "stopped by " + signal.Signals(signum).name in state.detail
+    assert summarize([state]).startswith("1 runs: 0 done, 0 failed, 1 crashed, 0 running")
+
+    plan = plan_sweep([_random_spec()], root)
+    assert [r.key for r in plan.to_submit] == [run_dir.name]   # the next sweep runs it again
+    outcome = run_spec(_random_spec(), root)
+    assert outcome.record["status"] == "ok"
+    assert not (run_dir / RUNNING).exists() and run_state(run_dir).state == "done"

@@ -4,8 +4,8 @@
 results root, data root, weights), then computes or loads each stage. A run whose record exists
 with status "ok" is returned as is; an exception during the run stage leaves a record with status
 "failed" and the error, so sweeps can show and retry it; a UserError found only during the run
-(a refused labeled set, a selector's limit) leaves the run folder as it was
-(`markers.running_marker`).
+(a refused labeled set, a selector's limit) leaves the run folder as it was, and an interrupt
+(SIGINT, SIGTERM) leaves `running.json` marked interrupted (`markers.running_marker`).
 """
 from __future__ import annotations
 
@@ -387,7 +387,8 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
     not_pinned = check_pinned()
     if not_pinned:
         echo(not_pinned)
-    # running.json while the run computes: a refused run (UserError) leaves the folder as it was
+    # running.json while the run computes: a refused run (UserError) leaves the folder as it was, an
+    # interrupted one (SIGINT, SIGTERM) is marked interrupted, so `status` counts it as crashed
     with running_marker(prep.run_dir):
         return _compute_run(prep, device, echo)
 
