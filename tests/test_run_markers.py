@@ -219,7 +219,9 @@ def test_a_signal_during_selection_marks_the_run_interrupted_and_the_sweep_rerun
                                                                   child.pid)
     [state] = scan_states(root)
     assert state.state == "crashed" and "stopped by " + signal.Signals(signum).name in state.detail
+    assert state.spec == _random_spec().to_dict()
     assert summarize([state]).startswith("1 runs: 0 done, 0 failed, 1 crashed, 0 running")
+    assert f"  [crashed] digits | random | linear | m=10 | seed=1 ({run_dir.name})" in summarize([state])
 
     plan = plan_sweep([_random_spec()], root)
     assert [r.key for r in plan.to_submit] == [run_dir.name]   # the next sweep runs it again

@@ -116,8 +116,9 @@ def _signal_name(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def running_marker(run_dir: Path) -> Iterator[dict]:
-    """`running.json` in the run folder while the block computes the run: pid, host, start time, job id.
+def running_marker(run_dir: Path, spec: dict | None = None) -> Iterator[dict]:
+    """`running.json` in the run folder while the block computes the run: pid, host, start time, job
+    id, and the run's `spec` (a RunSpec's dict) when given, so `status` can name a run without record.
 
     How the block ends decides what is left:
 
@@ -142,6 +143,8 @@ def running_marker(run_dir: Path) -> Iterator[dict]:
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = {"pid": os.getpid(), "host": socket.gethostname(), "started": now(),
               "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID")}
+    if spec is not None:
+        marker["spec"] = spec
     atomic_write_json(path, marker)
     try:
         with _terminate_raises():

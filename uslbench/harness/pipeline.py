@@ -389,7 +389,7 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
         echo(not_pinned)
     # running.json while the run computes: a refused run (UserError) leaves the folder as it was, an
     # interrupted one (SIGINT, SIGTERM) is marked interrupted, so `status` counts it as crashed
-    with running_marker(prep.run_dir):
+    with running_marker(prep.run_dir, prep.spec.to_dict()):
         return _compute_run(prep, device, echo)
 
 

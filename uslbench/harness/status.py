@@ -2,7 +2,7 @@
 
 Two markers live in `runs/<key>/` besides the record:
 
-- `running.json` (written by the pipeline while a run computes): pid, host, start time, job id;
+- `running.json` (written by the pipeline while a run computes): pid, host, start time, job id, spec;
   `"state": "interrupted"` with the signal and time once SIGINT / SIGTERM stopped the run
   (`uslbench.harness.markers.running_marker`).
 - `job.json` (written by the sweep at submission): executor, job id, host, log paths, and
@@ -118,7 +118,7 @@ class RunState:
     detail: str = ""              # first error line, or why the run is counted as crashed/running
     log: str | None = None        # the job's log file (or the record for in-process runs)
     job_id: str | None = None
-    spec: dict | None = None      # from the record, or from the job marker of a run without record
+    spec: dict | None = None      # from the record, or from a marker of a run without record
     problem: str | None = None    # "<record path> <why it cannot be used>"; the run counts as without record
 
 
@@ -134,7 +134,7 @@ def run_state(run_dir: Path, liveness: Liveness | None = None) -> RunState:
     running = _read_json(run_dir / "running.json")
     job = _read_json(run_dir / "job.json")
     log = (job or {}).get("stderr") or (job or {}).get("stdout")
-    spec = (record or {}).get("spec") or (job or {}).get("spec")
+    spec = (record or {}).get("spec") or (job or {}).get("spec") or (running or {}).get("spec")
     job_id = (job or {}).get("job_id") or (running or {}).get("job_id")
     interrupted = running is not None and running.get("state") == INTERRUPTED
     if running is not None and not interrupted and liveness.marker_alive(running):
