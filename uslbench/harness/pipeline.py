@@ -2,14 +2,15 @@
 
 `run_spec` validates everything it can before any long computation (names, config keys, budget,
 results root, data root, weights), then computes or loads each stage. A run whose record exists
-with status "ok" is returned as is; an exception during training leaves a record with status
-"failed" and the error, so sweeps can show and retry it.
+with status "ok" is returned as is; an exception during the run stage leaves a record with status
+"failed" and the error, so sweeps can show and retry it; a UserError found only during the run
+(a refused labeled set, a selector's limit) leaves the run folder as it was, and an interrupt
+(SIGINT, SIGTERM) leaves `running.json` marked interrupted (`markers.running_marker`).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata as md
-import json
 import os
 import platform
 import socket
@@ -35,6 +36,7 @@ from ..selectors.base import SelectionContext, check_budget
 from ..traits import as_dict
 from ..utils import atomic_write_json, writable_root
 from .cache import FeatureCache, SelectionCache, indices_digest
+from .markers import running_marker
 from .own_data import LABELS_SELECTOR, PREDICTIONS_FILE, initial_labeled, labels_selection, write_predictions
 from .spec import RunSpec, dataset_key, feature_key, run_key, selection_key
 
@@ -401,7 +403,6 @@ def run_spec(spec: RunSpec, results_root: str | os.PathLike = RESULTS_ROOT, devi
 
 def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, force: bool = False) -> RunOutcome:
     """The run stage of an already prepared (validated) spec."""
-    spec = prep.spec
     existing = read_record(prep.record_path, echo)
     if existing is not None and existing.get("status") == "ok" and not force:
         return RunOutcome(existing, prep.record_path, {"features": True, "selection": True, "run": True})
@@ -411,8 +412,16 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
     not_pinned = check_pinned()
     if not_pinned:
         echo(not_pinned)
-    prep.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(prep.run_dir / "running.json", _running_marker())
+    # running.json while the run computes: a refused run (UserError) leaves the folder as it was, an
+    # interrupted one (SIGINT, SIGTERM) is marked interrupted, so `status` counts it as crashed
+    with running_marker(prep.run_dir, prep.spec.to_dict()):
+        return _compute_run(prep, device, echo)
+
+
+def _compute_run(prep: Prepared, device: str, echo: Echo) -> RunOutcome:
+    """The run stage inside its running marker: selection, training, evaluation; the record is
+    written with status "ok", or "failed" and the error re-raised (a UserError: no record)."""
+    spec = prep.spec
     seconds: dict[str, float] = {}
     cached = {"features": False, "selection": False, "run": False}
     record = _base_record(prep)
@@ -443,16 +452,13 @@ def run_prepared(prep: Prepared, device: str = "cpu", echo: Echo = _stderr, forc
                               f"are in {PREDICTIONS_FILE}")
         record.update(status="ok", metrics=metrics, seconds=seconds, cached=cached, finished=_now())
     except (UserError, KeyboardInterrupt, SystemExit):  # refused or interrupted, not failed: no record
-        _remove(prep.run_dir / "running.json")
         raise
     except Exception as exc:  # noqa: BLE001 - recorded, then re-raised
         record.update(status="failed", error=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
                       seconds=seconds, cached=cached, finished=_now())
         atomic_write_json(prep.record_path, record)
-        _remove(prep.run_dir / "running.json")
         raise
     atomic_write_json(prep.record_path, record)
-    _remove(prep.run_dir / "running.json")
     return RunOutcome(record, prep.record_path, cached)
 
 
@@ -520,18 +526,6 @@ def _base_record(prep: Prepared) -> dict[str, Any]:
         "device": "cpu", "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID"),
         "started": _now(),
     }
-
-
-def _running_marker() -> dict:
-    return {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
-            "job_id": os.environ.get("SLURM_JOB_ID") or os.environ.get("SUBMITIT_JOB_ID")}
-
-
-def _remove(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
 
 
 def _now() -> str:

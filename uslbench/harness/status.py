@@ -2,14 +2,18 @@
 
 Two markers live in `runs/<key>/` besides the record:
 
-- `running.json` (written by the pipeline while a run computes): pid, host, start time, job id.
+- `running.json` (written by the pipeline while a run computes): pid, host, start time, job id, spec;
+  `"state": "interrupted"` with the signal and time once SIGINT / SIGTERM stopped the run
+  (`uslbench.harness.markers.running_marker`).
 - `job.json` (written by the sweep at submission): executor, job id, host, log paths, and
   `"state": "queued"` until the job has processed this run (then `"finished"`).
 
 A marker whose process or job is alive means running. A marker left behind by a process or job
 that is gone, with no record written, means crashed (killed, out of memory, node lost): no
 half-written record exists because records are written atomically, and the next sweep re-runs it.
-Liveness is checked without accounting: the pid (with its start time) on this host, or `squeue`
+A run marked interrupted counts as crashed at once (its process is exiting, or has exited), unless
+its record says done or failed. An empty run folder is no run (nothing in it says what it was) and
+is not counted. Liveness is checked without accounting: the pid (with its start time) on this host, or `squeue`
 for a Slurm job id.
 
 A record that cannot be used (unreadable bytes, not UTF-8, not JSON, or JSON that is not a record;
@@ -29,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+from .markers import INTERRUPTED
 
 STATES = ("done", "failed", "crashed", "running", "new")
 _SLURM_ALIVE = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
@@ -112,7 +118,7 @@ class RunState:
     detail: str = ""              # first error line, or why the run is counted as crashed/running
     log: str | None = None        # the job's log file (or the record for in-process runs)
     job_id: str | None = None
-    spec: dict | None = None      # from the record, or from the job marker of a run without record
+    spec: dict | None = None      # from the record, or from a marker of a run without record
     problem: str | None = None    # "<record path> <why it cannot be used>"; the run counts as without record
 
 
@@ -128,9 +134,10 @@ def run_state(run_dir: Path, liveness: Liveness | None = None) -> RunState:
     running = _read_json(run_dir / "running.json")
     job = _read_json(run_dir / "job.json")
     log = (job or {}).get("stderr") or (job or {}).get("stdout")
-    spec = (record or {}).get("spec") or (job or {}).get("spec")
+    spec = (record or {}).get("spec") or (job or {}).get("spec") or (running or {}).get("spec")
     job_id = (job or {}).get("job_id") or (running or {}).get("job_id")
-    if running is not None and liveness.marker_alive(running):
+    interrupted = running is not None and running.get("state") == INTERRUPTED
+    if running is not None and not interrupted and liveness.marker_alive(running):
         where = f"pid {running.get('pid')} on {running.get('host')}"
         return RunState(key, "running", run_dir, record, f"computing ({where})", log, job_id, spec, problem)
     queued = job is not None and job.get("state") == "queued"
@@ -143,6 +150,14 @@ def run_state(run_dir: Path, liveness: Liveness | None = None) -> RunState:
         error = str(record.get("error") or "unknown error").strip().splitlines()
         return RunState(key, "failed", run_dir, record, error[0] if error else "unknown error",
                         log or str(record_path), job_id, spec)
+    if interrupted:
+        what = f"job {job_id}" if job_id else f"pid {running.get('pid')} on {running.get('host')}"
+        checkpoint = running.get("checkpoint")
+        return RunState(key, "crashed", run_dir, record,
+                        f"interrupted: {what} stopped by {running.get('signal') or 'a signal'} at "
+                        f"{running.get('interrupted')} without writing a record"
+                        + (f" (training checkpoint {checkpoint}: the rerun resumes from it)" if checkpoint else ""),
+                        log, job_id, spec, problem)
     if running is not None or queued:
         marker = running or job or {}
         what = f"job {job_id}" if job_id else f"pid {marker.get('pid')} on {marker.get('host')}"
@@ -159,7 +174,15 @@ def scan_states(root: str | Path) -> list[RunState]:
     if not runs.is_dir():
         return []
     liveness = Liveness()
-    return [run_state(d, liveness) for d in sorted(runs.iterdir()) if d.is_dir()]
+    return [run_state(d, liveness) for d in sorted(runs.iterdir()) if d.is_dir() and _holds_anything(d)]
+
+
+def _holds_anything(run_dir: Path) -> bool:
+    """False for an empty folder (left by an older version when a run was refused): no run."""
+    try:
+        return next(run_dir.iterdir(), None) is not None
+    except OSError:
+        return True
 
 
 def summarize(states: list[RunState], max_listed: int = 20) -> str:
