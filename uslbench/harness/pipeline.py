@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import importlib.metadata as md
+import json
 import os
 import platform
 import socket
