@@ -10,7 +10,7 @@ A learner subclasses `ImageLearner` and supplies only:
 - optionally `build_model` (network + extra heads), `extra_state` / `load_extra_state` (CoMatch's
   memory bank), `parameter_groups` (frozen backbones).
 
-This module does what is specific to SSL on images: the data as uint8 (`TrainData`: the labeled
+This class does what is specific to SSL on images: the data as uint8 (`TrainData`: the labeled
 images on the device; the pool and the test split as `training.images.ImagePool`s, on the GPU only
 when they fit in a share of its free memory, else gathered on the host and sent per batch, and
 file-backed splits decoded by DataLoader workers ahead of the step), batches drawn from reshuffled
@@ -28,6 +28,10 @@ step: losses and logs stay tensors until an evaluation or a checkpoint.
 Determinism and resume: every random draw of step k (batch indices, augmentations, MixUp) comes
 from generators seeded by (seed, k), never from a stream carried across steps; so a run stopped
 after a checkpoint and resumed gives the same weights as an uninterrupted run (bitwise on CPU).
+
+Imports: this module imports no torch, so that registering and describing the image learners
+(`list`, `describe`) stays light; its methods import the training package and `image_training`
+(the torch side: `TrainData`, `StepImages`, `Batch`, evaluation, the optimiser) when they run.
 
 Budget vs batch size: the labeled loader walks through reshuffled passes of the labeled set, so a
 labeled set larger than a batch is simply seen over several steps, and one smaller than a batch
