@@ -80,7 +80,7 @@ def main() -> None:
     if args.loop == "encoder":
         backend = encoder.resolve_backend("cpu", len(split))
         if backend == "onnx":
-            from uslbench.encoders.timm_encoder import onnx_runner
+            from uslbench.encoders.timm_network import onnx_runner
 
             runner = onnx_runner(module, args.threads)
     setup = time.perf_counter() - start

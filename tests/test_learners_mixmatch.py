@@ -6,7 +6,7 @@ import torch
 
 from uslbench.catalog import LEARNERS
 from uslbench.errors import UserError
-from uslbench.learners.image_learner import make_optimizer
+from uslbench.learners.image_training import make_optimizer
 from uslbench.learners.mixmatch import mixup, rampup, rampup_length
 from uslbench.training.loop import parameter_groups
 

@@ -11,7 +11,7 @@ import torch
 from uslbench.catalog import ENCODERS, LEARNERS
 from uslbench.datasets import load_dataset
 from uslbench.datasets.base import ImageSplit
-from uslbench.learners.simclrv2 import NormalisedClassifier
+from uslbench.learners.simclrv2_nets import NormalisedClassifier
 
 CLD_MEAN, CLD_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 

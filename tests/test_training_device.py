@@ -171,7 +171,7 @@ def test_pools_on_the_cpu_serve_the_same_images_whatever_the_placement(small_dig
 
 
 def test_step_images_read_files_ahead_and_restart_on_a_resume(small_digits):
-    from uslbench.learners.image_learner import StepImages
+    from uslbench.learners.image_training import StepImages
 
     reference = split_tensor(small_digits.train, 8, 1)
     stream = IndexStream(240, 32, seed=4, name="u")
@@ -212,7 +212,7 @@ def test_usl_t_head_mode_with_features_on_the_host_trains_exactly_as_on_the_devi
 
 
 def test_a_learner_that_never_reads_the_pool_keeps_it_off_the_device(small_digits, monkeypatch):
-    from uslbench.learners.image_learner import TrainData
+    from uslbench.learners.image_training import TrainData
     from uslbench.training.augment import POLICIES
 
     monkeypatch.setattr(images_module, "free_device_bytes", lambda device: 1 << 40)
@@ -301,7 +301,7 @@ def test_fused_ema_equals_the_per_parameter_update_to_float_rounding(one_torch_t
 
 
 def test_mixmatch_draws_its_mixup_seed_from_the_host_generator():
-    from uslbench.learners.image_learner import Batch
+    from uslbench.learners.image_training import Batch
 
     learner = LEARNERS.create("mixmatch", dataset="digits", **tiny("mixmatch"))
     torch.manual_seed(0)

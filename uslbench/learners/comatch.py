@@ -14,18 +14,19 @@ Loss = CE(labeled) + lambda_u * mean(mask * CE(strong_0, q)) + lambda_c * contra
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..config_ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, field_ranges
 from ..registry import LEARNERS
-from ..nets import projection_mlp
-from ..training.losses import one_hot, soft_cross_entropy
 from ..traits import LearnerTraits
-from .image_learner import Batch, ImageLearner, LoopConfig, TrainData
+from .image_learner import ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
+
+if TYPE_CHECKING:  # torch is imported when the learner trains, not when it registers
+    import torch
+    from torch import nn
+
+    from .image_training import Batch, TrainData
 
 
 @field_ranges(threshold=PROBABILITY, contrast_threshold=PROBABILITY, smoothing_alpha=PROBABILITY,
@@ -44,22 +45,6 @@ class CoMatchConfig(LoopConfig):
     da_length: int = 32
 
 
-class CoMatchNet(nn.Module):
-    """Classifier + 2-layer projection head giving L2-normalised embeddings."""
-
-    def __init__(self, classifier: nn.Module, embedding_dim: int) -> None:
-        super().__init__()
-        self.classifier = classifier
-        dim = classifier.feature_dim
-        self.projection = projection_mlp([dim, dim, embedding_dim])
-
-    def forward(self, x: torch.Tensor, with_embedding: bool = False):
-        logits, features = self.classifier(x, with_features=True)
-        if not with_embedding:
-            return logits
-        return logits, F.normalize(self.projection(features), dim=1)
-
-
 def distribution_alignment(probs: torch.Tensor, history_mean: torch.Tensor) -> torch.Tensor:
     aligned = probs / history_mean
     return aligned / aligned.sum(dim=1, keepdim=True)
@@ -68,6 +53,8 @@ def distribution_alignment(probs: torch.Tensor, history_mean: torch.Tensor) -> t
 def memory_smoothed_probs(probs: torch.Tensor, embeddings: torch.Tensor, bank_embeddings: torch.Tensor,
                           bank_probs: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
     """alpha p + (1 - alpha) A q_bank with A_ij = softmax_j(e_i . b_j / T)."""
+    import torch
+
     weights = torch.softmax(embeddings @ bank_embeddings.T / temperature, dim=1)
     return alpha * probs + (1.0 - alpha) * weights @ bank_probs
 
@@ -83,6 +70,8 @@ def graph_target(probs: torch.Tensor, threshold: float) -> torch.Tensor:
 def graph_contrastive_loss(embeddings_a: torch.Tensor, embeddings_b: torch.Tensor, target: torch.Tensor,
                            temperature: float) -> torch.Tensor:
     """Cross-entropy between the graph target rows and softmax_j(a_i . b_j / T)."""
+    import torch
+
     log_probs = torch.log_softmax(embeddings_a @ embeddings_b.T / temperature, dim=1)
     return -(target * log_probs).sum(dim=1).mean()
 
@@ -101,9 +90,13 @@ class CoMatch(ImageLearner):
     unlabeled_views = ("weak", "strong", "strong")
 
     def build_model(self, dataset, device, encoder=None) -> nn.Module:
+        from .comatch_net import CoMatchNet
+
         return CoMatchNet(super().build_model(dataset, device, encoder), self.config.embedding_dim)
 
     def reset_state(self, data: TrainData, model: nn.Module) -> None:
+        import torch
+
         device = data.labeled_images.device
         c = data.num_classes
         self.bank_embeddings = torch.zeros(self.config.queue_size, self.config.embedding_dim, device=device)
@@ -123,6 +116,8 @@ class CoMatch(ImageLearner):
             setattr(self, key, value)
 
     def _push(self, embeddings: torch.Tensor, probs: torch.Tensor) -> None:
+        import torch
+
         size = self.config.queue_size
         embeddings, probs = embeddings[-size:], probs[-size:]
         slots = (self.bank_pointer + torch.arange(len(embeddings), device=embeddings.device)) % size
@@ -132,6 +127,12 @@ class CoMatch(ImageLearner):
         self.bank_pointer = int((self.bank_pointer + len(embeddings)) % size)
 
     def loss(self, model, batch: Batch, step: int, total_steps: int):
+        import torch
+        import torch.nn.functional as F
+
+        from ..training.losses import one_hot, soft_cross_entropy
+        from .image_training import Batch
+
         config = self.config
         (logits_x, emb_x), (logits_w, emb_w), (logits_s0, emb_s0), (_, emb_s1) = Batch.forward(
             model, [batch.labeled[0], *batch.unlabeled], with_embedding=True)

@@ -3,15 +3,18 @@ strong view. Loss = CE(labeled weak) + lambda_u * mean_b [max p_weak >= tau] CE(
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from ..config_ranges import NON_NEGATIVE, PROBABILITY, field_ranges
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
-from .image_learner import Batch, ImageLearner, LoopConfig
+from .image_learner import ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
+
+if TYPE_CHECKING:  # torch is imported when the learner trains, not when it registers
+    import torch
+
+    from .image_training import Batch
 
 
 @field_ranges(threshold=PROBABILITY, lambda_u=NON_NEGATIVE)
@@ -25,6 +28,9 @@ def fixmatch_unlabeled_loss(logits_weak: torch.Tensor, logits_strong: torch.Tens
                             threshold: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean over the WHOLE unlabeled batch of mask * CE(strong, hard pseudo-label); the mask keeps
     rows whose weak max-probability is >= threshold (ties at the threshold are kept)."""
+    import torch
+    import torch.nn.functional as F
+
     probs = torch.softmax(logits_weak.detach().float(), dim=1)
     confidence, pseudo = probs.max(dim=1)
     mask = (confidence >= threshold).float()
@@ -50,6 +56,10 @@ class FixMatch(ImageLearner):
     unlabeled_views = ("weak", "strong")
 
     def loss(self, model, batch: Batch, step: int, total_steps: int):
+        import torch.nn.functional as F
+
+        from .image_training import Batch
+
         logits_x, logits_w, logits_s = Batch.forward(model, [batch.labeled[0], *batch.unlabeled])
         loss_x = F.cross_entropy(logits_x.float(), batch.targets)
         loss_u, mask = fixmatch_unlabeled_loss(logits_w, logits_s, self.config.threshold)

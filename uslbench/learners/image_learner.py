@@ -10,7 +10,7 @@ A learner subclasses `ImageLearner` and supplies only:
 - optionally `build_model` (network + extra heads), `extra_state` / `load_extra_state` (CoMatch's
   memory bank), `parameter_groups` (frozen backbones).
 
-This module does what is specific to SSL on images: the data as uint8 (`TrainData`: the labeled
+This class does what is specific to SSL on images: the data as uint8 (`TrainData`: the labeled
 images on the device; the pool and the test split as `training.images.ImagePool`s, on the GPU only
 when they fit in a share of its free memory, else gathered on the host and sent per batch, and
 file-backed splits decoded by DataLoader workers ahead of the step), batches drawn from reshuffled
@@ -29,6 +29,10 @@ Determinism and resume: every random draw of step k (batch indices, augmentation
 from generators seeded by (seed, k), never from a stream carried across steps; so a run stopped
 after a checkpoint and resumed gives the same weights as an uninterrupted run (bitwise on CPU).
 
+Imports: this module imports no torch, so that registering and describing the image learners
+(`list`, `describe`) stays light; its methods import the training package and `image_training`
+(the torch side: `TrainData`, `StepImages`, `Batch`, evaluation, the optimiser) when they run.
+
 Budget vs batch size: the labeled loader walks through reshuffled passes of the labeled set, so a
 labeled set larger than a batch is simply seen over several steps, and one smaller than a batch
 (40 labels, batch 64) fills the batch from consecutive passes (some images twice in a batch), which
@@ -36,40 +40,29 @@ is what the reference FixMatch loaders do by repeating the labeled set. Neither 
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
 from .. import DEFAULT_SEED
 from ..datasets.base import Dataset
 from ..errors import UserError
-from ..training.augment import RANDAUGMENT_VARIANTS, AugmentPolicy, augment, policy_for
-from ..training.checkpoint import Checkpoint
-from ..training.device import Precision, resolve_precision
-from ..training.images import ImagePool
-from ..training.loop import (IndexStream, Seeding, TrainLoop, cosine_factor, cpu_threads, parameter_groups,
-                             seed_torch)
 from ..utils import content_key
 from .base import Learner, pool_predictions, top1_metrics, unevaluated_metrics
 from .loop_config import LoopConfig  # noqa: F401  (learners import it from here too)
-from ..nets import build_network, check_arch
+
+if TYPE_CHECKING:  # torch and the training package are imported when a learner trains, not when it registers
+    import torch
+    from torch import nn
+
+    from ..training.device import Precision
+    from ..training.loop import IndexStream
+    from .image_training import Batch, StepImages, TrainData
 
 CHECKPOINT_VERSION = 1
 OPTIMIZERS = ("sgd", "adamw")
-
-
-def make_optimizer(groups: list[dict], config: LoopConfig) -> torch.optim.Optimizer:
-    """SGD with momentum (Nesterov by default: FixMatch, CoMatch, USB), or AdamW: Adam with the
-    decoupled weight decay of MixMatch's code (google-research/mixmatch mixmatch.py: after each
-    Adam step every conv / dense kernel is multiplied by 1 - weight_decay x lr; AdamW applies the
-    same factor before the step). The groups carry their own weight decay (none on BN / biases)."""
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=config.lr)
-    return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov)
 
 
 def curve_metrics(curve: list[dict], final_top1: float) -> dict[str, float]:
@@ -101,139 +94,6 @@ def _mismatch(path: Path, differences: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# data
-
-
-@dataclass
-class TrainData:
-    """Everything a training phase reads: the labeled images (uint8, on the device), the pool and
-    the test split as `ImagePool`s (on the device when they fit, else sent batch by batch)."""
-
-    labeled_images: torch.Tensor
-    labeled_targets: torch.Tensor
-    unlabeled: ImagePool
-    test: ImagePool
-    test_targets: np.ndarray
-    num_classes: int
-    mean: torch.Tensor
-    std: torch.Tensor
-    policy: AugmentPolicy
-
-    @classmethod
-    def build(cls, dataset: Dataset, labeled_indices: np.ndarray, device: str, policy: AugmentPolicy,
-              needs_pool: bool = True) -> "TrainData":
-        """`needs_pool` False (a learner that never reads the unlabeled pool): the pool stays in
-        host memory (or its files) and only the labeled images go to the device. Without a labelled
-        test split (`run --labels` on your own folder) `test` is None and nothing is evaluated."""
-        host = "files" if dataset.train.array is None else "host"
-        pool = ImagePool(dataset.train, dataset.image_size, dataset.channels, device,
-                         placement=None if needs_pool else host)
-        test = ImagePool(dataset.test, dataset.image_size, dataset.channels, device) if dataset.evaluated else None
-        test_targets = dataset.test.labels if dataset.evaluated else np.zeros(0, dtype=np.int64)
-        labeled_indices = torch.as_tensor(np.asarray(labeled_indices, dtype=np.int64))
-        labels = torch.as_tensor(dataset.train.labels)
-        channels = dataset.channels
-        mean = torch.tensor(dataset.mean, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
-        std = torch.tensor(dataset.std, dtype=torch.float32).reshape(1, -1, 1, 1).expand(1, channels, 1, 1)
-        return cls(pool.take(labeled_indices), labels[labeled_indices].to(device), pool, test,
-                   np.asarray(test_targets), dataset.num_classes,
-                   mean.to(device).contiguous(), std.to(device).contiguous(), policy)
-
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    @property
-    def evaluated(self) -> bool:
-        """Whether there is a test split to evaluate on."""
-        return self.test is not None
-
-    @property
-    def placement(self) -> dict[str, str]:
-        """Where the pool and the test split are kept (see `training.images.ImagePool`)."""
-        return {"pool": self.unlabeled.placement, "test": self.test.placement if self.test is not None else "none"}
-
-
-class StepImages:
-    """Step k's pool images, ``pool.take(stream.indices(k))``, for steps in increasing order. A
-    file-backed pool is read through one DataLoader for the steps from the first asked up to
-    `stop` (workers decode ahead); asking for another step than the next starts a new one."""
-
-    def __init__(self, pool: ImagePool, stream: IndexStream, stop: int) -> None:
-        self.pool, self.stream, self.stop = pool, stream, stop
-        self._iterator = None
-        self._next = -1
-
-    def __call__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 images on the device, int64 indices on the CPU) of step `step`."""
-        indices = self.stream.indices(step)
-        if self.pool.placement != "files":
-            return self.pool.take(indices), indices
-        if step != self._next:
-            self._iterator = self.pool.batches(self.stream.indices(k) for k in range(step, self.stop))
-        self._next = step + 1
-        return next(self._iterator), indices
-
-
-@dataclass
-class Batch:
-    """One step's inputs: normalised views (in the declared order), labels, and the step's generator."""
-
-    labeled: list[torch.Tensor]
-    targets: torch.Tensor
-    unlabeled: list[torch.Tensor]
-    unlabeled_indices: torch.Tensor | None
-    generator: torch.Generator
-    num_classes: int
-    # a CPU generator of the same step for draws the host needs (MixUp's lambda): the step's
-    # generator itself on the CPU, a separately seeded one when that lives on a GPU (no host sync)
-    host_generator: torch.Generator | None = None
-
-    @staticmethod
-    def forward(model: nn.Module, tensors: list[torch.Tensor], **kwargs: Any) -> list[Any]:
-        """One forward pass over the concatenation (BatchNorm sees labeled and unlabeled together,
-        as in the reference FixMatch), split back per input. Tuple outputs are split element-wise."""
-        sizes = [len(t) for t in tensors]
-        out = model(torch.cat(tensors), **kwargs)
-        if isinstance(out, tuple):
-            parts = [o.split(sizes) for o in out]
-            return [tuple(p[i] for p in parts) for i in range(len(tensors))]
-        return list(out.split(sizes))
-
-
-# ---------------------------------------------------------------------------------------------
-# evaluation
-
-
-@torch.no_grad()
-def eval_outputs(model: nn.Module, data: TrainData, images: ImagePool, batch_size: int, precision: Precision | None,
-                 reduce: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """`reduce(logits)` of `model` (eval mode, no augmentation) on every image of `images` in
-    order, under the training's autocast and memory format (`precision`; default float32); the
-    outputs stay on the device until the last batch (one copy to the host)."""
-    precision = precision or Precision(str(data.mean.device))
-    was_training = model.training
-    model.eval()
-    out = []
-    for batch in images.ordered(batch_size):
-        x = precision.images(data.normalise(augment(batch, "none", data.policy, None)))
-        with precision.autocast():
-            out.append(reduce(model(x)))
-    model.train(was_training)
-    return torch.cat(out).cpu()
-
-
-def predict(model: nn.Module, data: TrainData, batch_size: int, precision: Precision | None = None) -> np.ndarray:
-    """Arg-max predictions of `model` (eval mode) on the test split, int64 (n_test,)."""
-    return eval_outputs(model, data, data.test, batch_size, precision, lambda z: z.argmax(1)).numpy()
-
-
-def class_probabilities(model: nn.Module, data: TrainData, batch_size: int,
-                        precision: Precision | None = None) -> np.ndarray:
-    """Softmax of `model` (eval mode, no augmentation) on every pool image: float32 (N, classes)."""
-    return eval_outputs(model, data, data.unlabeled, batch_size, precision, lambda z: z.float().softmax(1)).numpy()
-
-
-# ---------------------------------------------------------------------------------------------
 # the learner base class
 
 
@@ -257,6 +117,9 @@ class ImageLearner(Learner):
         in eval mode without augmentation, on every pool image: (class ids, softmax probability)."""
         if self._fitted is None:
             raise RuntimeError(f"learner {self.name!r}: predict_pool before fit")
+        from ..training.loop import cpu_threads
+        from .image_training import class_probabilities
+
         model, data, config, precision, _ = self._fitted
         with cpu_threads(config.threads):
             proba = class_probabilities(model, data, config.eval_batch, precision)
@@ -270,6 +133,8 @@ class ImageLearner(Learner):
 
     # --- hooks a method may override -------------------------------------------------------
     def build_model(self, dataset: Dataset, device: str, encoder: Any = None) -> nn.Module:
+        from ..nets import build_network
+
         return build_network(self.config.arch, dataset.num_classes, dataset.channels, dataset.image_size)
 
     def loss(self, model: nn.Module, batch: Batch, step: int, total_steps: int) -> tuple[torch.Tensor, dict]:
@@ -290,6 +155,8 @@ class ImageLearner(Learner):
     # --- checks ------------------------------------------------------------------------------
     def check_dataset(self, dataset: Dataset) -> None:
         super().check_dataset(dataset)
+        from ..nets import check_arch
+
         check_arch(self.config.arch, dataset.channels, dataset.image_size)
         self.check_options(self.config, None)
 
@@ -298,6 +165,9 @@ class ImageLearner(Learner):
 
     @staticmethod
     def check_options(config: LoopConfig, device: str | None) -> None:
+        from ..training.augment import RANDAUGMENT_VARIANTS
+        from ..training.device import resolve_precision
+
         if config.threads < 0:
             raise UserError(f"Config threads must be >= 0 (0 = torch's default), got {config.threads}.")
         for name in ("steps", "labeled_batch", "eval_every", "checkpoint_every", "eval_batch"):
@@ -338,6 +208,10 @@ class ImageLearner(Learner):
 
     def _check_shape(self, model: nn.Module, data: TrainData, precision: Precision) -> None:
         """One tiny forward pass before training, so a wrong image shape fails with a clear message."""
+        import torch
+
+        from ..training.augment import augment
+
         images = data.test if data.evaluated else data.unlabeled
         x = precision.images(data.normalise(augment(images.take([0, min(1, len(images) - 1)]), "none",
                                                     data.policy, None)))
@@ -370,6 +244,13 @@ class ImageLearner(Learner):
         training.loop.TrainingInterrupted
             SIGINT / SIGTERM: the checkpoint was written and the message says how to resume.
         """
+        import torch
+
+        from ..training.checkpoint import Checkpoint
+        from ..training.device import resolve_precision
+        from ..training.loop import IndexStream, Seeding, TrainLoop, cosine_factor, parameter_groups
+        from .image_training import StepImages, make_optimizer, predict
+
         self.check_options(config, device)
         precision = resolve_precision(device, config.amp, config.channels_last)
         config = self.resolved(config, precision)
@@ -435,6 +316,9 @@ class ImageLearner(Learner):
 
     def _batch(self, data: TrainData, labeled_stream: IndexStream, unlabeled: StepImages | None,
                step: int, generator: torch.Generator, precision: Precision) -> Batch:
+        from ..training.augment import augment
+        from .image_training import Batch
+
         def views(images: torch.Tensor, names: tuple[str, ...]) -> list[torch.Tensor]:
             return [precision.images(data.normalise(augment(images, name, data.policy, generator))) for name in names]
 
@@ -453,6 +337,9 @@ class ImageLearner(Learner):
     def prepare(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int, device: str
                 ) -> tuple[TrainData, Any]:
         """Validate, then build the device data and the fingerprint that ties checkpoints to inputs."""
+        from ..training.augment import policy_for
+        from .image_training import TrainData
+
         self.check(dataset, labeled_indices)
         self.check_options(self.config, device)
         policy = policy_for(self.config.augment, dataset.image_size, self.config.randaugment)
@@ -463,6 +350,8 @@ class ImageLearner(Learner):
 
     def fit(self, dataset: Dataset, labeled_indices: np.ndarray, seed: int = DEFAULT_SEED, device: str = "cpu",
             workdir: str | Path | None = None, features: Any = None, encoder: Any = None) -> dict[str, Any]:
+        from ..training.loop import cpu_threads, seed_torch
+
         data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
         with cpu_threads(self.config.threads):
             seed_torch(seed, self.name, "init")

@@ -19,16 +19,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
 
 from ..config_ranges import NON_NEGATIVE, POSITIVE, PROBABILITY, field_ranges
 from ..errors import UserError
 from ..registry import LEARNERS
-from ..training.losses import one_hot, soft_cross_entropy
 from ..traits import LearnerTraits
-from .image_learner import Batch, ImageLearner, LoopConfig
+from .image_learner import ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
+
+if TYPE_CHECKING:  # torch is imported when the learner trains, not when it registers
+    import torch
+
+    from .image_training import Batch
 
 
 # The fields each recipe sets when the config leaves them unset (None).
@@ -93,6 +98,8 @@ def mixup(x: torch.Tensor, y: torch.Tensor, permutation: torch.Tensor,
           lam: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """lam x + (1 - lam) x[permutation] (and the same for the targets); `lam` a float (one per
     batch) or a (B,) tensor (one per example)."""
+    import torch
+
     if isinstance(lam, torch.Tensor):
         lam_x = lam.to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
         lam_y = lam.to(y.dtype).view(-1, *([1] * (y.dim() - 1)))
@@ -136,6 +143,11 @@ class MixMatch(ImageLearner):
     unlabeled_views = ("weak", "weak")
 
     def loss(self, model, batch: Batch, step: int, total_steps: int):
+        import torch
+
+        from ..training.losses import one_hot, soft_cross_entropy
+        from .image_training import Batch
+
         config = self.config
         x, (u1, u2) = batch.labeled[0], batch.unlabeled
         with torch.no_grad():

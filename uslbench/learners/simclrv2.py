@@ -29,23 +29,21 @@ reference: docs/fidelity.md#simclrv2.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import torch
-import torch.nn.functional as F
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from .. import DEFAULT_SEED
 from ..config_ranges import NON_NEGATIVE, POSITIVE, POSITIVE_INT, Range, field_ranges
 from ..errors import UserError
 from ..registry import LEARNERS
-from ..nets import Classifier, build_network, projection_mlp
-from ..training.loop import cpu_threads, seed_torch
-from ..training.losses import nt_xent, soft_cross_entropy
 from ..traits import LearnerTraits
 from ..utils import seed_from
-from .image_learner import Batch, ImageLearner, LoopConfig
+from .image_learner import ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
+
+if TYPE_CHECKING:  # torch is imported when the learner trains, not when it registers
+    from torch import nn
+
+    from .image_training import Batch
 
 
 @field_ranges(steps=NON_NEGATIVE, finetune=Range(choices=("linear", "full")), epochs=POSITIVE, repeat=POSITIVE_INT,
@@ -74,42 +72,6 @@ class SimCLRv2Config(LoopConfig):
     pretrain_batch: int = 256
     pretrain_lr: float = 0.3
     pretrain_temperature: float = 0.5
-
-
-class NormalisedClassifier(Classifier):
-    """Classifier whose logits are L2-normalised (CLD's ResNet: `linear` then `l2norm`,
-    shared/models/resnet_cifar_cld.py of the USL reference)."""
-
-    def forward(self, x: torch.Tensor, with_features: bool = False):
-        features = self.backbone(x)
-        logits = F.normalize(self.head(features), dim=1)
-        return (logits, features) if with_features else logits
-
-
-class EncoderInput(nn.Module):
-    """Map the loop's inputs (normalised with the data set's statistics) to what the encoder's
-    network expects: undo the data set normalisation, then the encoder's `input_transform`."""
-
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, transform: nn.Module) -> None:
-        super().__init__()
-        self.register_buffer("mean", mean.detach().clone().reshape(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", std.detach().clone().reshape(1, -1, 1, 1), persistent=False)
-        self.transform = transform
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.transform(x * self.std + self.mean)
-
-
-class ProjectionNet(nn.Module):
-    """backbone + 2-layer MLP projection to a normalised 64-d embedding (SimCLR pretraining)."""
-
-    def __init__(self, backbone: nn.Module, feature_dim: int, out_dim: int = 64) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.projection = projection_mlp([feature_dim, feature_dim, out_dim])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.projection(self.backbone(x)), dim=1)
 
 
 @LEARNERS.register("simclrv2", "SimCLRv2: fine-tune the self-supervised encoder (linear or full), optional distillation",
@@ -158,6 +120,12 @@ class SimCLRv2(ImageLearner):
             model.backbone.eval()
 
     def loss(self, model, batch: Batch, step: int, total_steps: int):
+        import torch
+        import torch.nn.functional as F
+
+        from ..training.losses import nt_xent, soft_cross_entropy
+        from .image_training import Batch
+
         if self._phase == "pretrain":
             z_a, z_b = Batch.forward(model, batch.unlabeled)
             loss = nt_xent(z_a, z_b, self.config.pretrain_temperature)
@@ -177,6 +145,11 @@ class SimCLRv2(ImageLearner):
     def _backbone(self, dataset, data, encoder: Any, seed: int, device: str, workdir) -> tuple[nn.Module, int, float | None]:
         """The encoder's own network, or (fallback) the small network pretrained here with SimCLR;
         the third value is the pretraining time in seconds (None when the encoder brought a network)."""
+        from torch import nn
+
+        from ..nets import build_network
+        from .simclrv2_nets import EncoderInput, ProjectionNet
+
         if encoder is not None and hasattr(encoder, "build_module"):
             module, feature_dim = encoder.build_module(device)
             if callable(getattr(encoder, "input_transform", None)):
@@ -195,6 +168,10 @@ class SimCLRv2(ImageLearner):
         return net.backbone, backbone.feature_dim, done["train_seconds"]
 
     def fit(self, dataset, labeled_indices, seed=DEFAULT_SEED, device="cpu", workdir=None, features=None, encoder=None):
+        from ..nets import Classifier, build_network
+        from ..training.loop import cpu_threads, seed_torch
+        from .simclrv2_nets import NormalisedClassifier
+
         data, fingerprint = self.prepare(dataset, labeled_indices, seed, device)
         config = self.config
         with cpu_threads(config.threads):

@@ -6,13 +6,15 @@ of the same preset, so "SSL minus supervised" measures what the unlabeled pool a
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..registry import LEARNERS
 from ..traits import LearnerTraits
-from .image_learner import Batch, ImageLearner, LoopConfig
+from .image_learner import ImageLearner, LoopConfig
 from .presets import CONTRACT_TEST_LOOP, image_presets
+
+if TYPE_CHECKING:  # torch is imported when the learner trains, not when it registers
+    from .image_training import Batch
 
 
 @dataclass
@@ -33,5 +35,7 @@ class Supervised(ImageLearner):
     unlabeled_views = ()
 
     def loss(self, model, batch: Batch, step: int, total_steps: int):
+        import torch
+
         loss = torch.nn.functional.cross_entropy(model(batch.labeled[0]), batch.targets)
         return loss, {"loss_x": loss.detach()}

@@ -25,16 +25,23 @@ from ..errors import UserError
 from ..utils import file_digest_ok, progress_disabled, record_file_digest
 from .tiling import distance_factors, row_blocks  # noqa: F401  (re-exported: selectors import them from here)
 
-try:
-    import faiss
-except ImportError:  # the base install carries no faiss: the `cpu` or `gpu` extra chooses one
-    class _MissingFaiss:
-        def __getattr__(self, name):
+
+class _LazyFaiss:
+    """The faiss module, imported at the first attribute read: registering and describing the
+    selectors (`list`, `describe`) loads no faiss. The base install carries no faiss (the `cpu` or
+    `gpu` extra chooses one): then every read is a UserError that says which extra to install."""
+
+    def __getattr__(self, name: str):
+        try:
+            import faiss
+        except ImportError:
             raise UserError("faiss is not installed. Install uslbench with one of its faiss extras: "
                             "pip install -e '.[cpu]' (faiss-cpu) or, on a CUDA machine, pip install -e '.[gpu]' "
-                            "(faiss-gpu).")
+                            "(faiss-gpu).") from None
+        return getattr(faiss, name)
 
-    faiss = _MissingFaiss()
+
+faiss = _LazyFaiss()
 
 # faiss's GPU k-selection handles at most this many neighbours per query (faiss >= 1.7.3)
 GPU_MAX_K = 2048
