@@ -10,7 +10,7 @@ import click
 from .. import DEFAULT_SEED
 from ..devices import resolve_device
 from ..errors import UserError
-from .options import BUDGET, config_overrides, device_option, overrides_for, results_root_option
+from .options import BUDGET, config_overrides, data_root_option, device_option, overrides_for, results_root_option
 
 
 def _format_seconds(seconds: dict[str, float]) -> str:
@@ -25,7 +25,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.option("--dataset", default=None, help="data set name: select through the pipeline's feature cache")
 @click.option("--encoder", default=None, help="with --dataset: encoder (default: the data set's)")
 @click.option("--encoder-weights", default=None, help="with --dataset: weights file for the encoder")
-@click.option("--data-root", default=None, help="with --dataset: folder holding the data set's files")
+@data_root_option("with --dataset: ")
 @config_overrides("selector", "encoder")
 @click.option("--preset", "preset_dataset", default=None,
               help="with --features: take the selector's presets for this data set (e.g. cifar10, imagenet)")
