@@ -178,6 +178,30 @@ def test_describe_for_a_dataset_shows_the_resolved_numbers():
     assert unknown.exit_code == 2 and "cifar10" in unknown.output
 
 
+def test_every_data_root_option_says_its_default(monkeypatch, tmp_path):
+    """One help text on every command with --data-root, naming the default resolve_data_root applies."""
+    import click
+
+    from uslbench.commands.options import DATA_ROOT_DEFAULT
+    from uslbench.datasets.files import resolve_data_root
+
+    assert DATA_ROOT_DEFAULT == "$USLBENCH_DATA when set, else ./data in the working folder"
+    ctx = click.Context(main)
+    with_option = {}
+    for name in main.list_commands(ctx):
+        for param in main.get_command(ctx, name).params:
+            if "--data-root" in param.opts:
+                with_option[name] = param.help
+    assert sorted(with_option) == ["pretrain", "run", "select", "sweep"]
+    assert all(text.endswith(f"(default: {DATA_ROOT_DEFAULT})") for name, text in with_option.items() if name != "sweep")
+    assert with_option["sweep"].endswith(f"(default: the sweep file's data_root, else {DATA_ROOT_DEFAULT})")
+    assert "$USLBENCH_DATA when set" in invoke("run", "--help").output
+    monkeypatch.delenv("USLBENCH_DATA", raising=False)
+    assert resolve_data_root(None) == Path("data")
+    monkeypatch.setenv("USLBENCH_DATA", str(tmp_path))
+    assert resolve_data_root(None) == tmp_path and resolve_data_root("elsewhere") == Path("elsewhere")
+
+
 def test_help_shows_an_example():
     result = invoke("run", "--help")
     assert "python cli.py run --selector usl" in result.output

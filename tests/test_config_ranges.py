@@ -69,8 +69,8 @@ def test_range_membership():
     (["--selector", "usl", "--learner", "linear", "--selector-config", "usl.lam=nan"],
      "Config key 'lam' of selector 'usl' must be a finite number >= 0, got nan. (lam: regulariser weight lambda)"),
     (["--selector", "usl", "--learner", "linear", "--selector-config", "usl.n_clusters=-3"],
-     "Config key 'n_clusters' of selector 'usl' must be an integer >= 1, got -3. (n_clusters: K-Means clusters "
-     "(default = budget; > budget over-clusters))"),
+     "Config key 'n_clusters' of selector 'usl' must be an integer >= 1, got -3. (n_clusters: K-Means clusters"
+     ", at least the budget (default = budget; > budget over-clusters))"),
     (["--selector", "random", "--learner", "linear", "--learner-config", "linear.C=-1"],
      "Config key 'C' of learner 'linear' must be a finite number > 0, got -1.0."),
     (["--selector", "random", "--learner", "linear", "--learner-config", "linear.C=inf"],

@@ -286,6 +286,36 @@ def test_progress_is_a_bar_on_a_terminal_and_log_lines_otherwise(monkeypatch):
     assert quiet.getvalue() == ""
 
 
+def test_progress_follows_the_projects_one_terminal_rule(monkeypatch):
+    """ImageProgress draws a bar exactly when `utils.progress_disabled` allows one (stderr a
+    terminal, not CI, not quiet), like every other bar; otherwise the plain log lines."""
+    import io
+    import sys
+
+    from uslbench import utils
+    from uslbench.encoders.progress import ImageProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    def shown(stream):
+        with ImageProgress(300, "timm train", every_s=0.0, stream=stream) as progress:
+            progress.update(150)
+            progress.update(150)
+        return stream.getvalue()
+
+    monkeypatch.delenv("USLBENCH_QUIET", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(utils, "progress_disabled", lambda: True)   # e.g. a job log
+    assert shown(Terminal()).startswith("timm train: 150/300 images (50%), ")
+    monkeypatch.setattr(utils, "progress_disabled", lambda: False)  # a terminal
+    assert shown(io.StringIO()).startswith("\rtimm train:")
+    monkeypatch.undo()
+    monkeypatch.setattr(sys, "stderr", io.StringIO())               # the real rule: stderr is no terminal
+    assert "\r" not in shown(Terminal())
+
+
 def test_file_backed_images_go_through_timms_eval_transform(tmp_path):
     from uslbench.datasets.testing import write_image_folder
 

@@ -175,9 +175,11 @@ def test_select_from_features_exports_indices_and_says_so(tmp_path):
                     "--export", tmp_path / "p.csv")
     assert result.exit_code == 0, result.output
     notes = [line for line in result.output.splitlines() if line.startswith("note:")]
-    assert notes == ["note: --features has no image paths, so the export holds pool indices only (rows of the "
-                     "matrix, in selection order)"]
-    assert len((tmp_path / "p.csv").read_text().split()) == 5
+    assert notes == ["note: --features has no image paths, so the export names each pick by its pool index (its "
+                     "row of the matrix), in selection order"]
+    lines = (tmp_path / "p.csv").read_text().splitlines()  # random knows no cluster or score of its picks
+    assert lines[0] == "rank,pool_index" and [line.split(",")[0] for line in lines[1:]] == ["1", "2", "3", "4", "5"]
+    assert "(5 picks: rank, pool index)" in result.output
     refused = CliRunner().invoke(main, ["select", "--features", str(tmp_path / "f.npy"), "--selector", "random",
                                         "--budget", "5", "--export", str(tmp_path / "t.json"),
                                         "--export-format", "label-studio"])

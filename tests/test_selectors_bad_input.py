@@ -111,3 +111,21 @@ def test_bad_config_values():
         SELECTORS.create("usl_t", mode="backbone").select(FEATURES, 3, seed=1)
     with pytest.raises(UserError, match="Unknown config key"):
         SELECTORS.create("usl", lamda=1.0)
+
+
+@pytest.mark.parametrize("name, config, message", [
+    ("usl", {"n_clusters": 2}, r"n_clusters=2 is below the budget 3"),
+    ("clip_usl", {"n_clusters": 2}, r"n_clusters=2 is below the budget 3"),
+    ("usl", {"n_clusters": 61}, r"n_clusters=61 exceeds the pool of 60 points"),
+    ("usl", {"knn_k": 61}, r"knn_k=61 exceeds the pool of 60 points.*give knn_k <= 60"),
+    ("usl_t", {"n_clusters": 2}, r"n_clusters=2 is below the budget 3"),
+    ("probcover", {"n_clusters": 61}, r"n_clusters=61 exceeds the pool of 60 points"),
+])
+def test_settings_that_cannot_work_on_the_pool_are_refused_not_changed(name, config, message, monkeypatch):
+    """A value that cannot work (fewer clusters than picks, more neighbours than points) was once
+    raised or clamped silently; now validation refuses it, before any work and before features."""
+    NoWork(monkeypatch, name)
+    with pytest.raises(UserError, match=message):
+        SELECTORS.create(name, **config).validate(len(FEATURES), 3, SelectionContext())
+    with pytest.raises(UserError, match=message):
+        SELECTORS.create(name, **config).select(FEATURES, 3, seed=1)

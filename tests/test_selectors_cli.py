@@ -1,6 +1,7 @@
 """`select` and `perf` commands through Click's CliRunner."""
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -29,8 +30,14 @@ def test_select_on_own_features_exports(features_file, tmp_path, suffix):
         picks = np.load(out).tolist()
     elif suffix == ".json":
         picks = json.loads(out.read_text())
-    else:
-        picks = [int(line) for line in out.read_text().split()]
+    else:  # the picks table of a data set's export, without paths
+        rows = list(csv.DictReader(out.read_text().splitlines()))
+        assert list(rows[0]) == ["rank", "pool_index", "cluster", "score"]
+        assert [int(r["rank"]) for r in rows] == list(range(1, 9))
+        assert len({r["cluster"] for r in rows}) == 8  # USL: one pick per K-Means cluster
+        assert all(np.isfinite(float(r["score"])) for r in rows)
+        picks = [int(r["pool_index"]) for r in rows]
+        assert "(8 picks: rank, pool index, cluster, score = usl_score)" in result.output
     assert len(set(picks)) == 8
     # the exported file is itself a selector
     again = CliRunner().invoke(main, ["select", "--features", str(features_file), "--selector", f"file:{out}",
@@ -59,7 +66,9 @@ def test_select_through_the_dataset_and_its_caches(tmp_path):
     assert "seconds: kmeans" in first.output
     second = CliRunner().invoke(main, args)
     assert second.exit_code == 0 and "reused cached features and selection" in second.output
-    assert len((tmp_path / "p.csv").read_text().split()) == 10
+    rows = list(csv.DictReader((tmp_path / "p.csv").read_text().splitlines()))
+    assert list(rows[0]) == ["rank", "pool_index", "cluster", "score"] and len(rows) == 10
+    assert "(10 picks: rank, pool index, cluster, score = typicality)" in first.output
     # `run` with the same selection reuses it
     run = CliRunner().invoke(main, ["run", "--dataset", "digits", "--selector", "typiclust", "--budget", "10",
                                     "--learner", "linear", "--results-root", str(tmp_path / "results")])

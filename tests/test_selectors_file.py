@@ -22,6 +22,15 @@ def test_export_then_import_round_trip(tmp_path, suffix):
     assert selection.indices.tolist() == indices.tolist()
 
 
+def test_csv_export_is_the_picks_table_and_reads_back(tmp_path):
+    indices = np.array([7, 3, 11, 0], dtype=np.int64)
+    per_pick = {"cluster": [2, 0, None, 1], "score": [0.5, 1.25, None, 2.0], "score_name": "usl_score"}
+    path = export_indices(indices, tmp_path / "picks.csv", per_pick)
+    assert path.read_text() == "rank,pool_index,cluster,score\n1,7,2,0.5\n2,3,0,1.25\n3,11,,\n4,0,1,2\n"
+    selection = SELECTORS.create(f"file:{path}").select(None, 4, seed=5, context=SelectionContext(pool_size=20))
+    assert selection.indices.tolist() == [7, 3, 11, 0]  # the pool_index column, not the rank
+
+
 def test_csv_with_header_and_blank_lines(tmp_path):
     path = tmp_path / "picks.csv"
     path.write_text("index\n4\n\n9\n1\n")

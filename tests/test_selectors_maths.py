@@ -96,11 +96,13 @@ def test_typiclust_picks_the_most_typical_member_of_each_cluster_largest_first()
     first, second = _brute_typical(big, 6), 12 + _brute_typical(small, 4)
     selection = SELECTORS.create("typiclust").select(features, 2, seed=1)
     assert selection.indices.tolist() == [first, second]  # big cluster first
+    assert selection.info["knn_k_used"] == [4, 6]  # the k of 20 asked for is recorded as used: 6 and 4
     # budget 3 wraps around to the big cluster: its most typical member among the 11 left (k = 5)
     rest = np.delete(np.arange(12), first)
     third = int(rest[_brute_typical(big[rest], 5)])
     wrapped = SELECTORS.create("typiclust", max_clusters=2).select(features, 3, seed=1)
     assert wrapped.indices.tolist() == [first, second, third]
+    assert wrapped.info["knn_k_used"] == [4, 6]  # 6, 4, then 5
 
 
 def test_coreset_on_a_line():

@@ -7,6 +7,7 @@ import torch
 
 from uslbench.datasets import load_dataset
 from uslbench.encoders import l2_normalise
+from uslbench.errors import SettingWarning
 from uslbench.registry import SELECTORS
 from uslbench.selectors.base import SelectionContext
 from uslbench.selectors.usl_t_train import usl_t_loss
@@ -62,6 +63,20 @@ def test_more_clusters_than_samples_can_fill_never_crashes():
     features = np.random.default_rng(0).standard_normal((40, 6)).astype(np.float32)
     selection = SELECTORS.create("usl_t", epochs=2, n_clusters=30).select(features, 25, seed=1)
     assert len(set(selection.indices.tolist())) == 25
+
+
+def test_settings_above_the_pool_are_recorded_and_warned():
+    """The small preset's batch of 256 and the default knn_k of 20 on a pool of 15: trained on
+    whole-pool batches with all 14 other points as neighbours, never silently."""
+    features = np.random.default_rng(0).standard_normal((15, 6)).astype(np.float32)
+    with pytest.warns(SettingWarning) as caught:
+        selection = SELECTORS.create("usl_t", epochs=2).select(features, 5, seed=1)
+    assert sorted(str(w.message) for w in caught) == [
+        "usl_t batch_size=256 exceeds the pool of 15 points; training on batches of the whole pool (15).",
+        "usl_t knn_k=20 exceeds the 14 other points of the pool; the local loss draws among all of them (knn_k 14)."]
+    assert (selection.info["batch_size_used"], selection.info["knn_k_used"], selection.info["steps"]) == (15, 14, 2)
+    fitting = SELECTORS.create("usl_t", epochs=1, batch_size=8, knn_k=5).select(features, 5, seed=1)
+    assert (fitting.info["batch_size_used"], fitting.info["knn_k_used"]) == (8, 5)
 
 
 def test_contrastive_augment_keeps_shape_and_range_and_is_seeded():

@@ -238,6 +238,21 @@ def test_the_learners_suggest_the_small_recipe():
             "--learner-config mixmatch.ema=0.99") in hint and "--device cuda" in hint
 
 
+@pytest.mark.parametrize("name", ["fixmatch", "mixmatch", "comatch", "supervised", "simclrv2"])
+def test_the_small_recipe_hint_is_the_learners_own_digits_preset(name):
+    """The hint reads the preset table, so it cannot drift from it (fixmatch's digits preset trains
+    300 steps; the hint once said the shared row's 400)."""
+    from uslbench.catalog import LEARNERS
+    from uslbench.learners.image_learner import slow_hint
+
+    digits = LEARNERS.resolve_config(name, "digits")
+    hint = slow_hint(name, LEARNERS.get(name).config_cls)
+    assert " ".join(f"--learner-config {name}.{k}={getattr(digits, k)}"
+                    for k in ("arch", "steps", "labeled_batch", "unlabeled_ratio", "ema")) in hint
+    if name == "fixmatch":
+        assert f"{name}.steps=300" in hint
+
+
 # ---------------------------------------------------------------------------------------------
 # damaged checkpoints (issue 12 item 20)
 

@@ -17,6 +17,8 @@ SCHEMA_VERSION = 1
 # Defaults that every layer shares, declared once (each import site uses these names).
 DEFAULT_SEED = 1            # the run seed when none is given: CLI, RunSpec, Selector.select, Learner.fit
 RESULTS_ROOT = "results"    # the default results root (caches, runs, leaderboards, weights)
+DATA_ROOT_ENV = "USLBENCH_DATA"  # the data root when --data-root is not given ...
+DATA_ROOT = "data"          # ... and without it (relative to the working folder)
 
 from .errors import install_warning_format as _install_warning_format  # noqa: E402
 

@@ -40,11 +40,22 @@ def warn_data(message: str) -> None:
     _warnings.warn(message, DataWarning, stacklevel=3)
 
 
+class SettingWarning(UserWarning):
+    """A setting was adapted to the pool where the method defines that adaptation (usl_t: a batch
+    larger than the pool becomes the whole pool); the selection info records the value used. The
+    message is one line: the setting, the value asked for, the value used and why."""
+
+
+def warn_setting(message: str) -> None:
+    """Issue a SettingWarning, printed as one line `warning: MESSAGE` like `warn_data`."""
+    _warnings.warn(message, SettingWarning, stacklevel=3)
+
+
 def format_warning(message, category, filename, lineno, line=None) -> str:
     """warnings.formatwarning that prints the package's own warnings as `warning: MESSAGE` (no
     category name, file name or source line: the message says what, how many, which files and
     what was done) and leaves every other warning to Python's standard format."""
-    if isinstance(category, type) and issubclass(category, DataWarning):
+    if isinstance(category, type) and issubclass(category, (DataWarning, SettingWarning)):
         return f"warning: {message}\n"
     return _python_formatwarning(message, category, filename, lineno, line)
 

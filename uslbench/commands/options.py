@@ -7,6 +7,7 @@ from typing import Any, Callable, Iterable
 
 import click
 
+from .. import DATA_ROOT, DATA_ROOT_ENV
 from .. import RESULTS_ROOT  # noqa: F401  (the default results root of every command, declared once)
 from ..errors import UserError
 from ..registry import OVERRIDE_EXAMPLES, OVERRIDE_SYNTAX, parse_scoped_overrides
@@ -54,6 +55,17 @@ class BudgetType(click.ParamType):
 
 
 BUDGET = BudgetType()
+
+
+#: The one default of `--data-root` (run, select, sweep, pretrain), as `datasets.files.resolve_data_root` applies it.
+DATA_ROOT_DEFAULT = f"${DATA_ROOT_ENV} when set, else ./{DATA_ROOT} in the working folder"
+
+
+def data_root_option(before: str = "", default_first: str = "") -> Callable:
+    """`--data-root` with the shared help text; `before`: when the option applies, `default_first`:
+    a default the command checks before the shared one (a sweep file's data_root)."""
+    return click.option("--data-root", default=None,
+                        help=f"{before}folder holding the data sets' files (default: {default_first}{DATA_ROOT_DEFAULT})")
 
 
 def results_root_option(help_text: str = "where caches and records go") -> Callable:

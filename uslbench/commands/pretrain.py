@@ -9,7 +9,7 @@ from .. import DEFAULT_SEED
 from ..devices import resolve_device
 from ..errors import UserError
 from ..utils import writable_root
-from .options import RESULTS_ROOT, device_option, results_root_option
+from .options import RESULTS_ROOT, data_root_option, device_option, results_root_option
 
 
 def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, download: bool = False,
@@ -47,7 +47,7 @@ def pretrain(encoder: str, dataset_name: str, data_root: str | None = None, down
 @click.command("pretrain")
 @click.option("--encoder", default="simclr", show_default=True, help="encoder to train (simclr)")
 @click.option("--dataset", "dataset_name", required=True, help="data set whose train split is used (no labels)")
-@click.option("--data-root", default=None, help="folder holding the data set's files")
+@data_root_option()
 @click.option("--download", is_flag=True, help="download the data set where its library can")
 @click.option("--epochs", type=int, default=None, help="epochs (default 500)")
 @click.option("--batch-size", type=int, default=None, help="images per batch (default 512)")

@@ -6,7 +6,7 @@ import click
 from .. import DEFAULT_SEED
 from ..errors import UserError
 from ..devices import resolve_device
-from .options import BUDGET, config_overrides, device_option, overrides_for, results_root_option
+from .options import BUDGET, config_overrides, data_root_option, device_option, overrides_for, results_root_option
 
 
 @click.command("run")
@@ -25,7 +25,7 @@ from .options import BUDGET, config_overrides, device_option, overrides_for, res
 @click.option("--seed", default=DEFAULT_SEED, show_default=True, type=int)
 @click.option("--encoder", default=None, help="encoder (default: the data set's default)")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
-@click.option("--data-root", default=None, help="folder holding the data set's files")
+@data_root_option()
 @click.option("--download", is_flag=True, help="fetch what is missing: the data set where its library can (cifar, "
               "bloodmnist) and the encoder's published checkpoint (CLD for CIFAR, MoCo v2/EMAN for ImageNet)")
 @config_overrides("selector", "learner", "encoder")

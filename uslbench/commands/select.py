@@ -10,7 +10,7 @@ import click
 from .. import DEFAULT_SEED
 from ..devices import resolve_device
 from ..errors import UserError
-from .options import BUDGET, config_overrides, device_option, overrides_for, results_root_option
+from .options import BUDGET, config_overrides, data_root_option, device_option, overrides_for, results_root_option
 
 
 def _format_seconds(seconds: dict[str, float]) -> str:
@@ -25,7 +25,7 @@ def _format_seconds(seconds: dict[str, float]) -> str:
 @click.option("--dataset", default=None, help="data set name: select through the pipeline's feature cache")
 @click.option("--encoder", default=None, help="with --dataset: encoder (default: the data set's)")
 @click.option("--encoder-weights", default=None, help="with --dataset: weights file for the encoder")
-@click.option("--data-root", default=None, help="with --dataset: folder holding the data set's files")
+@data_root_option("with --dataset: ")
 @config_overrides("selector", "encoder")
 @click.option("--preset", "preset_dataset", default=None,
               help="with --features: take the selector's presets for this data set (e.g. cifar10, imagenet)")
@@ -33,9 +33,10 @@ def _format_seconds(seconds: dict[str, float]) -> str:
               help="with --features: scale every row to unit length first, as the encoders do (the presets "
                    "assume it); --no-l2-normalise uses the matrix as given")
 @click.option("--export", "export_path", default=None,
-              help="write the picks to FILE (.csv, .json or .npy). From a folder:PATH data set: one row per pick "
-                   "(rank, pool_index, path relative to PATH, sha256, cluster, score, and an empty label column to "
-                   "fill in) plus a contact sheet FILE-stem.contact.png; otherwise the pool indices")
+              help="write the picks to FILE (.csv, .json or .npy). A .csv has a header and one row per pick: rank, "
+                   "pool_index, cluster and score where the selector has them; from a folder:PATH data set also "
+                   "the path relative to PATH, sha256 and an empty label column to fill in, plus a contact sheet "
+                   "FILE-stem.contact.png. Without image paths, .json and .npy hold the pool indices")
 @click.option("--export-format", "export_format", default="auto", show_default=True,
               type=click.Choice(["auto", "csv", "json", "label-studio", "npy"]),
               help="format of --export (auto: from its suffix); label-studio: a task list for Label Studio's "
@@ -131,10 +132,15 @@ def select_command(selector, budget, seed, features_path, dataset, encoder, enco
         for extra in written[1:]:
             click.echo(f"wrote {extra} (contact sheet: look at the picks before labeling them)")
     elif export_path:
-        click.echo(f"wrote {export_indices(indices, export_path)}")
+        per_pick = (selection.per_pick if dataset is None else data.get("per_pick")) or {}
+        written = export_indices(indices, export_path, per_pick)
+        known = [k for k in ("cluster", "score") if k in per_pick] if written.suffix.lower() == ".csv" else []
+        click.echo(f"wrote {written} ({len(indices)} picks: "
+                   + (", ".join(["rank", "pool index", *known]) if written.suffix.lower() == ".csv" else "pool indices")
+                   + (f" = {per_pick['score_name']}" if "score" in known and "score_name" in per_pick else "") + ")")
         source = "--features has" if dataset is None else f"{dataset} has"
-        click.echo(f"note: {source} no image paths, so the export holds pool indices only (rows of the "
-                   f"{'matrix' if dataset is None else 'pool'}, in selection order)")
+        click.echo(f"note: {source} no image paths, so the export names each pick by its pool index (its row of "
+                   f"the {'matrix' if dataset is None else 'pool'}), in selection order")
     else:
         shown = ", ".join(str(int(i)) for i in indices[:20])
         click.echo(f"indices: {shown}{', ...' if len(indices) > 20 else ''} (use --export FILE to save them)")

@@ -8,7 +8,7 @@ import click
 
 from .. import DEFAULT_SEED
 from ..registry import parse_overrides
-from .options import config_overrides, device_option, results_root_option
+from .options import config_overrides, data_root_option, device_option, results_root_option
 
 EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 
@@ -26,7 +26,7 @@ EXECUTOR_CHOICE = click.Choice(["inline", "local", "slurm"])
 @click.option("--seeds", default=None, help=f"comma list or ranges, e.g. 1-5 (default {DEFAULT_SEED})")
 @click.option("--encoder", default=None, help="comma list (default: each data set's default encoder)")
 @config_overrides("selector", "learner", "encoder")
-@click.option("--data-root", default=None, help="folder holding the data sets' files")
+@data_root_option(default_first="the sweep file's data_root, else ")
 @click.option("--encoder-weights", default=None, help="weights file for the encoder")
 @results_root_option()
 @click.option("--executor", type=EXECUTOR_CHOICE, default=None,

@@ -10,9 +10,9 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from .. import DATA_ROOT, DATA_ROOT_ENV
 from ..errors import UserError, name_some, warn_data
 
-DATA_ROOT_ENV = "USLBENCH_DATA"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -20,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
     """The --data-root folder, else $USLBENCH_DATA, else ./data (relative to the working folder)."""
-    chosen = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or "data"
+    chosen = data_root if data_root is not None else os.environ.get(DATA_ROOT_ENV) or DATA_ROOT
     return Path(chosen).expanduser()
 
 

@@ -1,6 +1,7 @@
 """Progress of a long loop over images: a tqdm bar with images/s on a terminal, plain log lines
-(count, rate, time left) every `every_s` seconds otherwise, so job logs stay short. USLBENCH_QUIET=1
-silences both."""
+(count, rate, time left) every `every_s` seconds otherwise, so job logs stay short. What counts as
+a terminal is the project's one rule, `utils.progress_disabled` (stderr a terminal, not under
+CI=true). USLBENCH_QUIET=1 silences both."""
 from __future__ import annotations
 
 import os
@@ -19,15 +20,17 @@ def _format_seconds(seconds: float) -> str:
 
 
 class ImageProgress:
-    """`with ImageProgress(total, "timm train") as bar: ... bar.update(n)`; `rate` is images/s."""
+    """`with ImageProgress(total, "timm train") as bar: ... bar.update(n)`; `rate` is images/s.
+    `terminal` None: a bar when `utils.progress_disabled` allows one; True / False force it (tests)."""
 
     def __init__(self, total: int, desc: str, every_s: float = 30.0, stream: TextIO | None = None,
                  terminal: bool | None = None) -> None:
+        from ..utils import progress_disabled  # looked up per call: the rule reads the current stderr
+
         self.total, self.desc, self.every_s = int(total), desc, float(every_s)
         self.stream = stream or sys.stderr
         self.quiet = os.environ.get("USLBENCH_QUIET") == "1"
-        is_tty = getattr(self.stream, "isatty", lambda: False)()
-        self.terminal = (is_tty if terminal is None else terminal) and os.environ.get("CI", "").lower() not in ("1", "true")
+        self.terminal = not progress_disabled() if terminal is None else terminal
         self.done = 0
         self._bar = None
         self._start = self._last = 0.0

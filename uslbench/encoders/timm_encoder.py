@@ -45,6 +45,7 @@ from ..config_ranges import NON_NEGATIVE, POSITIVE_INT, Range, field_ranges
 from ..errors import UserError
 from ..registry import ENCODERS
 from ..traits import EncoderTraits
+from ..utils import progress_disabled
 from .base import Encoder, FeatureSet, l2_normalise
 from .progress import ImageProgress
 
@@ -148,7 +149,7 @@ def hub_weights_file(model: str) -> Path:
             target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url.split("?")[0])
             if not target.is_file():
                 target.parent.mkdir(parents=True, exist_ok=True)
-                torch.hub.download_url_to_file(url, str(target), progress=sys.stderr.isatty())
+                torch.hub.download_url_to_file(url, str(target), progress=not progress_disabled())
             return target
     except UserError:
         raise

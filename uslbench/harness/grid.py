@@ -32,8 +32,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "selector": "@cpu",        # resolved from the registry at run time
         "learner": ["linear", "labelprop"],
         "ssl_learner": "fixmatch",  # added when registered; --learner replaces the learner list
-        # a CPU-sized run of the SSL learner (its digits preset trains 400 steps with 4 unlabeled
-        # batches per labeled one, ~45 s a run on this 2-core machine; this is ~6x cheaper). A short
+        # a CPU-sized run of the SSL learner (its digits preset, learners/presets.py, takes ~45 s a
+        # run on this 2-core machine; this is ~6x cheaper). A short
         # run needs a short EMA: with 0.99 the averaged model still holds much of its random start
         # after 100 steps (22% top-1 vs 89% with 0.9, usl m=40 seed 1). The tables name the
         # override in the column, e.g. "fixmatch[ema=0.9,steps=100,unlabeled_ratio=1]".

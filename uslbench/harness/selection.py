@@ -45,8 +45,22 @@ def check_export_path(path: str | Path | None) -> Path | None:
     return path
 
 
-def export_indices(indices: np.ndarray, path: str | Path) -> Path:
-    """Write indices as .npy (int64), .json (a list) or .csv (one index per line); atomic."""
+def export_indices(indices: np.ndarray, path: str | Path, per_pick: dict[str, Any] | None = None) -> Path:
+    """Write picks that have no image paths (a feature matrix, a data set without files); atomic.
+
+    Parameters
+    ----------
+    indices : (m,) int array
+        Pool indices in selection order.
+    path : path-like
+        .npy (the int64 indices), .json (a list of them) or .csv: the picks table of a data set's
+        export without its path columns (`labeling.picks`): a header, then rank, pool_index, and
+        cluster and score where `per_pick` holds them. `file:PATH` reads all three back.
+    per_pick : dict, optional
+        `Selection.per_pick` (cluster, score of each pick, in the order of `indices`).
+    """
+    from ..labeling.picks import build_picks, picks_bytes
+
     path = check_export_path(path)
     indices = np.asarray(indices, dtype=np.int64)
     suffix = path.suffix.lower()
@@ -55,7 +69,9 @@ def export_indices(indices: np.ndarray, path: str | Path) -> Path:
     elif suffix == ".json":
         atomic_write_bytes(path, (json.dumps([int(i) for i in indices]) + "\n").encode())
     else:
-        atomic_write_bytes(path, "".join(f"{int(i)}\n" for i in indices).encode())
+        per_pick = per_pick or {}
+        picks = build_picks(indices, clusters=per_pick.get("cluster"), scores=per_pick.get("score"))
+        atomic_write_bytes(path, picks_bytes(picks, "csv"))
     return path
 
 

@@ -46,9 +46,10 @@ class FixMatch(ImageLearner):
     """Reference recipe (CIFAR-10): WRN-28-2, SGD 0.03 Nesterov, wd 5e-4, 2^20 steps, batch 64 + 7x64,
     EMA 0.999, threshold 0.95, lambda_u 1.
 
-    Small preset (digits, bloodmnist): the fast CPU learner of the suite: 300 steps (digits) and a
-    threshold of 0.8, because in a few hundred steps a 0.95 threshold admits too few pseudo-labels
-    (digits, 40 random labels, seed 1: 85.8% at 0.9 / 400 steps, 95.1% at 0.8 / 300 steps)."""
+    Small preset (digits, bloodmnist): the fast CPU learner of the suite: a few hundred steps and a
+    threshold of 0.8, because in so few steps a 0.95 threshold admits too few pseudo-labels. The
+    values and the measurement behind them are in `learners/presets.py` (`LEARNER_ROWS`);
+    ``describe fixmatch --dataset digits`` shows them."""
 
     traits = LearnerTraits(gpu_recommended=True)
 

@@ -76,14 +76,19 @@ def curve_metrics(curve: list[dict], final_top1: float) -> dict[str, float]:
     return {"best_top1_over_training": max(values), "median20_top1": float(np.median(values[-20:]))}
 
 
-def slow_hint(learner: str = "fixmatch") -> str:
+def slow_hint(learner: str = "fixmatch", config_cls: type | None = None) -> str:
     """Said when a run would take absurdly long on the device (see training.loop.estimate_duration):
-    the small recipe of the shared presets (digits row), or a GPU."""
-    from .presets import SHARED  # lazy: presets imports this module (LoopConfig)
+    the learner's own small recipe, its digits preset as `presets.image_presets` builds it (the
+    shared row, the learner's row and its own defaults: the values `describe LEARNER --dataset
+    digits` shows), or a GPU. `config_cls`: the learner's config class (default: the registered
+    one)."""
+    from ..registry import LEARNERS
+    from .presets import image_presets  # lazy: presets imports this module (LoopConfig)
 
-    small = SHARED["digits"]
+    config_cls = config_cls or LEARNERS.get(learner).config_cls
+    small = replace(config_cls(), **image_presets(learner, config_cls, ["digits"])["digits"])
     return ("For a CPU-sized run use the small recipe, e.g. "
-            + " ".join(f"--learner-config {learner}.{k}={small[k]}"
+            + " ".join(f"--learner-config {learner}.{k}={getattr(small, k)}"
                        for k in ("arch", "steps", "labeled_batch", "unlabeled_ratio", "ema"))
             + ", or run on a GPU (--device cuda).")
 
@@ -283,7 +288,7 @@ class ImageLearner(Learner):
             train_mode=lambda: self.set_train_mode(model),
             callbacks=[lambda done, fn=fn: fn(phase, done) for fn in self.step_callbacks], device=device,
             resume_hint="Run the same command again (same --results-root, without --force) to resume from there.",
-            slow_hint=slow_hint(self.name))
+            slow_hint=slow_hint(self.name, type(self.config)))
         forward = torch.compile(model) if config.compile else model
         labeled_stream = IndexStream(len(data.labeled_targets), config.labeled_batch, seed, f"{phase}/labeled")
         unlabeled_batch = config.labeled_batch * config.unlabeled_ratio

@@ -10,10 +10,12 @@ selection's cache key: the same file under another label is the same selection).
 
 JSON files hold a list of indices, or (nested) objects of such lists: `#KEY` picks one, KEY being
 a '/'-separated path; a bare key is also tried under the data set's name. CSV and text files hold
-one index per line (an optional header line such as `index`, blank lines ignored).
+one index per line (an optional header line such as `index`, blank lines ignored), or are a picks
+table (`select --export picks.csv`), whose `pool_index` column is read.
 """
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,11 +91,14 @@ def read_index_file(argument: str, key: str | None = None, dataset_name: str | N
             raise UserError(f"Index set {used_key or path} in {path} is not a list of indices.")
         values = np.asarray(values, dtype=object)
     elif suffix in (".csv", ".txt"):
-        lines = [line.strip().split(",")[0].strip() for line in path.read_text().splitlines()]
-        lines = [line for line in lines if line]
-        if lines and not _looks_numeric(lines[0]):
-            lines = lines[1:]  # header
-        values = np.asarray(lines, dtype=object)
+        rows = [[cell.strip() for cell in row] for row in csv.reader(path.read_text().splitlines())]
+        rows = [row for row in rows if row and row[0]]
+        column = 0
+        if rows and not _looks_numeric(rows[0][0]):
+            header, rows = rows[0], rows[1:]
+            # a picks export (`select --export`) starts with rank: the indices are its pool_index column
+            column = header.index("pool_index") if "pool_index" in header else 0
+        values = np.asarray([row[column] if column < len(row) else "" for row in rows], dtype=object)
     else:
         raise UserError(f"Index file {path} has an unknown extension {suffix!r}; use .npy, .json or .csv.")
     return values, used_key

@@ -37,7 +37,8 @@ class ProbCoverConfig:
     delta: float | None = field(default=None, metadata={"help": "ball radius (L2); None = purity rule"})
     purity: float | None = field(default=None, metadata={
         "help": "alpha: fraction of balls that must stay pure (None: 0.95, the paper's; 0.5 below 20,000 points)"})
-    n_clusters: int | None = field(default=None, metadata={"help": "K-Means pseudo-label clusters for the purity rule (default = budget)"})
+    n_clusters: int | None = field(default=None, metadata={
+        "help": "K-Means pseudo-label clusters for the purity rule, at most N (default = max(2, budget))"})
     kmeans_iters: int = 100
     purity_sample: int = field(default=10_000, metadata={"help": "rows sampled to estimate purity (exact when N is smaller)"})
     max_edges: int = field(default=600_000_000, metadata={"help": "refuse graphs larger than this (4 bytes an edge)"})
@@ -189,6 +190,9 @@ class ProbCoverSelector(Selector):
             raise UserError(f"probcover delta must be a positive distance, got {cfg.delta}.")
         if cfg.purity is not None and not 0 < cfg.purity <= 1:
             raise UserError(f"probcover purity must lie in (0, 1], got {cfg.purity}.")
+        if cfg.delta is None and cfg.n_clusters is not None and cfg.n_clusters > pool_size:
+            raise UserError(f"probcover n_clusters={cfg.n_clusters} exceeds the pool of {pool_size} points; give "
+                            f"n_clusters <= {pool_size} or leave it unset (= the budget).")
 
     traits = SelectorTraits(uses_initial_labeled=True)
 
@@ -201,7 +205,8 @@ class ProbCoverSelector(Selector):
         info: dict = {}
         delta = cfg.delta
         if delta is None:
-            n_clusters = min(max(2, cfg.n_clusters or budget), n)  # one cluster would make every ball pure
+            # one cluster would make every ball pure; a given n_clusters is <= N (`validate`)
+            n_clusters = cfg.n_clusters or min(max(2, budget), n)
             with timer("kmeans"):
                 clustering = kmeans(features, n_clusters, n_iter=cfg.kmeans_iters, seed=seed)
             with timer("purity_delta"):

@@ -146,6 +146,8 @@ class TypiClustSelector(Selector):
                 "clusters_used": int(len(result.kept)),
                 "clusters_dropped_small": int(clustering.nonempty - len(result.kept)),
                 "mean_typicality_picks": float(np.mean(result.typicality)),
+                # the k of each pick is min(knn_k, candidates // 2) (the reference's rule): the range used
+                "knn_k_used": [int(min(result.knn_k)), int(max(result.knn_k))],
                 PER_PICK: per_pick_info(budget, cluster=result.clusters, score=result.typicality,
                                         score_name="typicality", cluster_sizes=clustering.sizes)}
         if fixed is not None:

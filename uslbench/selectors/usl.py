@@ -71,7 +71,8 @@ class USLConfig:
     alpha: float | None = field(default=None, metadata={"help": "exponent on the SQUARED distance"})
     count_own_cluster: bool | None = field(default=None, metadata={
         "help": "regulariser counts the own cluster's pick (ImageNet-MoCo); false excludes it"})
-    n_clusters: int | None = field(default=None, metadata={"help": "K-Means clusters (default = budget; > budget over-clusters)"})
+    n_clusters: int | None = field(default=None, metadata={
+        "help": "K-Means clusters, at least the budget (default = budget; > budget over-clusters)"})
     kmeans_points_per_cluster: int | None = field(default=None, metadata={"help": "K-Means training sample per cluster (0 = all)"})
     knn_exact_max: int = field(default=200_000, metadata={"help": "exact (flat) k-NN up to this many points, approximate above"})
     knn_approximate: str = field(default="ivf", metadata={"help": "ivf | hnsw"})
@@ -105,21 +106,29 @@ def resolve_preset(config: USLConfig, pool_size: int, budget: int) -> USLConfig:
     -------
     USLConfig
         A copy with `preset` naming the row and every numeric field set; below SMALL_POOL points
-        the k of the density (unless given) is max(3, min(k, N // (2 m))).
+        the k of the density (unless given) is min(N, max(3, min(k, N // (2 m)))).
 
     Raises
     ------
     UserError
-        `preset` names no row.
+        `preset` names no row, or a value cannot work on this pool and budget (knn_k above N,
+        n_clusters below m or above N, ...). Nothing is raised or lowered silently.
     """
     name = auto_preset(pool_size, budget) if config.preset == "auto" else config.preset
     resolved = fill_row(config, name)
     if pool_size < SMALL_POOL and config.knn_k is None:
-        # k must stay well below N / m, or the density blurs across clusters
-        resolved.knn_k = int(max(3, min(resolved.knn_k, pool_size // (2 * budget))))
-    resolved.knn_k = int(min(resolved.knn_k, pool_size))
+        # k must stay well below N / m, or the density blurs across clusters (and at most N)
+        resolved.knn_k = int(min(max(3, min(resolved.knn_k, pool_size // (2 * budget))), pool_size))
     problems = [text for bad, text in [
         (resolved.knn_k < 1, f"knn_k must be at least 1, got {resolved.knn_k}"),
+        (resolved.knn_k > pool_size, f"knn_k={resolved.knn_k} exceeds the pool of {pool_size} points "
+                                     f"(the density averages the k nearest, the point itself counted); "
+                                     f"give knn_k <= {pool_size}"),
+        (resolved.n_clusters is not None and resolved.n_clusters < budget,
+         f"n_clusters={resolved.n_clusters} is below the budget {budget} (each cluster gives one pick; the "
+         "reference only over-clusters); give n_clusters >= budget or leave it unset (= budget)"),
+        (resolved.n_clusters is not None and resolved.n_clusters > pool_size,
+         f"n_clusters={resolved.n_clusters} exceeds the pool of {pool_size} points"),
         (resolved.iters < 1, f"iters (selection passes) must be at least 1, got {resolved.iters}"),
         (resolved.lam < 0, f"lam must be >= 0, got {resolved.lam}"),
         (not 0 <= resolved.m_reg < 1, f"m_reg must lie in [0, 1), got {resolved.m_reg}"),
@@ -438,6 +447,9 @@ class USLSelector(Selector):
                               "at select time (give --budget to see it)"]
         return resolved, []
 
+    def validate(self, pool_size, budget, context):
+        resolve_preset(self.config, pool_size, budget)  # refuses values that cannot work, before any work
+
     def _select(self, features, budget, seed, context, timer):
         cfg = resolve_preset(self.config, features.shape[0], budget)
         params = KnnParams(exact_max=cfg.knn_exact_max, approximate=cfg.knn_approximate, ivf_nprobe=cfg.knn_nprobe)
@@ -446,7 +458,7 @@ class USLSelector(Selector):
             mean_sq, index_kind, density_cached = cached_knn_density(features, cfg.knn_k, params, seed, knn_stats,
                                                                      getattr(context, "feature_cache_stem", None))
             utility = utility_from_mean_sq(mean_sq)
-        n_clusters = max(budget, cfg.n_clusters or budget)
+        n_clusters = cfg.n_clusters or budget
         with timer("kmeans"):
             clustering = kmeans(features, n_clusters, n_iter=cfg.kmeans_iters, seed=seed,
                                 max_points_per_centroid=cfg.kmeans_points_per_cluster)

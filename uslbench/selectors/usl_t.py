@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 
 from ..config_ranges import MOMENTUM, NON_NEGATIVE, POSITIVE, POSITIVE_INT, PROBABILITY, Range, field_ranges
-from ..errors import UserError
+from ..errors import UserError, warn_setting
 from ..registry import SELECTORS
 from ..traits import SelectorTraits
 from .base import Selector
@@ -85,8 +85,8 @@ class USLTConfig:
     mode: str = field(default="head", metadata={"help": "head (frozen features, CPU) | backbone (fine-tune the encoder on images)"})
     preset: str = field(default="auto", metadata={"help": "auto|" + "|".join(PRESETS)})
     n_heads: int = 3
-    n_clusters: int | None = field(default=None, metadata={"help": "head outputs C' (default = budget)"})
-    knn_k: int = field(default=20, metadata={"help": "neighbours for the local loss (initial features)"})
+    n_clusters: int | None = field(default=None, metadata={"help": "head outputs C', at least the budget (default = budget)"})
+    knn_k: int = field(default=20, metadata={"help": "neighbours for the local loss (initial features; at most N - 1, warned)"})
     beta: float | None = field(default=None, metadata={"help": "logit adjustment strength"})
     sharpen_t: float | None = field(default=None, metadata={"help": "sharpening temperature t"})
     lambda_local: float | None = None
@@ -98,7 +98,7 @@ class USLTConfig:
     lr: float | None = None
     weight_decay: float = 1e-4
     epochs: int | None = None
-    batch_size: int | None = None
+    batch_size: int | None = field(default=None, metadata={"help": "at most N: a larger batch becomes the whole pool (warned)"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps (tests, smoke runs)"})
     head_scale: float = field(default=40.0, metadata={"help": "cosine head scale"})
     confidence: str | None = field(default=None, metadata={"help": "head0 | mean (max softmax averaged over heads)"})
@@ -167,6 +167,9 @@ class USLTSelector(Selector):
             raise UserError(f"usl_t confidence must be 'head0' or 'mean', got {cfg.confidence!r}.")
         if cfg.n_heads < 1:
             raise UserError(f"usl_t needs at least one head, got n_heads={cfg.n_heads}.")
+        if cfg.n_clusters is not None and cfg.n_clusters < budget:
+            raise UserError(f"usl_t n_clusters={cfg.n_clusters} is below the budget {budget}: each cluster of head 0 "
+                            "gives one pick. Give n_clusters >= budget or leave it unset (= budget).")
         if cfg.mode == "backbone":
             encoder = context.encoder
             if encoder is None or not callable(getattr(encoder, "build_module", None)):
@@ -182,16 +185,24 @@ class USLTSelector(Selector):
         # lazy: torch; the selectors register (and `select --features` with the others runs) without it
         import torch
 
-        from .usl_t_train import train_heads
+        from .usl_t_train import train_heads, training_steps
 
         cfg = resolve_preset(self.config, features.shape[0], budget)
-        n_clusters = max(budget, cfg.n_clusters or budget)
+        n_clusters = cfg.n_clusters or budget
+        batch_size_used = training_steps(cfg, features.shape[0])[0]
+        if batch_size_used != cfg.batch_size:
+            warn_setting(f"usl_t batch_size={cfg.batch_size} exceeds the pool of {features.shape[0]} points; "
+                         f"training on batches of the whole pool ({batch_size_used}).")
         with timer("knn_neighbours"):
             nn_d2, neighbours, index_kind, neighbours_cached = cached_knn_excluding_self(
                 features, cfg.knn_k, getattr(context, "feature_cache_stem", None), KnnParams(), seed=seed,
                 desc="USL-T neighbours")
             mean_nn_sq = nn_d2.mean(axis=1)
             del nn_d2
+        knn_k_used = neighbours.shape[1]  # at most the N - 1 other points
+        if knn_k_used != cfg.knn_k:
+            warn_setting(f"usl_t knn_k={cfg.knn_k} exceeds the {knn_k_used} other points of the pool; the local loss "
+                         f"draws among all of them (knn_k {knn_k_used}).")
         with timer("training"):
             generator = torch.Generator().manual_seed(int(seed))
             assign, maxprob, history = train_heads(cfg, features, neighbours, n_clusters, generator, context)
@@ -209,6 +220,8 @@ class USLTSelector(Selector):
             "mean_confidence_picks": float(confidence[picks].mean()),
             "mean_knn_sq_dist_picks": float(mean_nn_sq[picks].mean()),
             "mean_knn_sq_dist_pool": float(mean_nn_sq.mean()),
+            "knn_k_used": int(knn_k_used),
+            "batch_size_used": int(batch_size_used),
             "steps": history["steps"],
             "loss_first_last": history["loss_first_last"],
             "training_device": history["training_device"],

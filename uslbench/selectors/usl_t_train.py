@@ -110,8 +110,9 @@ def train_heads(cfg: Any, features: np.ndarray, neighbours: np.ndarray, n_cluste
         return _train_backbone(cfg, features, neighbours, n_clusters, generator, context, device)
 
 
-def _steps(cfg: Any, n: int) -> tuple[int, int, int]:
-    """(batch size, steps per epoch (the last partial batch dropped), total steps)."""
+def training_steps(cfg: Any, n: int) -> tuple[int, int, int]:
+    """(batch size, steps per epoch (the last partial batch dropped), total steps) on a pool of n
+    samples; a batch size above n becomes n (the selector records and warns about it)."""
     batch_size = min(cfg.batch_size, n)
     steps_per_epoch = max(1, n // batch_size)
     total_steps = cfg.epochs * steps_per_epoch
@@ -158,7 +159,7 @@ def _train_on_features(cfg: Any, features: np.ndarray, neighbours: np.ndarray, n
     heads = CosineHeads(F.normalize(init, dim=1).view(cfg.n_heads, n_clusters, -1), cfg.head_scale).to(device)
     optimiser = _optimiser(cfg, heads, None)
     pbar = torch.full((cfg.n_heads, n_clusters), 1.0 / n_clusters, device=device)
-    batch_size, steps_per_epoch, total_steps = _steps(cfg, n)
+    batch_size, steps_per_epoch, total_steps = training_steps(cfg, n)
     losses: list[torch.Tensor] = []  # the first and the last step's loss
     order = torch.empty(0, dtype=torch.int64)
 
@@ -230,7 +231,7 @@ def _train_backbone(cfg: Any, features: np.ndarray, neighbours: np.ndarray, n_cl
     heads = CosineHeads(F.normalize(init, dim=1).view(cfg.n_heads, n_clusters, -1), cfg.head_scale).to(device)
     optimiser = _optimiser(cfg, heads, module)
     pbar = torch.full((cfg.n_heads, n_clusters), 1.0 / n_clusters, device=device)
-    batch_size, steps_per_epoch, total_steps = _steps(cfg, n)
+    batch_size, steps_per_epoch, total_steps = training_steps(cfg, n)
     losses: list[torch.Tensor] = []
     epoch_images: Any = None
 
