@@ -94,7 +94,7 @@ class CifarSource(DatasetSource):
             expected = [f"{self.layout.folder}/{{{', '.join(self.layout.train_files + self.layout.test_files)}, "
                         f"{self.layout.meta_file}}}"]
             raise missing_files_error(self.layout.name, resolve_data_root(self.config.data_root), expected, missing,
-                                      f"add --download to `run` (or `pretrain`) to fetch the archive (about 170 MB) where the network allows")
+                                      "add --download to `run` (or `pretrain`) to fetch the archive (about 170 MB) where the network allows")
         md5s: dict[str, str] = {}
         train_x, train_y = self._read_batches(self.layout.train_files, md5s)
         test_x, test_y = self._read_batches(self.layout.test_files, md5s)

@@ -45,8 +45,9 @@ for _dataset, _values in (
 #: (learner, data sets, fields): one learner's departures from the shared recipe on those data sets.
 LEARNER_ROWS: list[tuple[str, tuple[str, ...], dict[str, Any]]] = [
     # FixMatch: in a few hundred steps a 0.95 threshold admits too few pseudo-labels (digits, 40
-    # random labels, seed 1: 85.8% at 0.9 / 400 steps, 95.1% at 0.8 / 300 steps)
-    ("fixmatch",  SMALL,         dict(threshold=0.8, steps=300)),
+    # random labels, seed 1: 85.8% at 0.9 / 400 steps, 95.1% at 0.8 / 300 steps); bloodmnist keeps the
+    # shared 3,000 steps and the paper's 0.95 (this row once cut it to 300 steps too, by accident)
+    ("fixmatch",  ("digits",),   dict(threshold=0.8, steps=300)),
     # MixMatch: lambda_u 150 on CIFAR-100 (reference); CPU-sized ramp-up and weight on the small sets
     ("mixmatch",  ("cifar100",), dict(lambda_u=150.0)),
     # (the paper's Adam recipe holds on digits too: 40 random labels, seeds 1-3, 84.4 / 78.4 / 96.9%
