@@ -21,27 +21,21 @@ def record(key: str, selector: str, learner: str, seed: int, top1: float, data: 
     """A record as the pipeline writes it (`<kind>_traits` dicts), or with `typed_traits=False` as
     records written before traits were typed did (free-string `<kind>_tags`)."""
     feature_learner = learner in ("linear", "knn", "labelprop")
-    if typed_traits:
-        return {
-            "schema": 1, "key": key, "status": "ok", "finished": finished,
-            "spec": {"dataset": "digits", "selector": selector, "learner": learner, "budget": 10, "seed": seed,
-                     "encoder": None},
-            "resolved": {"budget": 10, "encoder": encoder},
-            "keys": {"dataset": data, "features": f"f-{data}", "selection": f"s-{key}"},
-            "selector_traits": {"uses_features": selector == "usl", "needs_labels": False},
-            "learner_traits": {"uses_features": feature_learner, "gpu_recommended": not feature_learner},
-            "metrics": {"top1": top1},
-        }
-    return {
+    rec = {
         "schema": 1, "key": key, "status": "ok", "finished": finished,
         "spec": {"dataset": "digits", "selector": selector, "learner": learner, "budget": 10, "seed": seed,
                  "encoder": None},
         "resolved": {"budget": 10, "encoder": encoder},
         "keys": {"dataset": data, "features": f"f-{data}", "selection": f"s-{key}"},
-        "selector_tags": ["uses_features"] if selector == "usl" else [],
-        "learner_tags": ["probe", "uses_features"] if feature_learner else ["trains", "ssl"],
         "metrics": {"top1": top1},
     }
+    if typed_traits:
+        rec["selector_traits"] = {"uses_features": selector == "usl", "needs_labels": False}
+        rec["learner_traits"] = {"uses_features": feature_learner, "gpu_recommended": not feature_learner}
+    else:
+        rec["selector_tags"] = ["uses_features"] if selector == "usl" else []
+        rec["learner_tags"] = ["probe", "uses_features"] if feature_learner else ["trains", "ssl"]
+    return rec
 
 
 def write(root: Path, records: list[dict]) -> Path:
