@@ -139,6 +139,11 @@ def test_a_sweep_leaderboard_expects_the_planned_seeds(tmp_path, digits_dataset)
     # the plain leaderboard of the same root knows no plan: the column ran seeds 1-3
     plain = write_leaderboard(root, out_dir=tmp_path / "plain", plots=False, warn=lambda m: None)
     assert "(n=2/3)" in plain.text and f"{PUB} / linear / m = 10: seed 2 not run (no record)" in plain.text
+    # `leaderboard ROOT --sweep-file F` plans the sweep again: the same tables as the sweep wrote
+    again = CliRunner().invoke(main, ["leaderboard", str(root), "--sweep-file", str(path), "--output",
+                                      str(tmp_path / "again"), "--no-plots"], catch_exceptions=False)
+    assert again.exit_code == 0, again.output
+    assert (tmp_path / "again" / "LEADERBOARD.md").read_text() == board
 
     # a planned seed whose record is gone is named, and it never vanishes from the sweep's table
     result = run_sweep(build_sweep(sweep_file=path), root, Resources(executor="inline"), dry_run=True)

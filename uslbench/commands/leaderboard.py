@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import RESULTS_ROOT
+from .options import RESULTS_ROOT, data_root_option
 
 
 @click.command()
@@ -17,8 +17,11 @@ from .options import RESULTS_ROOT
                    "best (best evaluation during training, as the USL FixMatch fork and USB report), median20 "
                    "(median of the last 20 evaluations, as the FixMatch and MixMatch papers report)")
 @click.option("--sweep-file", default=None, type=click.Path(dir_okay=False, exists=True),
-              help="take the caption (and, without --output, the folder) from this sweep file's `leaderboard` key")
-def leaderboard(root: str, fmt: str, output: str | None, plots: bool, metric: str, sweep_file: str | None) -> None:
+              help="the sweep's own leaderboard: only its runs, each cell expecting the seeds the sweep planned "
+                   "for its row, and the caption (and, without --output, the folder) from its `leaderboard` key")
+@data_root_option("with --sweep-file (planning reads the data sets): ", "the sweep file's data_root, else ")
+def leaderboard(root: str, fmt: str, output: str | None, plots: bool, metric: str, sweep_file: str | None,
+                data_root: str | None) -> None:
     """Paper-style tables of the finished runs (mean ± std (n) and delta over random), and plots.
 
     \b
@@ -29,14 +32,19 @@ def leaderboard(root: str, fmt: str, output: str | None, plots: bool, metric: st
     """
     from ..report.leaderboard import write_leaderboard  # lazy: pandas; `--help` stays light
 
-    caption = None
-    if sweep_file is not None:
-        from ..harness.grid import load_sweep_file
+    caption, keys, planned = None, None, None
+    if sweep_file is not None:  # the same tables as `sweep --file` writes when its grid is done
+        from ..harness.grid import build_sweep
+        from ..harness.plan import plan_sweep
+        from ..report.records import planned_cells
 
-        board_key = load_sweep_file(sweep_file).get("leaderboard") or {}
-        caption = board_key.get("caption")
-        output = output or board_key.get("output")
+        built = build_sweep(sweep_file=sweep_file, data_root=data_root)
+        plan = plan_sweep(built.specs(), root)
+        keys = {run.key for run in plan.runs}
+        planned = planned_cells(run.resolved.record_head() for run in plan.runs)
+        caption = built.leaderboard_caption
+        output = output or built.leaderboard_output
     board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots, metric=metric, caption=caption,
-                              warn=lambda m: click.echo(f"warning: {m}", err=True))
+                              keys=keys, planned=planned, warn=lambda m: click.echo(f"warning: {m}", err=True))
     click.echo(board.text, nl=not board.text.endswith("\n"))
     click.echo(f"written: {board.path}" + (f" (+ {len(board.plots)} plots)" if board.plots else ""), err=True)
