@@ -160,3 +160,22 @@ def test_a_sweep_leaderboard_expects_the_planned_seeds(tmp_path, digits_dataset)
             in swept.text)
     pub_row = next(line for line in swept.text.splitlines() if line.startswith(f"| {PUB} "))
     assert "(2)" in pub_row and "n=" not in pub_row
+
+
+def test_row_order_and_rows_without_a_cell():
+    """random first, a config variant right after its selector, free-label rows (published sets)
+    after the selectors, oracles last; a row with no cell in a table (the published sets exist at
+    m = 40 only) is left out of that table instead of printing a row of dashes."""
+    rows = []
+    for budget in (10, 40):
+        for name in ("usl_t", "usl", "random", "usl[lam=0.1]"):
+            rows += [dict(r, budget=budget) for r in _rows(name, [1, 2], [50.0, 52.0])]
+        rows += [dict(r, budget=budget, oracle=True) for r in _rows("stratified", [1, 2], [55.0, 57.0])]
+    rows += [dict(r, budget=40) for r in _rows(PUB, [1, 2], [60.0, 62.0])]
+    text = render(pd.DataFrame(rows))
+    tables = text.split("### ")
+    m10 = next(t for t in tables if t.startswith("selectors × learners, m = 10"))
+    m40 = next(t for t in tables if t.startswith("selectors × learners, m = 40"))
+    order = [line.split("|")[1].strip() for line in m40.splitlines() if line.startswith("| ")][1:]
+    assert order == ["random", "usl", "usl[lam=0.1]", "usl_t", PUB, "stratified †"]
+    assert PUB not in m10 and "| usl_t " in m10

@@ -120,9 +120,10 @@ def test_committed_cifar10_sweep_file_expands():
     the usl lam=0.1 ablation at m = 40."""
     sweep = build_sweep(sweep_file=REPO / "sweeps" / "cifar10_efficientnet.yaml")
     specs = sweep.specs()
-    assert len(specs) == 7 * 3 * 3 * 5 + 7 * 3 + 3 * 5
+    assert len(specs) == 7 * 3 * 3 * 5 + 7 * 3 + 2 * 3 * 3 * 5
     ablation = [s for s in specs if s.selector == "usl" and s.selector_config]
-    assert {(s.budget, s.seed, s.selector_config["lam"]) for s in ablation} == {(40, seed, 0.1) for seed in range(1, 6)}
+    assert {(s.budget, s.seed, s.selector_config["lam"]) for s in ablation} == {
+        (m, seed, lam) for m in (10, 40, 100) for seed in range(1, 6) for lam in (0.1, 0.25)}
     published = [s for s in specs if s.selector.startswith("file:")]
     assert {(s.budget, s.selector_config["label"]) for s in published} == {
         (40, "usl (published)"), (40, "usl_t (published)"), (40, "random (published)")}

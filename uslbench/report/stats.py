@@ -4,10 +4,12 @@
   seeds, ``t_{0.975, n-1} * s / sqrt(n)`` (undefined for a single seed).
 - `paired_vs_baseline`: each selector against ``random`` over the seeds both ran with the same
   data set, encoder, learner and budget: wins / ties / losses, the mean paired difference and the
-  two-sided **paired t-test** p-value (``scipy.stats.ttest_rel``). Seeds pair naturally: seed s of
-  every selector sees the same learner initialisation, so the paired test removes the seed's share
-  of the variance (Demšar, "Statistical Comparisons of Classifiers over Multiple Data Sets", JMLR
-  2006, discusses paired tests over repeated runs).
+  two-sided **paired t-test** p-value (``scipy.stats.ttest_rel``). Seed s pairs with seed s: for
+  the SSL learners that is the same initialisation and data order, so the paired test removes the
+  seed's share of the variance (Demšar, "Statistical Comparisons of Classifiers over Multiple Data
+  Sets", JMLR 2006, discusses paired tests over repeated runs); for the deterministic probes
+  (linear, knn, labelprop) the seed only changes the selection and the pairing is by seed index.
+  No correction for the number of cells tested.
 - `per_class_table`: per-class test accuracy (records hold ``metrics.per_class_top1``) averaged
   over seeds, long format for a CSV and a heatmap.
 - `classes_covered`: how many classes each labeled set hits (from the records' class histograms).

@@ -174,9 +174,11 @@ def seed_notes(part: pd.DataFrame, df: pd.DataFrame) -> list[str]:
 
 
 def selector_order(agg: pd.DataFrame) -> list[str]:
-    """random first, then the other label-free selectors by name, then oracles (they read labels)."""
+    """random first, then the other label-free selectors by name (a config variant such as
+    `usl[lam=0.1]` right after its selector), then rows with a free label such as
+    `usl (published)` (a file selector's `label`), then oracles (they read labels)."""
     oracle = set(agg.loc[agg["oracle"], "selector"])
-    names = sorted(set(agg["selector"]))
+    names = sorted(set(agg["selector"]), key=lambda name: (" " in name, name))
     head = [BASELINE] if BASELINE in names else []
     return head + [n for n in names if n != BASELINE and n not in oracle] + sorted(oracle - set(head))
 
@@ -185,10 +187,12 @@ def row_label(name: str, oracle: set[str]) -> str:
     return f"{name} {ORACLE_MARK}" if name in oracle else name
 
 
-PAIRED_NOTE = (f"Cells: wins-ties-losses of the selector against `{BASELINE}` over the seeds both ran (same "
-               f"seed = same learner initialisation), the mean paired difference in points, and the p-value of a "
-               f"{PAIRED_TEST} on the per-seed differences (n/a: fewer than 2 shared seeds, or the same difference "
-               f"on every seed).")
+PAIRED_NOTE = (f"Cells: wins-ties-losses of the selector against `{BASELINE}` over the seeds both ran (seed s "
+               f"against seed s: for the SSL learners the same seed is the same initialisation and data order; for "
+               f"the deterministic probes the seed only changes the selection, so the pairing is by seed index), "
+               f"the mean paired difference in points, and the p-value of a {PAIRED_TEST} on the per-seed "
+               f"differences (n/a: fewer than 2 shared seeds, or the same difference on every seed). One test per "
+               f"cell, not corrected for the number of cells.")
 
 
 @dataclass
@@ -212,8 +216,10 @@ def _pivot(part: pd.DataFrame, column: str, rows: list[str], columns: list, orac
            column_label) -> pd.DataFrame:
     cells = {(r.selector, getattr(r, column)): format_cell(r.mean, r.std, r.n, r.delta, r.n_expected, r.ci95)
              for r in part.itertuples()}
-    data = [[cells.get((sel, col), MISSING) for col in columns] for sel in rows]
-    return pd.DataFrame(data, index=[row_label(s, oracle) for s in rows],
+    # a row with no cell in this table (e.g. a set published at one budget only) is left out
+    kept = [sel for sel in rows if any((sel, col) in cells for col in columns)]
+    data = [[cells.get((sel, col), MISSING) for col in columns] for sel in kept]
+    return pd.DataFrame(data, index=[row_label(s, oracle) for s in kept],
                         columns=[column_label(c) for c in columns])
 
 
