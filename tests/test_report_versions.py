@@ -149,7 +149,7 @@ def test_changed_npz_file_gives_two_sections_end_to_end(tmp_path):
     assert len(list(root.glob("runs/*/record.json"))) == 2
     messages: list[str] = []
     board = write_leaderboard(root, out_dir=tmp_path / "board", plots=False, warn=messages.append)
-    sections = [line for line in board.text.splitlines() if line.startswith("## ")]
+    sections = [line for line in board.text.splitlines() if line.startswith("## npz:")]
     assert len(sections) == 2 and all(f"## npz:{path} @" in s for s in sections)
     row_cells = [line.split("|")[2].strip() for line in board.text.splitlines()
                  if line.startswith("| random") and line.split("|")[2].strip().endswith("(1)")]

@@ -73,7 +73,6 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
         elif fmt == "latex":
             text = "".join(f"% {line}\n" for line in caption.strip().splitlines()) + "\n" + text
     path = out_dir / f"{name}.{SUFFIX[fmt]}"
-    atomic_write_bytes(path, text.encode())
     companions = []
     for suffix, frame in (("seeds", per_seed_table(df)), ("paired", paired_vs_baseline(df)),
                           ("per_class", per_class_table(df))):
@@ -84,4 +83,23 @@ def write_leaderboard(root: str | Path, fmt: str = "markdown", out_dir: str | Pa
         companions.append(companion)
     written = (class_distribution_plots(df, out_dir) + accuracy_vs_budget_plots(df, out_dir)
                + per_class_plots(df, out_dir)) if plots else []
+    if fmt == "markdown" and (companions or written):
+        text = text.rstrip("\n") + "\n\n" + files_section(companions, written) + "\n"
+    atomic_write_bytes(path, text.encode())
     return Leaderboard(text, path, written, len(df), companions)
+
+
+FILE_NOTES = {"seeds": "one row per run (seed): top-1 and classes covered",
+              "paired": "each selector against random over shared seeds: wins, ties, losses, mean difference, p-value",
+              "per_class": "per-class test accuracy averaged over seeds"}
+
+
+def files_section(companions: list[Path], plots: list[Path]) -> str:
+    """The markdown list of the files written beside the leaderboard (relative links)."""
+    lines = ["## Files beside this table", ""]
+    for path in companions:
+        kind = path.name.rsplit(".", 2)[-2]
+        lines.append(f"- [{path.name}]({path.name}): {FILE_NOTES.get(kind, 'table')}")
+    for path in plots:
+        lines.append(f"- [{path.name}]({path.name})")
+    return "\n".join(lines)

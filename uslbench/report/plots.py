@@ -74,15 +74,20 @@ def accuracy_vs_budget_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     agg = aggregate(df)
     written = []
     for (dataset, encoder, learner), part in agg.groupby(["dataset", "encoder", "learner"], sort=True):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for selector in selector_order(part):
+        fig, ax = plt.subplots(figsize=(8.5, 4.5))
+        order = selector_order(part)
+        colours = plt.get_cmap("tab20").colors  # 20 distinct colours; markers tell neighbours apart too
+        markers = "osD^v<>pPX*h"
+        for i, selector in enumerate(order):
             rows = part[part["selector"] == selector].sort_values("budget")
             oracle = bool(rows["oracle"].any())
             label = f"{selector} {ORACLE_MARK}" if oracle else selector
-            line, = ax.plot(rows["budget"], rows["mean"], marker="o", label=label,
-                            linestyle="--" if oracle else "-", linewidth=2.2 if selector == "usl" else 1.4)
-            ax.fill_between(rows["budget"], rows["mean"] - rows["std"], rows["mean"] + rows["std"],
-                            color=line.get_color(), alpha=0.15)
+            # each series a little to the side on the log axis, so equal budgets do not hide each other
+            x = rows["budget"].to_numpy(dtype=float) * 1.025 ** (i - (len(order) - 1) / 2)
+            ax.errorbar(x, rows["mean"], yerr=rows["std"].fillna(0.0), marker=markers[i % len(markers)],
+                        color=colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20], label=label, capsize=2,
+                        linestyle="--" if oracle else "-", linewidth=2.2 if selector == "usl" else 1.2,
+                        markersize=5)
         budgets = sorted(set(part["budget"]))
         ax.set_xscale("log")
         ax.set_xticks(budgets)
@@ -90,9 +95,9 @@ def accuracy_vs_budget_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.minorticks_off()
         ax.set_xlabel("labeling budget m (log scale)")
         ax.set_ylabel("final top-1 on the test split (%)")
-        ax.set_title(f"{dataset} · learner {learner}\nencoder {encoder}; mean ± std over seeds", fontsize=10)
+        ax.set_title(f"{dataset} · learner {learner}\nencoder {encoder}; mean ± std over seeds (bars)", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
         written.append(_save(fig, out_dir / f"accuracy_vs_budget_{_safe(dataset)}_{_safe(encoder)}_{_safe(learner)}.png"))
     return written
 
@@ -138,6 +143,6 @@ def _save(fig, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # legends placed outside the axes included
     plt.close(fig)
     return path
