@@ -42,7 +42,8 @@ def density_percentiles(mean_sq: np.ndarray) -> np.ndarray:
 def collect(root: Path, dataset: str | None) -> list[dict]:
     """One entry per distinct selection (learners sharing a selection count once): its row label,
     budget, seed, data set, encoder, feature key, indices, classes covered, max images per class."""
-    seen, out = set(), []
+    seen: dict[tuple, str | None] = {}
+    out = []
     for path in record_paths(root):
         record, problem = read_json_file(path)
         if not isinstance(record, dict) or problem is not None:
@@ -53,9 +54,14 @@ def collect(root: Path, dataset: str | None) -> list[dict]:
         if row is None or indices is None or "features" not in keys or (dataset and row["dataset"] != dataset):
             continue
         ident = (row["dataset"], row["encoder"], keys["features"], row["selector"], row["budget"], row["seed"])
-        if ident in seen:
+        selection = keys.get("selection")
+        if ident in seen:  # learners sharing a selection: counted once
+            if seen[ident] != selection:
+                print(f"warning: two different selections for {row['selector']} m = {row['budget']} seed "
+                      f"{row['seed']} ({seen[ident]}, {selection}; say, runs of two code versions or configs "
+                      f"with one row label): kept the first; use a results root of one sweep", file=sys.stderr)
             continue
-        seen.add(ident)
+        seen[ident] = selection
         hist = row["class_histogram"] or []
         out.append(dict(dataset=row["dataset"], encoder=row["encoder"], feature_key=keys["features"],
                         selector=row["selector"], budget=row["budget"], seed=row["seed"],
@@ -125,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.output is not None:
         args.output.write_text("# Where the picks fall: k-NN density percentile\n\n"
                                f"Written by `python scripts/pick_density.py RESULTS --knn-k {args.knn_k}"
-                               + (f" --dataset {args.dataset}" if args.dataset else "") + "`.\n\n" + text + "\n")
+                               + (f" --dataset {args.dataset}" if args.dataset else "")
+                               + f" --output {args.output.name}`.\n\n" + text + "\n")
     return 0
 
 

@@ -66,3 +66,25 @@ def test_table_matches_a_hand_computed_cell(digits_root, tmp_path):
 def test_no_runs_is_an_error(tmp_path, capsys):
     assert _script().main([str(tmp_path)]) == 1
     assert "no finished runs" in capsys.readouterr().err
+
+
+def test_two_selections_for_one_cell_are_not_averaged(digits_root, tmp_path, capsys):
+    """A root holding the same row, budget and seed from two selections (say, two code versions)
+    keeps the first and says so, instead of counting the second as another seed."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(digits_root, root)
+    record_path = next(p for p in sorted(root.glob("runs/*/record.json"))
+                       if json.loads(p.read_text())["spec"]["selector"] == "usl")
+    record = json.loads(record_path.read_text())
+    record["keys"]["selection"] = "another-selection"
+    record["key"] = "zzzz-copy"
+    copy = root / "runs" / "zzzz-copy" / "record.json"
+    copy.parent.mkdir()
+    copy.write_text(json.dumps(record))
+    assert _script().main([str(root), "--dataset", "digits", "--knn-k", "20"]) == 0
+    out = capsys.readouterr()
+    assert "two different selections for usl m = 20 seed" in out.err
+    usl_cell = next(line for line in out.out.splitlines() if line.startswith("| usl |"))
+    assert "(2);" in usl_cell
