@@ -48,9 +48,8 @@ def cifar(tmp_path_factory):
         return load_dataset("cifar10", data_root=str(root))
 
 
-@pytest.fixture(scope="module")
-def small_digits():
-    """The digits data set cut to a 240-image pool and 120 test images (fast, still 10 classes)."""
+def digits_subset(n_pool: int, n_test: int):
+    """The digits data set cut to its first n_pool pool and n_test test images."""
     import dataclasses
 
     from uslbench.datasets import load_dataset
@@ -58,9 +57,15 @@ def small_digits():
 
     full = load_dataset("digits")
     return dataclasses.replace(
-        full, train=ImageSplit(labels=full.train.labels[:240], array=full.train.array[:240]),
-        test=ImageSplit(labels=full.test.labels[:120], array=full.test.array[:120]),
-        identity={**full.identity, "subset": "240/120"})
+        full, train=ImageSplit(labels=full.train.labels[:n_pool], array=full.train.array[:n_pool]),
+        test=ImageSplit(labels=full.test.labels[:n_test], array=full.test.array[:n_test]),
+        identity={**full.identity, "subset": f"{n_pool}/{n_test}"})
+
+
+@pytest.fixture(scope="module")
+def small_digits():
+    """The digits data set cut to a 240-image pool and 120 test images (fast, still 10 classes)."""
+    return digits_subset(240, 120)
 
 
 @pytest.fixture

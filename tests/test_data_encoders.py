@@ -116,6 +116,9 @@ def test_missing_weights_message_names_pretrain_and_option(cifar, tmp_path):
     message = str(err.value)
     assert "python cli.py pretrain --encoder simclr --dataset cifar10" in message
     assert "--encoder-weights PATH" in message and str(tmp_path / "weights" / "cifar10" / "simclr.pt") in message
+    # and the routes that need no self-supervised checkpoint (issue 10)
+    assert "--encoder pixels needs no weights" in message
+    assert "--encoder timm --encoder-config model=NAME --encoder-weights FILE" in message
 
 
 @pytest.mark.slow

@@ -229,17 +229,6 @@ def test_efficientnet_lite0_package_weights_reproduce_the_package_logits():
         assert (plain(x) - expected).abs().max() > 0.1
 
 
-def test_a_missing_checkpoint_names_the_encoders_that_need_none_and_the_timm_route(cifar, tmp_path):
-    encoder = ENCODERS.create("simclr", dataset="cifar10")
-    encoder.use_results_root(tmp_path)
-    with pytest.raises(UserError) as err:
-        encoder.check(cifar)
-    message = str(err.value)
-    assert "python cli.py pretrain --encoder simclr" in message          # the existing route stays
-    assert "--encoder pixels needs no weights" in message
-    assert "--encoder timm --encoder-config model=NAME --encoder-weights FILE" in message
-
-
 @pytest.mark.slow
 def test_onnx_backend_gives_the_eager_features(cifar, tmp_path):
     from uslbench.encoders.timm_encoder import onnx_available

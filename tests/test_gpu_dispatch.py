@@ -156,6 +156,12 @@ def test_compute_device_is_scoped():
     assert toolkit.active_compute().name == "cpu"
 
 
+def torch_kernels_on_cpu_tensors(monkeypatch) -> None:
+    """`--device cuda` resolves to faiss on the (simulated) GPU and the torch kernels on CPU tensors."""
+    monkeypatch.setattr(toolkit, "resolve_compute",
+                        lambda device, strict=False: ComputeDevice(name="cuda", faiss_gpu=True, torch_device="cpu"))
+
+
 def _select(name, x, budget, device, **config):
     return SELECTORS.create(name, **config).select(x, budget, seed=3, context=SelectionContext(device=device))
 
@@ -167,8 +173,7 @@ def test_usl_exact_on_simulated_gpu_matches_cpu(monkeypatch):
     cpu = _select("usl", x, 12, "cpu")
     simulate(monkeypatch, faiss_gpus=1, torch_gpus=1)
     fake_gpu_calls(monkeypatch)
-    monkeypatch.setattr(toolkit, "resolve_compute",
-                        lambda device, strict=False: ComputeDevice(name="cuda", faiss_gpu=True, torch_device="cpu"))
+    torch_kernels_on_cpu_tensors(monkeypatch)
     gpu = _select("usl", x, 12, "cuda")
     assert gpu.indices.tolist() == cpu.indices.tolist()
     assert gpu.info["selection_device"] == "cuda" and gpu.info["faiss_gpu"] is True
@@ -229,8 +234,7 @@ def test_probcover_on_simulated_gpu_matches_cpu(monkeypatch):
     cpu = _select("probcover", x, 10, "cpu")
     simulate(monkeypatch, faiss_gpus=1, torch_gpus=0)
     fake_gpu_calls(monkeypatch)
-    monkeypatch.setattr(toolkit, "resolve_compute",
-                        lambda device, strict=False: ComputeDevice(name="cuda", faiss_gpu=True, torch_device="cpu"))
+    torch_kernels_on_cpu_tensors(monkeypatch)
     gpu = _select("probcover", x, 10, "cuda")
     assert gpu.indices.tolist() == cpu.indices.tolist() and gpu.info["edges"] == cpu.info["edges"]
     assert gpu.info["gpu_ops"] == ["kmeans", "range_graph"] and gpu.info["knn_index"].endswith("torch)")

@@ -1,7 +1,6 @@
 """SimCLRv2-CLD fine-tuning as the USL reference runs it (semisup-simclrv2-cld/fine_tune.py; issue 11)."""
 from __future__ import annotations
 
-import dataclasses
 from types import SimpleNamespace
 
 import numpy as np
@@ -9,20 +8,16 @@ import pytest
 import torch
 
 from uslbench.catalog import ENCODERS, LEARNERS
-from uslbench.datasets import load_dataset
-from uslbench.datasets.base import ImageSplit
 from uslbench.learners.simclrv2_nets import NormalisedClassifier
+
+from conftest import digits_subset
 
 CLD_MEAN, CLD_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 @pytest.fixture(scope="module")
 def small_digits():
-    full = load_dataset("digits")
-    return dataclasses.replace(
-        full, train=ImageSplit(labels=full.train.labels[:200], array=full.train.array[:200]),
-        test=ImageSplit(labels=full.test.labels[:100], array=full.test.array[:100]),
-        identity={**full.identity, "subset": "200/100"})
+    return digits_subset(200, 100)
 
 
 def test_cifar_recipe_resolved():

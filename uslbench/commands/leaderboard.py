@@ -36,15 +36,21 @@ def leaderboard(root: str, fmt: str, output: str | None, plots: bool, metric: st
     if sweep_file is not None:  # the same tables as `sweep --file` writes when its grid is done
         from ..harness.grid import build_sweep
         from ..harness.plan import plan_sweep
-        from ..report.records import planned_cells
 
         built = build_sweep(sweep_file=sweep_file, data_root=data_root)
-        plan = plan_sweep(built.specs(), root)
-        keys = {run.key for run in plan.runs}
-        planned = planned_cells(run.resolved.record_head() for run in plan.runs)
+        keys, planned = sweep_scope(plan_sweep(built.specs(), root))
         caption = built.leaderboard_caption
         output = output or built.leaderboard_output
     board = write_leaderboard(root, fmt=fmt, out_dir=output, plots=plots, metric=metric, caption=caption,
                               keys=keys, planned=planned, warn=lambda m: click.echo(f"warning: {m}", err=True))
     click.echo(board.text, nl=not board.text.endswith("\n"))
     click.echo(f"written: {board.path}" + (f" (+ {len(board.plots)} plots)" if board.plots else ""), err=True)
+
+
+def sweep_scope(plan) -> tuple[set[str], list[tuple]]:
+    """A sweep's leaderboard scope, for `write_leaderboard(keys=..., planned=...)`: the run keys of
+    its `harness.plan.Plan` and the cells it planned (each cell expects the seeds the grid planned
+    for its row; extra grids may plan fewer)."""
+    from ..report.records import planned_cells
+
+    return {run.key for run in plan.runs}, planned_cells(run.resolved.record_head() for run in plan.runs)

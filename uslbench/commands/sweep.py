@@ -70,7 +70,7 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
     from ..harness.resources import Resources, parse_time_minutes
     from ..harness.sweep import run_sweep
     from ..report.leaderboard import write_leaderboard
-    from ..report.records import planned_cells
+    from .leaderboard import sweep_scope
 
     built = build_sweep(preset=preset, sweep_file=sweep_file, dataset=dataset, selector=selector, learner=learner,
                         budget=budget, seeds=seeds, encoder=encoder, selector_config=selector_config,
@@ -112,10 +112,8 @@ def sweep(preset, sweep_file, dataset, selector, learner, budget, seeds, encoder
     if final.get("failed") or final.get("crashed"):
         click.echo(f"see the failures with: python cli.py status {results_root}")
     if show_leaderboard and final.get("done"):
-        keys = {run.key for run in plan.runs}
+        keys, planned = sweep_scope(plan)
         out_dir = Path(results_root) / built.datasets[0] if built.preset and len(built.datasets) == 1 else None
-        # each cell expects the seeds the grid planned for its row (extra grids may plan fewer)
-        planned = planned_cells(run.resolved.record_head() for run in plan.runs)
         board = write_leaderboard(results_root, keys=keys, out_dir=built.leaderboard_output or out_dir,
                                   caption=built.leaderboard_caption, planned=planned,
                                   warn=lambda m: click.echo(f"warning: {m}", err=True))

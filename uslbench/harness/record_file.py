@@ -29,6 +29,17 @@ NEEDED = ("dataset", "selector", "learner", "budget", "seed", "top1")
 STATUSES = ("ok", "failed")
 
 
+def record_trait(record: dict, kind: str, trait: str, tag: str) -> bool:
+    """A trait from the record's `<kind>_traits` dict (kind: "selector" or "learner"). Records
+    written before traits were typed (schema 1 as well) list free-string tags under `<kind>_tags`
+    instead: an oracle selector had the tag "oracle", a feature learner "probe", a feature reader
+    "uses_features"."""
+    traits = record.get(f"{kind}_traits")
+    if isinstance(traits, dict):
+        return bool(traits.get(trait))
+    return tag in (record.get(f"{kind}_tags") or [])
+
+
 def record_problem(record: Any) -> str | None:
     """Why `record` (parsed JSON) is not a usable run record, or None when it is.
 

@@ -95,11 +95,11 @@ FILE_NOTES = {"seeds": "one row per run (seed): top-1 and classes covered",
 
 
 def files_section(companions: list[Path], plots: list[Path]) -> str:
-    """The markdown list of the files written beside the leaderboard (relative links)."""
+    """The markdown list of the files written beside the leaderboard (relative links);
+    companions are NAME.<kind>.csv with kind a key of FILE_NOTES."""
     lines = ["## Files beside this table", ""]
     for path in companions:
-        kind = path.name.rsplit(".", 2)[-2]
-        lines.append(f"- [{path.name}]({path.name}): {FILE_NOTES.get(kind, 'table')}")
+        lines.append(f"- [{path.name}]({path.name}): {FILE_NOTES[path.suffixes[-2][1:]]}")
     for path in plots:
         lines.append(f"- [{path.name}]({path.name})")
     return "\n".join(lines)

@@ -76,7 +76,8 @@ def accuracy_vs_budget_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
     for (dataset, encoder, learner), part in agg.groupby(["dataset", "encoder", "learner"], sort=True):
         fig, ax = plt.subplots(figsize=(8.5, 4.5))
         order = selector_order(part)
-        colours = plt.get_cmap("tab20").colors  # 20 distinct colours; markers tell neighbours apart too
+        tab20 = plt.get_cmap("tab20").colors
+        colours = tab20[::2] + tab20[1::2]  # the 10 dark tones, then their light pairs; markers differ too
         markers = "osD^v<>pPX*h"
         for i, selector in enumerate(order):
             rows = part[part["selector"] == selector].sort_values("budget")
@@ -85,7 +86,7 @@ def accuracy_vs_budget_plots(df: pd.DataFrame, out_dir: Path) -> list[Path]:
             # each series a little to the side on the log axis, so equal budgets do not hide each other
             x = rows["budget"].to_numpy(dtype=float) * 1.025 ** (i - (len(order) - 1) / 2)
             ax.errorbar(x, rows["mean"], yerr=rows["std"].fillna(0.0), marker=markers[i % len(markers)],
-                        color=colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20], label=label, capsize=2,
+                        color=colours[i % len(colours)], label=label, capsize=2,
                         linestyle="--" if oracle else "-", linewidth=2.2 if selector == "usl" else 1.2,
                         markersize=5)
         budgets = sorted(set(part["budget"]))

@@ -24,7 +24,7 @@ import pandas as pd
 
 from .. import SCHEMA_VERSION
 from ..harness.record_file import (ABSENT, _first, read_json_file, read_record_file,  # noqa: F401  (re-exported)
-                                   record_problem)
+                                   record_problem, record_trait)
 from .versions import data_identity, encoder_identity, separate_versions
 
 COLUMNS = ["key", "dataset", "encoder", "selector", "learner", "budget", "seed", "top1", "oracle", "probe",
@@ -76,16 +76,6 @@ def _encoder_name(record: dict) -> str:
     """The encoder's registry name: the spec's, else the one of the resolved identity (records keep
     the identity dict under resolved.encoder), else "default"."""
     return str(_first(record, "spec.encoder", "resolved.encoder.encoder") or "default")
-
-
-def _trait(record: dict, kind: str, trait: str, tag: str) -> bool:
-    """A trait from the record's `<kind>_traits` dict. Records written before traits were typed
-    (schema 1 as well) list free-string tags under `<kind>_tags` instead: an oracle selector had
-    the tag "oracle", a feature learner the tag "probe"."""
-    traits = record.get(f"{kind}_traits")
-    if isinstance(traits, dict):
-        return bool(traits.get(trait))
-    return tag in (record.get(f"{kind}_tags") or [])
 
 
 def metric_value(metrics: dict | None, metric: str) -> float | None:
@@ -169,8 +159,8 @@ def record_row(record: dict, metric: str = "final") -> dict[str, Any] | None:
         "key": _first(record, "key"),
         **_cell_fields(record),
         "top1": metric_value(record.get("metrics"), metric),
-        "oracle": _trait(record, "selector", "needs_labels", "oracle"),
-        "probe": _trait(record, "learner", "uses_features", "probe"),
+        "oracle": record_trait(record, "selector", "needs_labels", "oracle"),
+        "probe": record_trait(record, "learner", "uses_features", "probe"),
         "selection_key": _first(record, "keys.selection"),
         "class_histogram": record.get("class_histogram") or None,
         "num_classes": _first(record, "dataset_summary.num_classes"),

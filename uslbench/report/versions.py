@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable
 
+from ..harness.record_file import record_trait
 from ..utils import content_key
 
 if TYPE_CHECKING:
@@ -32,22 +33,13 @@ def data_identity(record: dict) -> str | None:
     return str(value) if value else None
 
 
-def _reads_features(record: dict, kind: str) -> bool:
-    """Whether the record's selector / learner reads encoder features: its `<kind>_traits` dict
-    (what the pipeline writes) or, in records written before traits were typed, the free-string
-    tag "uses_features" under `<kind>_tags`."""
-    traits = record.get(f"{kind}_traits")
-    if isinstance(traits, dict):
-        return bool(traits.get("uses_features"))
-    return "uses_features" in (record.get(f"{kind}_tags") or [])
-
-
 def encoder_identity(record: dict) -> str | None:
     """A digest of the encoder identities a record's numbers depend on, or None when neither the
     selector nor the learner reads features (or the record does not say)."""
     resolved = record.get("resolved") if isinstance(record.get("resolved"), dict) else {}
     selection_encoder = resolved.get("selection_encoder")
-    if not any(_reads_features(record, kind) for kind in ("selector", "learner")) and selection_encoder is None:
+    reads_features = any(record_trait(record, kind, "uses_features", "uses_features") for kind in ("selector", "learner"))
+    if not reads_features and selection_encoder is None:
         return None
     encoder = resolved.get("encoder")
     if not isinstance(encoder, dict) and selection_encoder is None:
